@@ -1,0 +1,198 @@
+"""The one path every device write takes: permission, validation, command log, audit, hand-off.
+
+Web manager, REST API and code (later: schedules and logic) all call
+:func:`submit_write`. It records the command in the database (the carrier)
+and then nudges the engine through the channel layer (a hint only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from bms.control.models import AuditEntry, Command
+from bms.engine import bus
+from bms.engine.scaling import Scaling, ValueRejected, validate_value
+from bms.points.models import Point
+from drivers.registry import driver_class
+
+log = logging.getLogger(__name__)
+COMMAND_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+SOURCES = ("web", "api", "code", "schedule", "logic")
+
+
+class CommandRejected(Exception):
+    """A write that was refused before anything was recorded or sent; ``code`` is machine-readable."""
+
+    http_status = {
+        "forbidden": 403,
+        "unknown_point": 404,
+        "conflict": 409,
+        "read_only": 409,
+    }
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return self.http_status.get(self.code, 400)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The recorded command and whether this call created it (False: an idempotent repeat)."""
+
+    command: Command
+    created: bool
+
+
+def payload_hash(point_name: str, value: object, priority: int | None) -> str:
+    body = json.dumps({"point": point_name, "value": value, "priority": priority}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def submit_write(
+    *,
+    user,
+    point_name: object,
+    value: object,
+    command_id: object = None,
+    priority: object = None,
+    source: str = "api",
+) -> Submission:
+    """Validate and record a write; raise :class:`CommandRejected` (and record nothing but an audit line)."""
+    username = getattr(user, "username", "") or ""
+    try:
+        return _submit(user, point_name, value, command_id, priority, source)
+    except CommandRejected as exc:
+        AuditEntry.objects.create(
+            user=user if getattr(user, "pk", None) else None,
+            username=username,
+            action="write.rejected",
+            target=str(point_name)[:128],
+            detail={
+                "code": exc.code,
+                "message": exc.message,
+                "value": _jsonable(value),
+                "command_id": _jsonable(command_id),
+            },
+        )
+        log.info("write refused for %s by %s: %s", point_name, username or "-", exc.message)
+        raise
+
+
+def _submit(user, point_name, value, command_id, priority, source) -> Submission:
+    if source not in SOURCES:
+        raise ValueError(f"unknown command source {source!r}")
+    if source in ("web", "api"):
+        if user is None or not user.is_authenticated:
+            raise CommandRejected("forbidden", "log in to write values")
+        if not user.has_perm("points.write_point"):
+            raise CommandRejected("forbidden", f"user {user.username} may not write values")
+    if not isinstance(point_name, str) or not point_name:
+        raise CommandRejected("invalid", "name the point to write")
+    if command_id is None:
+        command_id = uuid.uuid4().hex
+    if not isinstance(command_id, str) or not COMMAND_ID_PATTERN.match(command_id):
+        raise CommandRejected("invalid", "command_id must be 1 to 64 letters, digits or _ . : -")
+    if priority is not None and (
+        isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 16
+    ):
+        raise CommandRejected("invalid", "priority must be a whole number from 1 to 16")
+
+    point = Point.objects.select_related("device").filter(name=point_name).first()
+    if point is None:
+        raise CommandRejected("unknown_point", f"there is no point named {point_name!r}")
+    if not point.writable:
+        raise CommandRejected("read_only", f"point {point_name} is read-only")
+    if not point.enabled or not point.device.enabled:
+        raise CommandRejected("read_only", f"point {point_name} is disabled")
+    scaling = Scaling(point.data_type, point.scale, point.offset)
+    try:
+        normalised = validate_value(
+            value,
+            scaling,
+            point.min_value,
+            point.max_value,
+            driver_class(point.device.driver).value_range(point.data_type),
+        )
+    except ValueRejected as exc:
+        raise CommandRejected(exc.code, f"{point_name}: {exc.message}") from None
+
+    digest = payload_hash(point_name, normalised, priority)
+    existing = Command.objects.filter(command_id=command_id).first()
+    if existing is not None:
+        return _repeat(existing, digest)
+    try:
+        with transaction.atomic():
+            command = Command.objects.create(
+                command_id=command_id,
+                point=point,
+                point_name=point_name,
+                value=normalised,
+                priority=priority,
+                payload_hash=digest,
+                source=source,
+                user=user if getattr(user, "pk", None) else None,
+                username=getattr(user, "username", "") or "",
+                origin=settings.BMS_NODE_NAME,
+            )
+            AuditEntry.objects.create(
+                user=command.user,
+                username=command.username,
+                action="write.requested",
+                target=point_name,
+                detail={"command_id": command_id, "value": normalised, "priority": priority, "source": source},
+            )
+            transaction.on_commit(wake_engine)
+    except IntegrityError:
+        # Another request recorded the same command_id between our check and insert.
+        return _repeat(Command.objects.get(command_id=command_id), digest)
+    return Submission(command, True)
+
+
+def _repeat(existing: Command, digest: str) -> Submission:
+    if existing.payload_hash != digest:
+        raise CommandRejected(
+            "conflict", f"command_id {existing.command_id} was already used for a different write; use a new id"
+        )
+    return Submission(existing, False)
+
+
+def wake_engine() -> None:
+    """Tell the engine to look for new commands now (best effort: it also scans on its own)."""
+    try:
+        async_to_sync(get_channel_layer().send)(bus.ENGINE_CHANNEL, {"type": bus.COMMANDS_PENDING})
+    except Exception as exc:  # the periodic scan still finds the command
+        log.warning("could not wake the engine (%s); it will find the command at its next scan", exc)
+
+
+def wait_for_outcome(command: Command, timeout: float) -> Command:
+    """Poll the command row until it is final or ``timeout`` passes; return the latest row."""
+    deadline = time.monotonic() + timeout
+    while True:
+        command.refresh_from_db()
+        if command.status in Command.FINAL or time.monotonic() >= deadline:
+            return command
+        time.sleep(0.02)
+
+
+def _jsonable(value: object) -> object:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,0 +1,18 @@
+"""Channel-layer names and message types shared by the engine and the web processes.
+
+The channel layer carries live data (at-most-once, healed by sequence
+numbers and snapshots) and wake-up hints. It never carries the only copy of
+a command: commands live in the database.
+"""
+
+ENGINE_CHANNEL = "bms.engine"
+LIVE_GROUP = "live"
+
+# to the engine
+SNAPSHOT_REQUEST = "engine.snapshot"  # {"reply_to": channel}
+COMMANDS_PENDING = "engine.commands"  # wake-up: new commands are in the database
+CONFIG_CHANGED = "engine.config"  # wake-up: the configuration revision moved
+
+# from the engine
+LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points"}
+LIVE_SNAPSHOT = "live.snapshot"  # reply: {"seq", "points"}

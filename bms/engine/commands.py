@@ -1,0 +1,91 @@
+"""Executes recorded commands: claim (at most once), fence, write, record the outcome.
+
+The database row is the command; a channel-layer message only wakes this
+executor early. Without it, pending commands are still found by the
+periodic scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from bms.control.models import Command
+from bms.engine import store
+from bms.engine.poller import DevicePoller
+from bms.engine.role import RoleGate
+from drivers.base import DriverError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RunInDb = Callable[..., Awaitable[Any]]
+
+
+class CommandExecutor:
+    """Picks up pending commands and executes each at most once."""
+
+    def __init__(
+        self,
+        run_in_db: RunInDb,
+        pollers: Callable[[], dict[str, DevicePoller]],
+        role: RoleGate,
+        scan_interval: float = 0.5,
+    ) -> None:
+        self.run_in_db = run_in_db
+        self.pollers = pollers
+        self.role = role
+        self.scan_interval = scan_interval
+        self.executed = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="commands")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.scan_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not self.role.active:
+                continue
+            try:
+                for pk in await self.run_in_db(store.pending_command_ids):
+                    await self.execute(pk)
+            except Exception:
+                log.exception("command scan failed; retrying at the next scan")
+
+    async def execute(self, pk: int) -> None:
+        epoch = self.role.epoch
+        command = await self.run_in_db(store.claim_command, pk)
+        if command is None:
+            return
+        status, error = await self._send(command, epoch)
+        await self.run_in_db(store.finish_command, pk, status, error)
+        self.executed += 1
+        log.info("command %s %s := %r: %s %s", command.command_id, command.point_name, command.value, status, error)
+
+    async def _send(self, command: Command, epoch: int) -> tuple[str, str]:
+        for poller in self.pollers().values():
+            point = poller.points.get(command.point_name)
+            if point is None:
+                continue
+            try:
+                await poller.write(point, command.value, lambda: self.role.may_write(epoch))
+            except (DriverError, PermissionError, ValueError) as exc:
+                return Command.FAILED, str(exc)
+            return Command.SUCCEEDED, ""
+        return Command.FAILED, f"point {command.point_name} is not (or no longer) polled by this engine"

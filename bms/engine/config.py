@@ -1,0 +1,48 @@
+"""The engine's immutable view of the configuration, loaded from the database in one go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bms.engine.scaling import Scaling
+from drivers.base import DeviceSpec, PointSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PointConfig:
+    """One enabled point as the engine needs it: driver spec, scaling and publishing deadband."""
+
+    spec: PointSpec
+    scaling: Scaling
+    deadband: float
+    device: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    """One enabled device: its driver, connection, poll interval and points."""
+
+    spec: DeviceSpec
+    driver: str
+    poll_interval: float
+    points: tuple[PointConfig, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the engine runs, tagged with the revision it was loaded at."""
+
+    revision: int
+    devices: tuple[DeviceConfig, ...]
+
+    @property
+    def points(self) -> dict[str, PointConfig]:
+        return {point.name: point for device in self.devices for point in device.points}

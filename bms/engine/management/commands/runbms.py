@@ -1,0 +1,58 @@
+"""``python manage.py runbms``: web (Daphne) and engine in one process, the embedded shape.
+
+The engine runs as tasks on Daphne's own asyncio loop, so the in-memory
+channel layer connects them without a broker.
+"""
+
+import asyncio
+import logging
+
+import daphne.server
+from channels.routing import get_default_application
+from django.core.management.base import BaseCommand
+from twisted.internet import defer, reactor
+
+from bms.engine.lifecycle import engine_from_settings
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Run web manager, websocket endpoint and engine in one process."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+        parser.add_argument("--no-engine", action="store_true", help="web only (the engine runs elsewhere)")
+
+    def handle(self, *args, host: str, port: int, no_engine: bool, **options) -> None:
+        engine = None if no_engine else engine_from_settings()
+        started: list[asyncio.Future] = []
+
+        def start_engine() -> None:
+            started.append(asyncio.ensure_future(engine.start()))
+
+        def stop_engine():
+            async def _stop() -> None:
+                if started:
+                    await asyncio.gather(*started, return_exceptions=True)
+                await engine.stop()
+
+            return defer.Deferred.fromFuture(asyncio.ensure_future(_stop()))
+
+        if engine is not None:
+            reactor.callWhenRunning(start_engine)
+            reactor.addSystemEventTrigger("before", "shutdown", stop_engine)
+
+        def ready() -> None:
+            self.stdout.write(f"BMS node listening on http://{host}:{port}/ (Ctrl-C stops it)")
+            self.stdout.flush()
+
+        server = daphne.server.Server(
+            application=get_default_application(),
+            endpoints=[f"tcp:port={port}:interface={host}"],
+            signal_handlers=True,
+            ready_callable=ready,
+            verbosity=0,
+        )
+        server.run()

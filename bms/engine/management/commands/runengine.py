@@ -1,0 +1,31 @@
+"""``python manage.py runengine``: the engine alone (production shape, next to Daphne and Celery)."""
+
+import asyncio
+import contextlib
+import signal
+
+from django.core.management.base import BaseCommand
+
+from bms.engine.lifecycle import engine_from_settings
+
+
+class Command(BaseCommand):
+    help = "Run the real-time engine: poll devices, keep the process image, publish, execute commands."
+
+    def handle(self, *args, **options) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        engine = engine_from_settings()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await engine.start()
+        self.stdout.write(f"engine running ({len(engine.pollers)} device(s)); Ctrl-C stops it", ending="\n")
+        self.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await engine.stop()

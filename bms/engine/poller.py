@@ -1,0 +1,145 @@
+"""Polls one device on its own interval without drift, and writes to it.
+
+One poller owns one driver instance, so reads and writes to a device share
+one connection with one request in flight (a lock serialises them).
+Communication failure marks all of the device's points ``comm_failure`` and
+is reported once per outage; per-point refusals mark only those points
+``bad``, also once per transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bms.engine.config import DeviceConfig, PointConfig
+from bms.engine.image import BAD, COMM_FAILURE, GOOD, ProcessImage
+from drivers.base import CommunicationError, Driver, RawValue
+from drivers.registry import driver_class
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, str, str, str], None]  # kind, source, message, severity
+
+
+class DevicePoller:
+    """The poll loop and write path of one device."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        image: ProcessImage,
+        on_change: Callable[[], None],
+        on_event: EventSink,
+    ) -> None:
+        self.config = config
+        self.image = image
+        self.on_change = on_change
+        self.on_event = on_event
+        self.driver: Driver = driver_class(config.driver)(config.spec)
+        self.points = {point.name: point for point in config.points}
+        self.specs = [point.spec for point in config.points]
+        self.online: bool | None = None
+        self.bad_points: set[str] = set()
+        self.cycles = 0
+        self.overruns = 0
+        self._lock = asyncio.Lock()
+        self._poke = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.driver.close()
+
+    def poll_soon(self) -> None:
+        """Read the device now instead of at the next tick (after a write, so operators see the result)."""
+        self._poke.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.poll_interval
+        next_at = loop.time()
+        while True:
+            await self.poll_once()
+            self.cycles += 1
+            next_at += interval
+            now = loop.time()
+            if next_at <= now:
+                # Overran: skip the missed slots and stay on the original grid.
+                missed = math.floor((now - next_at) / interval) + 1
+                self.overruns += missed
+                next_at += missed * interval
+            try:
+                await asyncio.wait_for(self._poke.wait(), timeout=next_at - now)
+            except TimeoutError:
+                pass
+            self._poke.clear()
+
+    async def poll_once(self) -> None:
+        if not self.specs:
+            return
+        async with self._lock:
+            try:
+                await self._ensure_connected()
+                readings = await self.driver.read(self.specs)
+            except CommunicationError as exc:
+                self._went_offline(str(exc))
+                return
+        when = datetime.now(UTC)
+        if self.online is not True:
+            if self.online is False:
+                self.on_event("comm_restored", self.name, "communication restored", "info")
+            self.online = True
+        changed = False
+        for name, reading in readings.items():
+            point = self.points[name]
+            if reading.ok:
+                changed |= self.image.update(
+                    name, point.scaling.to_engineering(reading.value), GOOD, when, point.deadband
+                )
+                if name in self.bad_points:
+                    self.bad_points.discard(name)
+                    self.on_event("point_ok", name, "point reads again", "info")
+            else:
+                changed |= self.image.update(name, None, BAD, when)
+                if name not in self.bad_points:
+                    self.bad_points.add(name)
+                    self.on_event("point_bad", name, reading.error or "read failed", "warning")
+        if changed:
+            self.on_change()
+
+    async def _ensure_connected(self) -> None:
+        connected = getattr(self.driver, "connected", None)
+        if connected is False or (connected is None and self.online is not True):
+            await self.driver.connect()
+
+    def _went_offline(self, reason: str) -> None:
+        if self.online is not False:
+            self.online = False
+            self.on_event("comm_lost", self.name, f"communication lost: {reason}", "error")
+            log.warning("device %s: communication lost: %s", self.name, reason)
+        if self.image.mark(list(self.points), COMM_FAILURE, datetime.now(UTC)):
+            self.on_change()
+
+    async def write(self, point: PointConfig, value: RawValue, may_send: Callable[[], bool]) -> None:
+        """Convert to raw and send, checking ``may_send`` (the role fence) right before the request."""
+        raw = point.scaling.to_raw(value)
+        async with self._lock:
+            await self._ensure_connected()
+            if not may_send():
+                raise PermissionError("this node is no longer active; the write was not sent")
+            await self.driver.write(point.spec, raw)
+        self.poll_soon()

@@ -1,0 +1,146 @@
+"""The engine: loads the configuration, runs one poller per device, publishes, executes commands.
+
+It also answers snapshot requests on :data:`bus.ENGINE_CHANNEL` and reloads
+itself when the configuration revision moves, without a restart. Database
+work runs on one dedicated thread so that the loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from django.db import connections
+
+from bms.engine import bus, store
+from bms.engine.commands import CommandExecutor
+from bms.engine.config import EngineConfig
+from bms.engine.image import ProcessImage
+from bms.engine.poller import DevicePoller
+from bms.engine.publisher import Publisher
+from bms.engine.role import RoleGate, StandaloneRole
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Engine:
+    """One node's real-time engine. ``await start()`` in a running loop, ``await stop()`` to end."""
+
+    def __init__(
+        self,
+        channel_layer: Any,
+        role: RoleGate | None = None,
+        publish_min_interval: float = 0.02,
+        config_check_interval: float = 1.0,
+        command_scan_interval: float = 0.5,
+    ) -> None:
+        self.layer = channel_layer
+        self.role = role or StandaloneRole()
+        self.image = ProcessImage()
+        self.publisher = Publisher(self.image, channel_layer, publish_min_interval)
+        self.config_check_interval = config_check_interval
+        self.config: EngineConfig | None = None
+        self.pollers: dict[str, DevicePoller] = {}
+        self.commands = CommandExecutor(self.run_in_db, lambda: self.pollers, self.role, command_scan_interval)
+        self.reloads = 0
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
+        self._tasks: list[asyncio.Task] = []
+        self._reload_now = asyncio.Event()
+
+    async def run_in_db(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
+
+    async def start(self) -> None:
+        interrupted = await self.run_in_db(store.mark_interrupted_commands)
+        if interrupted:
+            log.warning("%d command(s) were in flight when the engine last stopped; marked unknown", interrupted)
+        await self.reload()
+        self.publisher.start()
+        self.commands.start()
+        self._tasks = [
+            asyncio.create_task(self._watch_config(), name="config-watch"),
+            asyncio.create_task(self._serve_requests(), name="engine-requests"),
+        ]
+        log.info("engine started: %d device(s), %d point(s)", len(self.pollers), len(self.image.points))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.commands.stop()
+        await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
+        self.pollers.clear()
+        await self.publisher.flush()
+        await self.publisher.stop()
+        await self.run_in_db(connections.close_all)
+        self._db.shutdown(wait=True)
+
+    async def reload(self) -> None:
+        """Apply the current configuration: start, stop or restart only the devices that changed."""
+        config = await self.run_in_db(store.load_config)
+        old = {device.name: device for device in self.config.devices} if self.config else {}
+        new = {device.name: device for device in config.devices}
+        for name, poller in list(self.pollers.items()):
+            if new.get(name) != old.get(name):
+                await poller.stop()
+                del self.pollers[name]
+        self.config = config
+        self.image.define([point.name for device in config.devices for point in device.points])
+        for name, device in new.items():
+            if name not in self.pollers:
+                poller = DevicePoller(device, self.image, self.publisher.notify, self._log_event)
+                self.pollers[name] = poller
+                if self.role.active:
+                    poller.start()
+        self.reloads += 1
+        self.publisher.notify()
+        log.info("configuration revision %d loaded", config.revision)
+
+    def _log_event(self, kind: str, source: str, message: str, severity: str) -> None:
+        when = datetime.now(UTC)
+        task = asyncio.ensure_future(self.run_in_db(store.log_event, kind, source, message, severity, when))
+        task.add_done_callback(_report_failure)
+
+    async def _watch_config(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._reload_now.wait(), timeout=self.config_check_interval)
+            except TimeoutError:
+                pass
+            self._reload_now.clear()
+            try:
+                revision = await self.run_in_db(store.config_revision)
+                if self.config is None or revision != self.config.revision:
+                    await self.reload()
+            except Exception:
+                log.exception("configuration reload failed; keeping the running configuration")
+
+    async def _serve_requests(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(bus.ENGINE_CHANNEL)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine channel receive failed")
+                await asyncio.sleep(0.5)
+                continue
+            kind = message.get("type")
+            if kind == bus.SNAPSHOT_REQUEST and isinstance(message.get("reply_to"), str):
+                await self.layer.send(message["reply_to"], {"type": bus.LIVE_SNAPSHOT, **self.image.snapshot()})
+            elif kind == bus.COMMANDS_PENDING:
+                self.commands.wake()
+            elif kind == bus.CONFIG_CHANGED:
+                self._reload_now.set()
+            else:
+                log.warning("engine channel: ignoring message of type %r", kind)
+
+
+def _report_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("writing an event failed: %s", task.exception())

@@ -1,0 +1,110 @@
+"""The engine's only door to the database; every function here is blocking and runs off the loop.
+
+Called on the engine's dedicated database thread (see :class:`Engine`), at
+reload, on command execution and on state transitions: never per sample.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from bms.control.models import Command
+from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
+from bms.engine.scaling import Scaling
+from bms.events.models import Event
+from bms.points.models import ConfigRevision, Device
+from drivers.base import DeviceSpec, PointSpec
+
+
+def with_fresh_connection(func):
+    """Drop connections that went stale between the engine's sparse database calls."""
+
+    def wrapper(*args, **kwargs):
+        close_old_connections()
+        return func(*args, **kwargs)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+@with_fresh_connection
+def config_revision() -> int:
+    return ConfigRevision.current()
+
+
+@with_fresh_connection
+def load_config() -> EngineConfig:
+    """Read all enabled devices and points in one transaction, so the view is consistent."""
+    with transaction.atomic():
+        revision = ConfigRevision.current()
+        devices = []
+        for device in Device.objects.filter(enabled=True).prefetch_related("points"):
+            points = tuple(
+                PointConfig(
+                    spec=PointSpec(point.name, point.address, point.data_type),
+                    scaling=Scaling(point.data_type, point.scale, point.offset),
+                    deadband=point.deadband,
+                    device=device.name,
+                )
+                for point in device.points.all()
+                if point.enabled
+            )
+            spec = DeviceSpec(
+                name=device.name,
+                host=device.host,
+                port=device.port,
+                unit_id=device.unit_id,
+                timeout=device.timeout,
+                options=dict(device.options or {}),
+            )
+            devices.append(DeviceConfig(spec, device.driver, device.poll_interval, points))
+    return EngineConfig(revision, tuple(devices))
+
+
+@with_fresh_connection
+def log_event(kind: str, source: str, message: str, severity: str, when: datetime) -> None:
+    Event.objects.create(
+        time=when, kind=kind, source=source, message=message, severity=severity, origin=settings.BMS_NODE_NAME
+    )
+
+
+@with_fresh_connection
+def pending_command_ids() -> list[int]:
+    return list(Command.objects.filter(status=Command.PENDING).order_by("id").values_list("id", flat=True))
+
+
+@with_fresh_connection
+def claim_command(pk: int) -> Command | None:
+    """Move one command from pending to executing; None if someone else already did.
+
+    The conditional UPDATE is what makes execution at-most-once, even with
+    two engines or a duplicated wake-up.
+    """
+    claimed = Command.objects.filter(pk=pk, status=Command.PENDING).update(
+        status=Command.EXECUTING, started_at=timezone.now()
+    )
+    if not claimed:
+        return None
+    return Command.objects.get(pk=pk)
+
+
+@with_fresh_connection
+def finish_command(pk: int, status: str, error: str = "") -> None:
+    Command.objects.filter(pk=pk, status=Command.EXECUTING).update(
+        status=status, error=error[:2000], finished_at=timezone.now()
+    )
+
+
+@with_fresh_connection
+def mark_interrupted_commands() -> int:
+    """At start-up: a command left executing may or may not have reached the device; say so, never resend."""
+    return Command.objects.filter(status=Command.EXECUTING).update(
+        status=Command.UNKNOWN,
+        error="the engine stopped while this command was being sent; check the device before repeating it",
+        finished_at=timezone.now(),
+    )

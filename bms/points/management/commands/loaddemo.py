@@ -1,0 +1,56 @@
+"""``python manage.py loaddemo``: the demo building's device, points and the demo operator."""
+
+from pathlib import Path
+
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management.base import BaseCommand, CommandError
+
+from bms.points.importer import ImportFailed, import_points
+from bms.points.models import Device
+
+DEMO_CSV = Path(__file__).resolve().parents[2] / "demo" / "demo_building.csv"
+
+
+def ensure_operators_group() -> Group:
+    group, _ = Group.objects.get_or_create(name="Operators")
+    group.permissions.add(Permission.objects.get(codename="write_point", content_type__app_label="points"))
+    return group
+
+
+class Command(BaseCommand):
+    help = "Load the simulated building (device 'plant' and its points) and, with --demo-user, the demo operator."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--modbus-host", default="127.0.0.1")
+        parser.add_argument("--modbus-port", type=int, default=15020)
+        parser.add_argument("--poll-interval", type=float, default=1.0)
+        parser.add_argument("--demo-user", action="store_true", help="create the operator demo/demo (demo mode only)")
+
+    def handle(
+        self, *args, modbus_host: str, modbus_port: int, poll_interval: float, demo_user: bool, **options
+    ) -> None:
+        device, _ = Device.objects.update_or_create(
+            name="plant",
+            defaults={
+                "driver": "modbus",
+                "host": modbus_host,
+                "port": modbus_port,
+                "unit_id": 1,
+                "poll_interval": poll_interval,
+                "enabled": True,
+            },
+        )
+        try:
+            result = import_points(DEMO_CSV.read_text(encoding="utf-8"))
+        except ImportFailed as exc:
+            raise CommandError("the shipped demo point list is invalid:\n" + "\n".join(exc.errors)) from exc
+        operators = ensure_operators_group()
+        count = len(result.created) + len(result.updated)
+        self.stdout.write(f"demo building: device {device.name} at {modbus_host}:{modbus_port}, {count} points")
+        if demo_user:
+            user, created = User.objects.get_or_create(username="demo")
+            if created:
+                user.set_password("demo")
+                user.save()
+            user.groups.add(operators)
+            self.stdout.write("demo operator: demo / demo")

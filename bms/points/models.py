@@ -1,0 +1,109 @@
+"""Configuration of the field: devices, their data points, and the configuration revision."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models, transaction
+from django.db.models import F
+
+from drivers.base import AddressError
+from drivers.registry import DRIVERS, driver_class
+
+POINT_NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_.\-]+$", "Use letters, digits, '_', '-' and '.' only (no spaces).")
+DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32"]
+
+
+class Device(models.Model):
+    """A field device the engine polls: which driver, where it is, and how often to ask."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[POINT_NAME_VALIDATOR])
+    driver = models.CharField(max_length=32, choices=[(name, name) for name in sorted(DRIVERS)], default="modbus")
+    host = models.CharField(max_length=255, help_text="IP address or host name of the device or gateway")
+    port = models.PositiveIntegerField(default=502, validators=[MinValueValidator(1)])
+    unit_id = models.PositiveSmallIntegerField(default=1, help_text="Modbus unit id (slave address)")
+    poll_interval = models.FloatField(default=1.0, validators=[MinValueValidator(0.05)], help_text="seconds")
+    timeout = models.FloatField(default=2.0, validators=[MinValueValidator(0.05)], help_text="seconds per request")
+    options = models.JSONField(default=dict, blank=True, help_text='driver options, e.g. {"word_order": "little"}')
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.port is not None and self.port > 65535:
+            raise ValidationError({"port": "A TCP port is at most 65535."})
+        if not isinstance(self.options, dict):
+            raise ValidationError({"options": "Options must be a JSON object."})
+
+
+class Point(models.Model):
+    """A data point of a device: where it lives in the protocol, how to scale it, who may write it."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="points")
+    name = models.CharField(max_length=128, unique=True, validators=[POINT_NAME_VALIDATOR])
+    description = models.CharField(max_length=255, blank=True)
+    address = models.CharField(max_length=64, help_text="driver address, e.g. hr:100 for Modbus")
+    data_type = models.CharField(max_length=16, choices=[(t, t) for t in DATA_TYPES])
+    scale = models.FloatField(default=1.0, help_text="engineering = raw * scale + offset")
+    offset = models.FloatField(default=0.0)
+    unit = models.CharField(max_length=32, blank=True)
+    writable = models.BooleanField(default=False)
+    min_value = models.FloatField(null=True, blank=True, help_text="lowest value an operator may write")
+    max_value = models.FloatField(null=True, blank=True, help_text="highest value an operator may write")
+    deadband = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0)], help_text="publish only changes larger than this"
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["device__name", "name"]
+        permissions = [("write_point", "Can write values to field points")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.scale == 0:
+            errors["scale"] = "Scale must not be zero (writes divide by it)."
+        if self.data_type == "bool" and (self.scale != 1 or self.offset != 0):
+            errors["scale"] = "A bool point cannot be scaled."
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            errors["min_value"] = "The lowest writable value is above the highest."
+        if self.device_id is not None:
+            try:
+                driver_class(self.device.driver).validate_point(self.address, self.data_type)
+            except (AddressError, KeyError) as exc:
+                errors["address"] = str(exc.args[0] if exc.args else exc)
+        if errors:
+            raise ValidationError(errors)
+
+
+class ConfigRevision(models.Model):
+    """A single counter bumped by every configuration change, so a running engine knows to reload."""
+
+    revision = models.PositiveBigIntegerField(default=0)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"configuration revision {self.revision}"
+
+    @classmethod
+    def current(cls) -> int:
+        row = cls.objects.filter(pk=1).values_list("revision", flat=True).first()
+        return row or 0
+
+    @classmethod
+    def bump(cls) -> None:
+        """Increment the revision once the surrounding transaction commits."""
+
+        def _bump() -> None:
+            updated = cls.objects.filter(pk=1).update(revision=F("revision") + 1)
+            if not updated:
+                cls.objects.get_or_create(pk=1, defaults={"revision": 1})
+
+        transaction.on_commit(_bump)

@@ -1,0 +1,159 @@
+"""The live websocket: a snapshot with its ``seq``, then coalesced deltas, healed by new snapshots.
+
+Client -> server messages (JSON objects with a ``type``):
+  ``{"type": "subscribe", "points": ["zone1_temp", ...]}``  only these points (``null`` = all)
+  ``{"type": "resync"}``                                    send me a fresh snapshot
+  ``{"type": "ping"}``                                      answered by ``pong``
+Server -> client:
+  ``{"type": "snapshot", "seq": S, "points": {name: state}}``
+  ``{"type": "delta", "from": A, "seq": B, "points": {name: state | null}}``  (``from`` = the seq the client must have)
+  ``{"type": "error", "code": ..., "message": ...}``  the socket stays open
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from bms.engine import bus
+
+log = logging.getLogger(__name__)
+SNAPSHOT_TIMEOUT = 3.0
+MAX_MESSAGE_BYTES = 65536
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """One visualization client; requires a logged-in user (origin is checked in front of it)."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.engine_seq: int | None = None  # last engine seq folded in; None while awaiting a snapshot
+        self.client_seq = 0  # the seq the client holds
+        self.known: set[str] = set()
+        self.selected: set[str] | None = None
+        self.buffered: list[dict[str, Any]] = []
+        self.snapshot_timer: asyncio.Task | None = None
+        await self.channel_layer.group_add(bus.LIVE_GROUP, self.channel_name)
+        await self.accept()
+        await self.request_snapshot()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "snapshot_timer", None):
+            self.snapshot_timer.cancel()
+        await self.channel_layer.group_discard(bus.LIVE_GROUP, self.channel_name)
+
+    # --- engine side ---------------------------------------------------------------
+
+    async def request_snapshot(self) -> None:
+        self.engine_seq = None
+        await self.channel_layer.send(bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name})
+        if self.snapshot_timer:
+            self.snapshot_timer.cancel()
+        self.snapshot_timer = asyncio.ensure_future(self._snapshot_watchdog())
+
+    async def _snapshot_watchdog(self) -> None:
+        while self.engine_seq is None:
+            await asyncio.sleep(SNAPSHOT_TIMEOUT)
+            if self.engine_seq is None:
+                await self.send_error("engine_unavailable", "the engine is not answering; retrying")
+                await self.channel_layer.send(
+                    bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name}
+                )
+
+    async def live_snapshot(self, event: dict[str, Any]) -> None:
+        if self.engine_seq is not None:
+            return  # an answer to a request we no longer wait for
+        self.engine_seq = event["seq"]
+        self.known = set(event["points"])
+        if self.selected is not None:
+            self.selected &= self.known
+        await self.send_json({"type": "snapshot", "seq": event["seq"], "points": self._select(event["points"])})
+        self.client_seq = event["seq"]
+        buffered, self.buffered = self.buffered, []
+        for delta in buffered:
+            await self.live_delta(delta)
+
+    async def live_delta(self, event: dict[str, Any]) -> None:
+        if self.engine_seq is None:
+            self.buffered.append(event)
+            return
+        if event["seq"] <= self.engine_seq:
+            return  # already covered by the snapshot
+        if event["from"] > self.engine_seq:
+            log.info(
+                "live stream gap (%s..%s after %s); fetching a snapshot", event["from"], event["seq"], self.engine_seq
+            )
+            self.buffered = [event]
+            await self.request_snapshot()
+            return
+        # Delta states are absolute, so a delta overlapping the snapshot is safe to apply.
+        self.engine_seq = event["seq"]
+        for name, state in event["points"].items():
+            if state is None:
+                self.known.discard(name)
+            else:
+                self.known.add(name)
+        points = self._select(event["points"])
+        if points:
+            await self.send_json({"type": "delta", "from": self.client_seq, "seq": event["seq"], "points": points})
+            self.client_seq = event["seq"]
+
+    def _select(self, points: dict[str, Any]) -> dict[str, Any]:
+        if self.selected is None:
+            return points
+        return {name: state for name, state in points.items() if name in self.selected}
+
+    # --- client side ---------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_error("malformed", "send JSON text frames, not binary")
+            return
+        if len(text_data) > MAX_MESSAGE_BYTES:
+            await self.send_error("malformed", f"message larger than {MAX_MESSAGE_BYTES} bytes")
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self.send_error("malformed", "message is not valid JSON")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.send_error("malformed", 'message must be a JSON object with a "type"')
+            return
+        kind = message["type"]
+        if kind == "resync":
+            await self.request_snapshot()
+        elif kind == "subscribe":
+            await self.subscribe(message.get("points"))
+        elif kind == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_error("unknown_type", f"unknown message type {kind!r}; use subscribe, resync or ping")
+
+    async def subscribe(self, names: Any) -> None:
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            await self.send_error("malformed", '"points" must be a list of point names, or null for all points')
+            return
+        if names is not None:
+            if self.engine_seq is None and not self.known:
+                await self.send_error("not_ready", "wait for the first snapshot before subscribing")
+                return
+            unknown = sorted(set(names) - self.known)
+            if unknown:
+                await self.send_error("unknown_point", f"unknown point(s): {', '.join(unknown)}", points=unknown)
+                return
+        self.selected = None if names is None else set(names)
+        await self.request_snapshot()
+
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+
+    async def send_error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message, **extra})

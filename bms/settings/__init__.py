@@ -1,0 +1,1 @@
+"""Settings: ``base`` plus one module per deployment shape (embedded, production, test)."""

@@ -1,0 +1,16 @@
+"""Driver lookup by configured name; the only place that lists the protocols."""
+
+from __future__ import annotations
+
+from drivers.base import Driver
+from drivers.modbus import ModbusDriver
+
+DRIVERS: dict[str, type[Driver]] = {ModbusDriver.name: ModbusDriver}
+
+
+def driver_class(name: str) -> type[Driver]:
+    """Return the driver class for ``name`` or raise KeyError naming the known ones."""
+    try:
+        return DRIVERS[name]
+    except KeyError:
+        raise KeyError(f"unknown driver {name!r}; known drivers: {', '.join(sorted(DRIVERS))}") from None

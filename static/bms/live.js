@@ -1,0 +1,158 @@
+// Live values for the points page: a snapshot, then deltas; a sequence gap asks for a resync.
+// Also the write dialog, which posts to the JSON API (the one command path).
+(function () {
+  "use strict";
+  const rows = new Map();
+  document.querySelectorAll("tr[data-point]").forEach((tr) => rows.set(tr.dataset.point, tr));
+  const statusEl = document.getElementById("live-status");
+  const seqEl = document.getElementById("live-seq");
+  let seq = null;
+  let socket = null;
+  let retryDelay = 500;
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = "conn " + cls;
+  }
+
+  function formatValue(value) {
+    if (value === null || value === undefined) return "–";
+    if (typeof value === "boolean") return value ? "on" : "off";
+    if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(2);
+    return String(value);
+  }
+
+  function render(name, state) {
+    const tr = rows.get(name);
+    if (!tr) return;
+    const valueCell = tr.querySelector(".value");
+    const qualityEl = tr.querySelector(".quality");
+    const timeCell = tr.querySelector(".time");
+    if (state === null) {
+      valueCell.textContent = "–";
+      qualityEl.textContent = "removed";
+      qualityEl.className = "quality q-bad";
+      return;
+    }
+    valueCell.textContent = formatValue(state.value);
+    valueCell.dataset.raw = JSON.stringify(state.value);
+    qualityEl.textContent = state.quality.replace("_", " ");
+    qualityEl.className = "quality q-" + state.quality;
+    timeCell.textContent = state.time ? state.time.replace("T", " ").slice(0, 19) : "–";
+    tr.classList.toggle("not-good", state.quality !== "good");
+  }
+
+  function apply(points) {
+    for (const [name, state] of Object.entries(points)) render(name, state);
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + "/ws/live/");
+    setStatus("connecting…", "conn-connecting");
+    socket.onopen = () => { retryDelay = 500; setStatus("connected", "conn-ok"); };
+    socket.onmessage = (event) => {
+      const msg = JSON.parse(event.data);
+      if (msg.type === "snapshot") {
+        seq = msg.seq;
+        apply(msg.points);
+      } else if (msg.type === "delta") {
+        if (seq === null || msg.from !== seq) {
+          seq = null;
+          socket.send(JSON.stringify({ type: "resync" }));
+          return;
+        }
+        seq = msg.seq;
+        apply(msg.points);
+      } else if (msg.type === "error") {
+        setStatus(msg.message, "conn-warn");
+        return;
+      }
+      seqEl.textContent = seq === null ? "–" : String(seq);
+      if (statusEl.classList.contains("conn-warn")) setStatus("connected", "conn-ok");
+    };
+    socket.onclose = (event) => {
+      seq = null;
+      setStatus("disconnected, retrying…", "conn-bad");
+      setTimeout(connect, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 5000);
+    };
+  }
+
+  // --- write dialog ---------------------------------------------------------------
+  const dialog = document.getElementById("write-dialog");
+  const form = document.getElementById("write-form");
+  const resultEl = document.getElementById("write-result");
+  const valueInput = document.getElementById("write-value");
+  const boolSelect = document.getElementById("write-bool");
+  let target = null;
+
+  function csrfToken() {
+    const input = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return input ? input.value : "";
+  }
+
+  document.querySelectorAll("button.write").forEach((button) => {
+    button.addEventListener("click", () => {
+      target = button.dataset;
+      const isBool = target.type === "bool";
+      document.getElementById("write-point").textContent = target.point;
+      document.getElementById("write-number-label").hidden = isBool;
+      document.getElementById("write-bool-label").hidden = !isBool;
+      const range = [target.min, target.max].some((v) => v !== "")
+        ? `Allowed: ${target.min || "−∞"} … ${target.max || "∞"} ${target.unit}` : "";
+      document.getElementById("write-range").textContent = range;
+      valueInput.value = "";
+      resultEl.textContent = "";
+      resultEl.className = "";
+      dialog.showModal();
+      (isBool ? boolSelect : valueInput).focus();
+    });
+  });
+  document.getElementById("write-cancel").addEventListener("click", () => dialog.close());
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let value;
+    if (target.type === "bool") {
+      value = boolSelect.value === "true";
+    } else {
+      const text = valueInput.value.trim().replace(",", ".");
+      value = Number(text);
+      if (text === "" || !Number.isFinite(value)) {
+        resultEl.textContent = "Enter a number.";
+        resultEl.className = "error";
+        return;
+      }
+    }
+    resultEl.textContent = "Sending…";
+    resultEl.className = "";
+    const commandId = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random()).replace(/[^A-Za-z0-9_.:-]/g, "");
+    try {
+      const response = await fetch(`/api/points/${encodeURIComponent(target.point)}/write`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), "X-BMS-Client": "web-manager" },
+        body: JSON.stringify({ value: value, command_id: commandId }),
+        credentials: "same-origin",
+      });
+      const body = await response.json();
+      if (body.error) {
+        resultEl.textContent = body.message;
+        resultEl.className = "error";
+      } else if (body.status === "succeeded") {
+        resultEl.textContent = `Written: ${formatValue(body.value)} ${target.unit}`;
+        resultEl.className = "ok";
+      } else if (body.status === "failed") {
+        resultEl.textContent = `The device did not accept it: ${body.error}`;
+        resultEl.className = "error";
+      } else {
+        resultEl.textContent = `Command ${body.status}; it will be executed when the engine picks it up.`;
+      }
+    } catch (err) {
+      resultEl.textContent = "Could not reach the server: " + err;
+      resultEl.className = "error";
+    }
+  });
+
+  connect();
+})();
