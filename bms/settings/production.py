@@ -4,6 +4,8 @@ Required: ``DJANGO_SECRET_KEY``, ``DATABASE_URL``, ``REDIS_URL``. A missing one
 stops start-up with a message naming it.
 """
 
+import os
+
 from bms.settings.base import *  # noqa: F403
 from bms.settings.env import database_from_url, flag, required
 
@@ -17,7 +19,9 @@ REDIS_URL = required("REDIS_URL")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # Redis pub/sub ignores database numbers: the prefix keeps nodes that
+        # share one Redis apart.
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("BMS_CHANNEL_PREFIX", "bms")},
     }
 }
 CELERY_BROKER_URL = REDIS_URL

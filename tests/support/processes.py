@@ -1,0 +1,180 @@
+"""Real processes for system tests: the simulated building and a BMS node in the production shape.
+
+Each node gets its own PostgreSQL database and its own channel prefix on
+the shared Redis, so tests never see each other's traffic.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from tests.support import services
+from tests.support.net import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Simulator:
+    """``python -m drivers.simulator`` on an ephemeral port."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "drivers.simulator", "--port", "0"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.process.stdout.readline()
+        match = re.search(r":(\d+)\s*$", line)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"simulator did not report its port: {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Node:
+    """One BMS node (``manage.py runbms``) in the production shape on its own database."""
+
+    def __init__(self, modbus_port: int, name: str = "main", poll_interval: float = 0.2) -> None:
+        self.name = name
+        self.db_name = f"bms_sys_{uuid.uuid4().hex[:10]}"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = ROOT / "var" / "test-logs" / f"{self.db_name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "bms.settings.production",
+            "DJANGO_SECRET_KEY": "system-test-key",
+            "DATABASE_URL": services.database_url(self.db_name),
+            "REDIS_URL": services.REDIS_URL,
+            "BMS_CHANNEL_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+            "BMS_NODE_NAME": name,
+            "BMS_PUBLISH_MIN_INTERVAL": "0.02",
+        }
+        with psycopg.connect(services.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.manage("migrate", "--verbosity", "0")
+        self.manage("loaddemo", "--modbus-port", str(modbus_port), "--poll-interval", str(poll_interval), "--demo-user")
+        self.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; User.objects.create_user('viewer', password='viewer-pass-1')",
+        )
+        self.process: subprocess.Popen | None = None
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runbms", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, 30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def drop(self) -> None:
+        self.stop()
+        with psycopg.connect(services.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def session(self, username: str = "demo", password: str = "demo") -> HttpSession:
+        return HttpSession(self.base_url, username, password)
+
+
+class HttpSession:
+    """A logged-in browser-like HTTP session (cookies + CSRF) built on urllib."""
+
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.opener.open(f"{base_url}/login/").read()
+        body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": self.csrf})
+        request = urllib.request.Request(
+            f"{base_url}/login/", data=body.encode(), headers={"Referer": f"{base_url}/login/"}
+        )
+        response = self.opener.open(request)
+        if "/login/" in response.geturl():
+            raise PermissionError(f"login as {username} failed")
+
+    @property
+    def csrf(self) -> str:
+        return next(cookie.value for cookie in self.jar if cookie.name == "csrftoken")
+
+    @property
+    def cookie_header(self) -> str:
+        return "; ".join(f"{cookie.name}={cookie.value}" for cookie in self.jar)
+
+    def get_json(self, path: str) -> tuple[int, dict]:
+        return self._call(urllib.request.Request(f"{self.base_url}{path}"))
+
+    def post_json(self, path: str, payload: object) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "X-CSRFToken": self.csrf, "Referer": self.base_url + "/"},
+            method="POST",
+        )
+        return self._call(request)
+
+    def _call(self, request: urllib.request.Request) -> tuple[int, dict]:
+        try:
+            response = self.opener.open(request, timeout=15)
+            return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``message`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
