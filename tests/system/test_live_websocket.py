@@ -21,8 +21,8 @@ def connect(node, session=None, origin=None):
     return websockets.connect(ws_url(node), origin=origin or node.base_url, additional_headers=headers)
 
 
-async def recv(ws, timeout: float = 5.0) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def recv(ws, wait: float = 5.0) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), wait))
 
 
 async def write_device_register(port: int, offset: int, value: float) -> None:
@@ -46,10 +46,10 @@ async def read_device_register(port: int, offset: int) -> float:
         client.close()
 
 
-async def until_value(ws, seq: int, name: str, value, timeout: float = 10.0) -> tuple[int, dict]:
+async def until_value(ws, seq: int, name: str, value, wait: float = 10.0) -> tuple[int, dict]:
     """Read deltas, checking continuity, until ``name`` has ``value``; return (seq, state)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + wait
     while True:
         message = await recv(ws, deadline - loop.time())
         assert message["type"] == "delta", message
@@ -93,7 +93,7 @@ async def test_gap_gets_a_fresh_snapshot(node, simulator):
             pass
         assert message["seq"] >= lost["seq"]
         if message["points"]["zone3_setpoint"]["value"] != 18.5:
-            seq, _ = await until_value(ws, message["seq"], "zone3_setpoint", 18.5)
+            await until_value(ws, message["seq"], "zone3_setpoint", 18.5)
 
 
 async def test_anonymous_connection_is_refused(node):
@@ -145,7 +145,7 @@ async def test_subscribe_limits_the_stream(node, simulator):
             pass
         assert set(snapshot["points"]) == {"zone4_setpoint"}
         await write_device_register(simulator.port, 6, 19.75)
-        seq, _ = await until_value(ws, snapshot["seq"], "zone4_setpoint", 19.75)
+        await until_value(ws, snapshot["seq"], "zone4_setpoint", 19.75)
         await write_device_register(simulator.port, 6, 20.75)
         message = await recv(ws)
         assert set(message["points"]) == {"zone4_setpoint"}
