@@ -16,6 +16,7 @@ from bms.control.models import Command
 from bms.engine import store
 from bms.engine.poller import DevicePoller
 from bms.engine.role import RoleGate
+from bms.engine.tasks import cancel_and_wait
 from drivers.base import DriverError
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class CommandExecutor:
         self._task = asyncio.create_task(self._run(), name="commands")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

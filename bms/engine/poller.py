@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, ProcessImage
+from bms.engine.tasks import cancel_and_wait
 from drivers.base import CommunicationError, Driver, RawValue
 from drivers.registry import driver_class
 
@@ -58,10 +59,8 @@ class DevicePoller:
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.driver.close()
 
     def poll_soon(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from bms.engine.bus import LIVE_DELTA, LIVE_GROUP
 from bms.engine.image import ProcessImage
+from bms.engine.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,7 @@ class Publisher:
         self._task = asyncio.create_task(self._run(), name="publisher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ from bms.engine.image import ProcessImage
 from bms.engine.poller import DevicePoller
 from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
+from bms.engine.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,9 +70,7 @@ class Engine:
         log.info("engine started: %d device(s), %d point(s)", len(self.pollers), len(self.image.points))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         await self.commands.stop()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
         self.pollers.clear()

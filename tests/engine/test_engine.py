@@ -1,0 +1,125 @@
+"""The engine against a real pymodbus server: image, quality, events, live reconfiguration, snapshots."""
+
+import asyncio
+from datetime import UTC
+
+from asgiref.sync import sync_to_async
+
+from bms.engine import bus
+from bms.engine.image import COMM_FAILURE, GOOD
+from bms.events.models import Event
+from bms.points.models import Device, Point
+from drivers.simulator.building import SimulatedBuilding
+from tests.engine.conftest import eventually
+
+
+async def test_values_enter_the_image_with_seq_and_quality(engine, plant):
+    await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD, message="first poll")
+    before = engine.image.seq
+    await plant.set("zone1_temp", 23.5)
+    state = await eventually(
+        lambda: engine.image.points["zone1_temp"].value == 23.5 and engine.image.points["zone1_temp"],
+        message="zone1_temp = 23.5",
+    )
+    assert state.seq > before
+    assert state.quality == GOOD
+    assert state.change_time.tzinfo is UTC
+    assert engine.image.points["outside_temp"].value == 8.0  # 80 tenths, scaled by 0.1
+    assert engine.image.points["meter_energy"].value == 1250.0  # Wh scaled to kWh
+
+
+async def test_deadband_suppresses_small_changes(engine, plant):
+    await eventually(lambda: engine.image.points["zone2_temp"].quality == GOOD)
+    await plant.set("zone2_temp", 20.0)
+    await eventually(lambda: engine.image.points["zone2_temp"].value == 20.0)
+    seq = engine.image.points["zone2_temp"].seq
+    await plant.set("zone2_temp", 20.005)  # deadband of zone temperatures is 0.01
+    await plant.set("zone1_setpoint", 25.0)  # a marker change polled in the same cycle
+    await eventually(lambda: engine.image.points["zone1_setpoint"].value == 25.0)
+    assert engine.image.points["zone2_temp"].seq == seq
+    assert engine.image.points["zone2_temp"].value == 20.0
+
+
+async def test_communication_loss_and_recovery_are_logged_once(engine, plant):
+    names = [name for name in engine.image.points]
+    await eventually(lambda: all(engine.image.points[n].quality == GOOD for n in names), message="all good")
+    port = plant.port
+    await plant.stop()
+    await eventually(
+        lambda: all(engine.image.points[n].quality == COMM_FAILURE for n in names), message="all comm_failure"
+    )
+    value_during_outage = engine.image.points["zone1_setpoint"].value
+    assert value_during_outage == 21.0  # the last known value stays, marked by its quality
+    cycles = engine.pollers["plant"].cycles
+    await eventually(lambda: engine.pollers["plant"].cycles >= cycles + 5, message="polls during the outage")
+    revived = SimulatedBuilding(port=port, step_seconds=None)
+    await revived.start()
+    try:
+        await eventually(lambda: all(engine.image.points[n].quality == GOOD for n in names), message="recovery")
+        kinds = await eventually(
+            lambda: (
+                list(Event.objects.filter(source="plant").order_by("id").values_list("kind", flat=True))[-2:]
+                == ["comm_lost", "comm_restored"]
+                and list(Event.objects.filter(source="plant").values_list("kind", flat=True))
+            ),
+            message="events",
+            db=True,
+        )
+        assert sorted(kinds) == ["comm_lost", "comm_restored"]
+    finally:
+        await revived.stop()
+
+
+async def test_configuration_changes_reach_the_running_engine(engine, plant):
+    await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD)
+    device = await Device.objects.aget(name="plant")
+    await Point.objects.acreate(device=device, name="extra_register", address="hr:30", data_type="uint16")
+    await plant.server.context.async_setValues(0, 3, 30, [4242])
+    await eventually(
+        lambda: "extra_register" in engine.image.points and engine.image.points["extra_register"].value == 4242,
+        message="new point polled",
+    )
+    await Point.objects.filter(name="extra_register").adelete()
+    await eventually(lambda: "extra_register" not in engine.image.points, message="point removed")
+    poller = engine.pollers["plant"]
+    device.poll_interval = 0.1
+    await sync_to_async(device.save)()
+    await eventually(lambda: engine.pollers.get("plant") not in (None, poller), message="poller restarted")
+    assert engine.pollers["plant"].config.poll_interval == 0.1
+    device.enabled = False
+    await sync_to_async(device.save)()
+    await eventually(lambda: not engine.pollers and not engine.image.points, message="device disabled")
+
+
+async def test_snapshot_requests_are_answered_over_the_channel_layer(engine, layer):
+    await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD)
+    reply_to = await layer.new_channel()
+    await layer.send(bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
+    reply = await layer.receive(reply_to)
+    assert reply["type"] == bus.LIVE_SNAPSHOT
+    assert reply["seq"] >= engine.image.points["zone1_temp"].seq
+    assert reply["points"]["zone1_temp"]["quality"] == GOOD
+    assert len(reply["points"]) == 25
+
+
+async def test_published_deltas_are_continuous_and_coalesced(engine, plant, layer):
+    listener = await layer.new_channel()
+    await layer.group_add(bus.LIVE_GROUP, listener)
+    await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD)
+    setpoints = [f"zone{z}_setpoint" for z in range(1, 5)] + ["ahu1_supply_setpoint", "ahu2_supply_setpoint"]
+    wanted = {name: 25.25 + index for index, name in enumerate(setpoints)}
+    for name, value in wanted.items():
+        await plant.set(name, value)
+    seen: dict[str, float] = {}
+    messages = 0
+    last = None
+    while seen != wanted:
+        delta = await asyncio.wait_for(layer.receive(listener), 5)
+        if last is not None:
+            assert delta["from"] == last, "deltas must chain without gaps"
+        last = delta["seq"]
+        carried = {n: s["value"] for n, s in delta["points"].items() if n in wanted and s["value"] == wanted[n]}
+        if carried:
+            messages += 1
+            seen.update(carried)
+    assert messages <= 2, f"{len(setpoints)} changes polled together went out in {messages} messages"

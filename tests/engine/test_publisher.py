@@ -1,0 +1,80 @@
+"""The publisher coalesces bursts into few messages and keeps the sequence chain intact."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from channels.layers import InMemoryChannelLayer
+
+from bms.engine import bus
+from bms.engine.image import GOOD, ProcessImage
+from bms.engine.publisher import Publisher
+
+
+async def test_a_burst_of_changes_leaves_as_few_messages():
+    layer = InMemoryChannelLayer(capacity=10000)
+    listener = await layer.new_channel()
+    await layer.group_add(bus.LIVE_GROUP, listener)
+    image = ProcessImage()
+    names = [f"p{i}" for i in range(2000)]
+    image.define(names)
+    publisher = Publisher(image, layer, min_interval=0.02)
+    publisher.start()
+    try:
+        now = datetime.now(UTC)
+        for round_ in range(5):
+            for index, name in enumerate(names):
+                image.update(name, round_ * 10000 + index, GOOD, now)
+                publisher.notify()
+                if index % 250 == 0:
+                    await asyncio.sleep(0)  # let the publisher run mid-burst, as it would between polls
+        received: dict[str, object] = {}
+        messages, last = 0, 0
+        while last < image.seq:
+            delta = await asyncio.wait_for(layer.receive(listener), 2)
+            assert delta["from"] == last
+            last = delta["seq"]
+            messages += 1
+            received.update({name: state["value"] for name, state in delta["points"].items()})
+    finally:
+        await publisher.stop()
+    assert received == {name: 40000 + index for index, name in enumerate(names)}
+    assert messages <= 15, f"10,000 changes went out in {messages} messages"
+
+
+def test_image_changes_get_increasing_sequence_numbers():
+    image = ProcessImage()
+    image.define(["a", "b"])
+    now = datetime.now(UTC)
+    image.take_delta()
+    assert image.update("a", 1.0, GOOD, now)
+    assert not image.update("a", 1.0, GOOD, now)
+    assert image.update("b", True, GOOD, now)
+    assert image.points["a"].seq < image.points["b"].seq == image.seq
+    delta = image.take_delta()
+    assert delta["points"].keys() == {"a", "b"}
+    assert image.take_delta() is None
+    image.define(["b"])
+    removal = image.take_delta()
+    assert removal["points"] == {"a": None}
+    assert removal["from"] == delta["seq"]
+
+
+async def test_a_task_that_swallows_one_cancellation_is_still_stopped():
+    from bms.engine.tasks import cancel_and_wait
+
+    swallowed = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # what 3.11's wait_for does in a race
+
+    task = asyncio.ensure_future(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task, retry_every=0.05), 2)
+    assert task.cancelled()
+    assert swallowed == [True]
