@@ -14,7 +14,7 @@ every protocol scales the same way.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,16 @@ class Driver(abc.ABC):
         Raise :class:`CommunicationError` only when the device as a whole is
         unreachable; a refused block is reported per point in the readings.
         """
+
+    async def read_iter(self, points: Sequence[PointSpec]) -> AsyncIterator[dict[str, Reading]]:
+        """Yield readings as they arrive, one batch per protocol request.
+
+        The engine uses this so that a value leaves for the operators as soon
+        as its own request is answered, not after the whole poll cycle. The
+        default yields :meth:`read` as one batch; drivers that issue several
+        requests per poll override it (and then implement :meth:`read` on top).
+        """
+        yield await self.read(points)
 
     @abc.abstractmethod
     async def write(self, point: PointSpec, value: RawValue, priority: int | None = None) -> None:

@@ -12,7 +12,7 @@ two requests per poll, not 200.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -225,26 +225,33 @@ class ModbusDriver(Driver):
         return self._plan
 
     async def read(self, points: Sequence[PointSpec]) -> dict[str, Reading]:
-        client = self._require_client()
         readings: dict[str, Reading] = {}
+        async for batch in self.read_iter(points):
+            readings.update(batch)
+        return readings
+
+    async def read_iter(self, points: Sequence[PointSpec]) -> AsyncIterator[dict[str, Reading]]:
+        client = self._require_client()
         self.requests_last_read = 0
         for block in self._plan_for(points):
             self.requests_last_read += 1
             response = await self._call(self._reader(client, block.table), block.start, count=block.count)
-            if response.isError():
-                error = f"device refused {block.table}:{block.start}..{block.end - 1}: {response}"
-                for point, _ in block.points:
-                    readings[point.name] = Reading(None, error)
-                continue
-            for point, parsed in block.points:
-                index = parsed.offset - block.start
-                if block.table in BIT_TABLES:
-                    value: RawValue = bool(response.bits[index])
-                else:
-                    value = decode_registers(
-                        response.registers[index : index + parsed.width], point.data_type, self.word_order
-                    )
-                readings[point.name] = Reading(value)
+            yield self._decode_block(block, response)
+
+    def _decode_block(self, block: ReadBlock, response) -> dict[str, Reading]:
+        readings: dict[str, Reading] = {}
+        if response.isError():
+            error = f"device refused {block.table}:{block.start}..{block.end - 1}: {response}"
+            return {point.name: Reading(None, error) for point, _ in block.points}
+        for point, parsed in block.points:
+            index = parsed.offset - block.start
+            if block.table in BIT_TABLES:
+                value: RawValue = bool(response.bits[index])
+            else:
+                value = decode_registers(
+                    response.registers[index : index + parsed.width], point.data_type, self.word_order
+                )
+            readings[point.name] = Reading(value)
         return readings
 
     async def write(self, point: PointSpec, value: RawValue, priority: int | None = None) -> None:

@@ -192,7 +192,7 @@ def wait_for_outcome(command: Command, timeout: float) -> Command:
 
 def _jsonable(value: object) -> object:
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # PostgreSQL's json refuses NaN and Infinity
         return value
     except (TypeError, ValueError):
         return repr(value)

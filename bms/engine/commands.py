@@ -40,6 +40,7 @@ class CommandExecutor:
         self.role = role
         self.scan_interval = scan_interval
         self.executed = 0
+        self.scans = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -59,6 +60,7 @@ class CommandExecutor:
             except TimeoutError:
                 pass
             self._wake.clear()
+            self.scans += 1
             if not self.role.active:
                 continue
             try:

@@ -12,5 +12,6 @@ def engine_from_settings() -> Engine:
     return Engine(
         get_channel_layer(),
         publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
+        publish_burst=settings.BMS_PUBLISH_BURST,
         config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
     )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, ProcessImage
 from bms.engine.tasks import cancel_and_wait
-from drivers.base import CommunicationError, Driver, RawValue
+from drivers.base import CommunicationError, Driver, RawValue, Reading
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,14 @@ class DevicePoller:
         async with self._lock:
             try:
                 await self._ensure_connected()
-                readings = await self.driver.read(self.specs)
+                # Each request's readings enter the image as soon as they arrive,
+                # so a change does not wait for the rest of the poll cycle.
+                async for readings in self.driver.read_iter(self.specs):
+                    self._apply(readings)
             except CommunicationError as exc:
                 self._went_offline(str(exc))
-                return
+
+    def _apply(self, readings: dict[str, Reading]) -> None:
         when = datetime.now(UTC)
         if self.online is not True:
             if self.online is False:

@@ -1,9 +1,12 @@
 """Publishes process-image changes to the live group, coalesced.
 
 A change schedules a flush; the flush sends every change accumulated since
-the previous one as a single message. At most one message goes out per
-``min_interval``, so a lone change leaves at once while a burst of
-thousands of changes leaves as a few messages.
+the previous one as a single message. The rate of messages is limited by a
+token bucket: up to ``burst`` messages may leave back to back (so at low load
+every change leaves at once, even when one poll cycle's requests are
+answered a fraction of a millisecond apart), and beyond that one message per
+``min_interval``, so a storm of thousands of changes leaves as a few large
+messages instead of thousands of small ones.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ log = logging.getLogger(__name__)
 class Publisher:
     """Coalescing sender of :class:`ProcessImage` deltas to the channel layer."""
 
-    def __init__(self, image: ProcessImage, channel_layer: Any, min_interval: float = 0.02) -> None:
+    def __init__(self, image: ProcessImage, channel_layer: Any, min_interval: float = 0.02, burst: int = 8) -> None:
         self.image = image
         self.layer = channel_layer
         self.min_interval = min_interval
+        self.burst = max(1, burst)
         self.messages_sent = 0
         self.changes_sent = 0
         self._dirty = asyncio.Event()
-        self._last_sent = -1e9
+        self._tokens = float(self.burst)
+        self._refilled_at = 0.0
         self._task: asyncio.Task | None = None
 
     def notify(self) -> None:
@@ -43,14 +48,23 @@ class Publisher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        self._refilled_at = loop.time()
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            wait = self._last_sent + self.min_interval - loop.time()
+            wait = self._take_token(loop.time())
             if wait > 0:
                 await asyncio.sleep(wait)
             await self.flush()
-            self._last_sent = loop.time()
+
+    def _take_token(self, now: float) -> float:
+        """Spend one token; return how long to wait first if the bucket is empty."""
+        if self.min_interval <= 0:
+            return 0.0
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled_at) / self.min_interval)
+        self._refilled_at = now
+        self._tokens -= 1
+        return max(0.0, -self._tokens * self.min_interval)
 
     async def flush(self) -> None:
         delta = self.image.take_delta()

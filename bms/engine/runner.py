@@ -37,13 +37,14 @@ class Engine:
         channel_layer: Any,
         role: RoleGate | None = None,
         publish_min_interval: float = 0.02,
+        publish_burst: int = 8,
         config_check_interval: float = 1.0,
         command_scan_interval: float = 0.5,
     ) -> None:
         self.layer = channel_layer
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
-        self.publisher = Publisher(self.image, channel_layer, publish_min_interval)
+        self.publisher = Publisher(self.image, channel_layer, publish_min_interval, publish_burst)
         self.config_check_interval = config_check_interval
         self.config: EngineConfig | None = None
         self.pollers: dict[str, DevicePoller] = {}

@@ -66,6 +66,15 @@ class Point(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def value_kind(self) -> str:
+        """How the web manager formats values: ``bool``, ``integer`` or ``real`` (scaled or float)."""
+        if self.data_type == "bool":
+            return "bool"
+        if self.data_type.startswith("float") or self.scale != 1 or self.offset != 0:
+            return "real"
+        return "integer"
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.scale == 0:

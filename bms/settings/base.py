@@ -79,8 +79,10 @@ LOGOUT_REDIRECT_URL = "login"
 
 # The node's identity in the pair; redundancy fills in the partner.
 BMS_NODE_NAME = os.environ.get("BMS_NODE_NAME", "main")
-# Engine tuning. The publisher sends at most one coalesced message per interval.
+# Engine tuning. The publisher sends up to BURST messages back to back, then at
+# most one coalesced message per MIN_INTERVAL seconds (a token bucket).
 BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.02"))
+BMS_PUBLISH_BURST = int(os.environ.get("BMS_PUBLISH_BURST", "8"))
 BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1.0"))
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))
 

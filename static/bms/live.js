@@ -15,10 +15,11 @@
     statusEl.className = "conn " + cls;
   }
 
-  function formatValue(value) {
+  // kind comes from the row: "real" points (floats, scaled values) always show two decimals.
+  function formatValue(value, kind) {
     if (value === null || value === undefined) return "–";
     if (typeof value === "boolean") return value ? "on" : "off";
-    if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(2);
+    if (typeof value === "number" && (kind === "real" || !Number.isInteger(value))) return value.toFixed(2);
     return String(value);
   }
 
@@ -34,7 +35,7 @@
       qualityEl.className = "quality q-bad";
       return;
     }
-    valueCell.textContent = formatValue(state.value);
+    valueCell.textContent = formatValue(state.value, tr.dataset.kind);
     valueCell.dataset.raw = JSON.stringify(state.value);
     qualityEl.textContent = state.quality.replace("_", " ");
     qualityEl.className = "quality q-" + state.quality;
@@ -140,7 +141,7 @@
         resultEl.textContent = body.message;
         resultEl.className = "error";
       } else if (body.status === "succeeded") {
-        resultEl.textContent = `Written: ${formatValue(body.value)} ${target.unit}`;
+        resultEl.textContent = `Written: ${formatValue(body.value, target.kind)} ${target.unit}`;
         resultEl.className = "ok";
       } else if (body.status === "failed") {
         resultEl.textContent = `The device did not accept it: ${body.error}`;

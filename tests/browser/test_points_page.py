@@ -165,14 +165,13 @@ def test_write_setpoint_through_dialog_moves_the_zone(node, simulator, new_page,
     temp_at_write = raw_value(page, "zone1_temp")
     submit_write(page, "27")
     result = page.locator("#write-result")
-    expect(result).to_have_text(re.compile(r"^Written: 27"))
+    expect(result).to_have_text(re.compile(r"^Written: 27\.00 degC"))
     expect(result).to_have_class("ok")
 
     assert device_setpoint(simulator) == 27.0
     setpoint_cell = value_cell(page, "zone1_setpoint")
     expect(setpoint_cell).to_have_attribute("data-raw", "27")
-    # 27.00 would be the two-decimal format; see test_whole_number_floats_show_two_decimals
-    assert float(setpoint_cell.text_content()) == 27.0
+    expect(setpoint_cell).to_have_text("27.00")
 
     page.wait_for_function(
         """([limit]) => {
@@ -244,13 +243,9 @@ def test_screenshot_of_live_points_page(node, new_page):
     assert SCREENSHOT.stat().st_size > 10_000
 
 
-# --- known UI defects: strict xfail, so these start failing (and get promoted) once fixed ------
+# --- formatting and dialog details ------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static/bms/live.js formatValue prints whole-number floats without decimals (27 instead of 27.00)",
-)
 def test_whole_number_floats_show_two_decimals(node, new_page):
     page = new_page()
     log_in(page, node, "demo", "demo")
@@ -259,10 +254,6 @@ def test_whole_number_floats_show_two_decimals(node, new_page):
     expect(value_cell(page, "zone1_setpoint")).to_have_text("21.00", timeout=2_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static/bms/app.css 'dialog label {display: block}' overrides [hidden]: number dialog shows the bool select",
-)
 def test_number_write_dialog_hides_bool_select(node, new_page):
     page = new_page()
     log_in(page, node, "demo", "demo")
@@ -270,3 +261,12 @@ def test_number_write_dialog_hides_bool_select(node, new_page):
     open_write_dialog(page, "zone1_setpoint")
     expect(page.locator("#write-value")).to_be_visible()
     expect(page.locator("#write-bool")).to_be_hidden(timeout=2_000)
+
+
+def test_bool_write_dialog_hides_the_number_input(node, new_page):
+    page = new_page()
+    log_in(page, node, "demo", "demo")
+    wait_live(page)
+    open_write_dialog(page, "ahu1_fan_cmd")
+    expect(page.locator("#write-bool")).to_be_visible()
+    expect(page.locator("#write-value")).to_be_hidden(timeout=2_000)
