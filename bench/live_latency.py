@@ -27,18 +27,18 @@ latency = t(frame received) - t(changed value sent), both
 after ``--warmup`` samples that are not counted.
 
 The node reads its device as one poll cycle of several requests (co, di,
-hr, then two ir blocks for the demo map) and updates the process image only
-after the whole cycle, so the latency includes the rest of that cycle. The
-tracer therefore also timestamps the last response of the cycle; the
-"after cycle" figure is the latency from there, i.e. the node's own path
-(image -> publisher -> channel layer -> consumer -> Daphne -> client).
+hr, then two ir blocks for the demo map) and updates the process image as
+each request is answered, so a value does not wait for the rest of its
+cycle. The tracer also timestamps the last response of the cycle; when the
+value reached the client after that, the "cyc" figure is the latency from
+there (it is left out for samples that arrived before their cycle ended).
 
 Baseline, measured in the same run and in the same way: a raw ``websockets``
 server in a subprocess (this file with ``--serve-baseline``) that polls its
 own simulator with a raw ``AsyncModbusTcpClient`` at the same interval,
 reads the very same blocks (``drivers.modbus.plan_reads`` on the demo point
-list), and on change immediately sends the changed points as JSON to its
-clients. No Django, no Channels, no channel layer, no coalescing. The
+list), and as each block is answered immediately sends its changed points as
+JSON to its clients. No Django, no Channels, no channel layer, no coalescing. The
 benchmark reports ours / baseline, because the machine is noisy.
 
 Burst: ``--burst-rounds`` rounds, each changing every unscaled demo point
@@ -92,7 +92,7 @@ if str(ROOT) not in sys.path:
 
 from bms.engine.scaling import Scaling  # noqa: E402
 from drivers.base import PointSpec, RawValue  # noqa: E402
-from drivers.modbus import BIT_TABLES, decode_registers, encode_registers, plan_reads  # noqa: E402
+from drivers.modbus import BIT_TABLES, ReadBlock, decode_registers, encode_registers, plan_reads  # noqa: E402
 from drivers.simulator.building import SimulatedBuilding  # noqa: E402
 
 DEMO_CSV = ROOT / "bms" / "points" / "demo" / "demo_building.csv"
@@ -480,19 +480,21 @@ class BaselineServer:
             await asyncio.sleep(next_at - now)
 
     async def poll_once(self) -> None:
-        readings = await self.read()
-        changes = {name: value for name, value in readings.items() if self.values.get(name, ...) != value}
-        if not changes:
-            return
-        self.values.update(changes)
-        message = self._message("delta", changes)
-        for connection in list(self.connections):
-            try:
-                await connection.send(message)
-            except websockets.ConnectionClosed:
-                self.connections.discard(connection)
+        """Read block by block and send each block's changes at once, as the node does."""
+        for block in self.blocks:
+            readings = await self.read(block)
+            changes = {name: value for name, value in readings.items() if self.values.get(name, ...) != value}
+            if not changes:
+                continue
+            self.values.update(changes)
+            message = self._message("delta", changes)
+            for connection in list(self.connections):
+                try:
+                    await connection.send(message)
+                except websockets.ConnectionClosed:
+                    self.connections.discard(connection)
 
-    async def read(self) -> dict[str, RawValue]:
+    async def read(self, block: ReadBlock) -> dict[str, RawValue]:
         readers = {
             "co": self.client.read_coils,
             "di": self.client.read_discrete_inputs,
@@ -500,15 +502,14 @@ class BaselineServer:
             "ir": self.client.read_input_registers,
         }
         readings: dict[str, RawValue] = {}
-        for block in self.blocks:
-            response = await readers[block.table](block.start, count=block.count, device_id=1)
-            for spec, address in block.points:
-                index = address.offset - block.start
-                if block.table in BIT_TABLES:
-                    raw: RawValue = bool(response.bits[index])
-                else:
-                    raw = decode_registers(response.registers[index : index + address.width], spec.data_type)
-                readings[spec.name] = self.points[spec.name].scaling.to_engineering(raw)
+        response = await readers[block.table](block.start, count=block.count, device_id=1)
+        for spec, address in block.points:
+            index = address.offset - block.start
+            if block.table in BIT_TABLES:
+                raw: RawValue = bool(response.bits[index])
+            else:
+                raw = decode_registers(response.registers[index : index + address.width], spec.data_type)
+            readings[spec.name] = self.points[spec.name].scaling.to_engineering(raw)
         return readings
 
     @staticmethod
@@ -601,7 +602,7 @@ def burst_value(point: DemoPoint, round_: int, index: int) -> RawValue:
 
 async def take_sample(
     building: SimulatedBuilding, tracer: ChangeTracer, client: LiveClient, value: float
-) -> tuple[int, int] | None:
+) -> tuple[int, int | None] | None:
     """One change of the probe point; (ns from value sent, ns from end of its poll cycle), None if unusable.
 
     Waits for the value as long as the caller's timeout allows.
@@ -613,10 +614,11 @@ async def take_sample(
         recv_ns = await arrival
     finally:
         client.forget(PROBE_POINT, value)
-    if tracer.sent_ns is None or tracer.cycle_end_ns is None:
+    if tracer.sent_ns is None:
         log.warning("value %s arrived but the tracer did not see it leave; sample dropped", value)
         return None
-    return recv_ns - tracer.sent_ns, recv_ns - tracer.cycle_end_ns
+    cycle_end = tracer.cycle_end_ns
+    return recv_ns - tracer.sent_ns, (recv_ns - cycle_end) if cycle_end is not None and cycle_end <= recv_ns else None
 
 
 async def measure_latency(
@@ -638,7 +640,8 @@ async def measure_latency(
             result.lost += 1
         elif index >= options.warmup:
             result.samples_ms.append(sample[0] / 1e6)
-            result.after_cycle_ms.append(sample[1] / 1e6)
+            if sample[1] is not None:
+                result.after_cycle_ms.append(sample[1] / 1e6)
         await asyncio.sleep(options.spacing * rng.uniform(1.0, 1.5))
     return result
 
@@ -846,8 +849,19 @@ def write_json(results: Sequence[TargetResult], options: Options, started: datet
             for result in results
         ],
     }
-    path.write_text(json.dumps(document, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(without_nan(document), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def without_nan(value: Any) -> Any:
+    """JSON has no NaN: an empty summary (no samples) is written as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nan(item) for item in value]
+    return value
 
 
 # --- command line ------------------------------------------------------------------------------
