@@ -175,7 +175,7 @@ def _repeat(existing: Command, digest: str) -> Submission:
 def wake_engine() -> None:
     """Tell the engine to look for new commands now (best effort: it also scans on its own)."""
     try:
-        async_to_sync(get_channel_layer().send)(bus.ENGINE_CHANNEL, {"type": bus.COMMANDS_PENDING})
+        async_to_sync(get_channel_layer().send)(bus.engine_channel(), {"type": bus.COMMANDS_PENDING})
     except Exception as exc:  # the periodic scan still finds the command
         log.warning("could not wake the engine (%s); it will find the command at its next scan", exc)
 

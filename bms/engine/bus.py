@@ -1,11 +1,14 @@
 """Channel-layer names and message types shared by the engine and the web processes.
 
+The engine's own channel is named per node (``settings.BMS_ENGINE_CHANNEL``):
+channels_redis prefixes group names but not named channels, so a fixed name
+would let two nodes sharing one Redis answer each other's requests.
+
 The channel layer carries live data (at-most-once, healed by sequence
 numbers and snapshots) and wake-up hints. It never carries the only copy of
 a command: commands live in the database.
 """
 
-ENGINE_CHANNEL = "bms.engine"
 LIVE_GROUP = "live"
 
 # to the engine
@@ -16,3 +19,10 @@ CONFIG_CHANGED = "engine.config"  # wake-up: the configuration revision moved
 # from the engine
 LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points"}
 LIVE_SNAPSHOT = "live.snapshot"  # reply: {"seq", "points"}
+
+
+def engine_channel() -> str:
+    """This node's engine channel (for web processes; the engine is handed it at construction)."""
+    from django.conf import settings
+
+    return settings.BMS_ENGINE_CHANNEL

@@ -1,6 +1,6 @@
 """The engine: loads the configuration, runs one poller per device, publishes, executes commands.
 
-It also answers snapshot requests on :data:`bus.ENGINE_CHANNEL` and reloads
+It also answers snapshot requests on its engine channel and reloads
 itself when the configuration revision moves, without a restart. Database
 work runs on one dedicated thread so that the loop never blocks on it.
 """
@@ -35,6 +35,7 @@ class Engine:
     def __init__(
         self,
         channel_layer: Any,
+        engine_channel: str = "bms.engine",
         role: RoleGate | None = None,
         publish_min_interval: float = 0.02,
         publish_burst: int = 8,
@@ -42,6 +43,7 @@ class Engine:
         command_scan_interval: float = 0.5,
     ) -> None:
         self.layer = channel_layer
+        self.channel = engine_channel
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
         self.publisher = Publisher(self.image, channel_layer, publish_min_interval, publish_burst)
@@ -123,7 +125,7 @@ class Engine:
     async def _serve_requests(self) -> None:
         while True:
             try:
-                message = await self.layer.receive(bus.ENGINE_CHANNEL)
+                message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -66,7 +66,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def request_snapshot(self) -> None:
         self.engine_seq = None
-        await self.channel_layer.send(bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name})
+        await self._ask_engine_for_snapshot()
         if self.snapshot_timer:
             self.snapshot_timer.cancel()
         self.snapshot_timer = asyncio.ensure_future(self._snapshot_watchdog())
@@ -76,9 +76,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(SNAPSHOT_TIMEOUT)
             if self.engine_seq is None:
                 await self.send_error("engine_unavailable", "the engine is not answering; retrying")
-                await self.channel_layer.send(
-                    bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name}
-                )
+                await self._ask_engine_for_snapshot()
+
+    async def _ask_engine_for_snapshot(self) -> None:
+        request = {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name}
+        await self.channel_layer.send(bus.engine_channel(), request)
 
     async def live_snapshot(self, event: dict[str, Any]) -> None:
         if self.engine_seq is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -19,8 +20,25 @@ async def fetch_snapshot(wait_seconds: float = 3.0) -> dict[str, Any]:
     layer = get_channel_layer()
     reply_to = await layer.new_channel()
     try:
-        await layer.send(bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
+        await layer.send(bus.engine_channel(), {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
         reply = await asyncio.wait_for(layer.receive(reply_to), wait_seconds)
     except (TimeoutError, OSError) as exc:
         raise EngineUnavailable("the engine did not answer; live values are unavailable") from exc
+    finally:
+        await release_channel(layer, reply_to)
     return {"seq": reply["seq"], "points": reply["points"]}
+
+
+async def release_channel(layer: Any, channel: str) -> None:
+    """Forget a one-shot reply channel.
+
+    The layers have no "delete channel" call; channels_redis' pub/sub layer
+    unsubscribes a channel when a receive on it is cancelled (the in-memory
+    layer drops an empty queue either way). Without this, every request would
+    leave a Redis subscription and a queue behind.
+    """
+    pending = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await pending

@@ -79,6 +79,10 @@ LOGOUT_REDIRECT_URL = "login"
 
 # The node's identity in the pair; redundancy fills in the partner.
 BMS_NODE_NAME = os.environ.get("BMS_NODE_NAME", "main")
+# Channel-layer names of this node. Nodes that share one Redis must differ in
+# prefix or node name, or they would hear each other's live streams.
+BMS_CHANNEL_PREFIX = os.environ.get("BMS_CHANNEL_PREFIX", "bms")
+BMS_ENGINE_CHANNEL = f"{BMS_CHANNEL_PREFIX}.engine.{BMS_NODE_NAME}"
 # Engine tuning. The publisher sends up to BURST messages back to back, then at
 # most one coalesced message per MIN_INTERVAL seconds (a token bucket).
 BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.02"))

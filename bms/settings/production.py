@@ -4,9 +4,8 @@ Required: ``DJANGO_SECRET_KEY``, ``DATABASE_URL``, ``REDIS_URL``. A missing one
 stops start-up with a message naming it.
 """
 
-import os
-
 from bms.settings.base import *  # noqa: F403
+from bms.settings.base import BMS_CHANNEL_PREFIX
 from bms.settings.env import database_from_url, flag, required
 
 DEBUG = flag("BMS_DEBUG")
@@ -21,7 +20,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         # Redis pub/sub ignores database numbers: the prefix keeps nodes that
         # share one Redis apart.
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": os.environ.get("BMS_CHANNEL_PREFIX", "bms")},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": BMS_CHANNEL_PREFIX},
     }
 }
 CELERY_BROKER_URL = REDIS_URL

@@ -94,7 +94,7 @@ async def test_configuration_changes_reach_the_running_engine(engine, plant):
 async def test_snapshot_requests_are_answered_over_the_channel_layer(engine, layer):
     await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD)
     reply_to = await layer.new_channel()
-    await layer.send(bus.ENGINE_CHANNEL, {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
+    await layer.send(bus.engine_channel(), {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
     reply = await layer.receive(reply_to)
     assert reply["type"] == bus.LIVE_SNAPSHOT
     assert reply["seq"] >= engine.image.points["zone1_temp"].seq

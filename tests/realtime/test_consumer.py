@@ -29,7 +29,7 @@ async def layer():
 
 
 async def answer_snapshot(layer, seq, points):
-    request = await asyncio.wait_for(layer.receive(bus.ENGINE_CHANNEL), 2)
+    request = await asyncio.wait_for(layer.receive(bus.engine_channel()), 2)
     assert request["type"] == bus.SNAPSHOT_REQUEST
     await layer.send(request["reply_to"], {"type": bus.LIVE_SNAPSHOT, "seq": seq, "points": points})
 
@@ -94,7 +94,7 @@ async def test_a_silent_engine_is_reported_and_retried(layer, operator, monkeypa
     client = await connected(layer, operator)
     error = await client.receive_json_from(timeout=2)
     assert (error["type"], error["code"]) == ("error", "engine_unavailable")
-    await asyncio.wait_for(layer.receive(bus.ENGINE_CHANNEL), 1)  # the first request, unanswered
+    await asyncio.wait_for(layer.receive(bus.engine_channel()), 1)  # the first request, unanswered
     await answer_snapshot(layer, 3, {"a": state(1, 3)})  # the retry is answered
     while (message := await client.receive_json_from(timeout=2))["type"] == "error":
         pass
