@@ -11,9 +11,7 @@ pytestmark = pytest.mark.system
 def second_node(simulator):
     other = Node(simulator.port, name="backup")
     # Make the second node's image tell-tale: it has no meter_power point.
-    other.manage(
-        "shell", "-c", "from bms.points.models import Point; Point.objects.get(name='meter_power').delete()"
-    )
+    other.manage("shell", "-c", "from bms.points.models import Point; Point.objects.get(name='meter_power').delete()")
     try:
         other.start()
         yield other
