@@ -11,7 +11,6 @@ from bms.engine.runner import Engine
 def engine_from_settings() -> Engine:
     return Engine(
         get_channel_layer(),
-        engine_channel=settings.BMS_ENGINE_CHANNEL,
         publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
         publish_burst=settings.BMS_PUBLISH_BURST,
         config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,

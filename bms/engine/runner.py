@@ -35,7 +35,7 @@ class Engine:
     def __init__(
         self,
         channel_layer: Any,
-        engine_channel: str = "bms.engine",
+        engine_channel: str | None = None,
         role: RoleGate | None = None,
         publish_min_interval: float = 0.02,
         publish_burst: int = 8,
@@ -43,7 +43,7 @@ class Engine:
         command_scan_interval: float = 0.5,
     ) -> None:
         self.layer = channel_layer
-        self.channel = engine_channel
+        self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
         self.publisher = Publisher(self.image, channel_layer, publish_min_interval, publish_burst)

@@ -95,7 +95,7 @@ async def test_snapshot_requests_are_answered_over_the_channel_layer(engine, lay
     await eventually(lambda: engine.image.points["zone1_temp"].quality == GOOD)
     reply_to = await layer.new_channel()
     await layer.send(bus.engine_channel(), {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
-    reply = await layer.receive(reply_to)
+    reply = await asyncio.wait_for(layer.receive(reply_to), 5)
     assert reply["type"] == bus.LIVE_SNAPSHOT
     assert reply["seq"] >= engine.image.points["zone1_temp"].seq
     assert reply["points"]["zone1_temp"]["quality"] == GOOD
