@@ -1,25 +1,3 @@
-"""Browser tests share the same kind of real node as the system tests."""
+"""The browser suite has its own simulator and node, so its writes never meet the system suite's."""
 
-import pytest
-
-from tests.support.processes import Node, Simulator
-
-
-@pytest.fixture(scope="session")
-def simulator():
-    sim = Simulator()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture(scope="session")
-def node(simulator):
-    bms = Node(simulator.port)
-    try:
-        bms.start()
-        yield bms
-    finally:
-        bms.drop()
-        print(f"node log: {bms.log_path}")
+from tests.support.fixtures import node, simulator  # noqa: F401

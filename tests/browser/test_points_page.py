@@ -254,19 +254,14 @@ def test_whole_number_floats_show_two_decimals(node, new_page):
     expect(value_cell(page, "zone1_setpoint")).to_have_text("21.00", timeout=2_000)
 
 
-def test_number_write_dialog_hides_bool_select(node, new_page):
+@pytest.mark.parametrize(
+    ("point", "shown", "hidden"),
+    [("zone1_setpoint", "#write-value", "#write-bool"), ("ahu1_fan_cmd", "#write-bool", "#write-value")],
+)
+def test_write_dialog_shows_only_the_input_for_the_point_type(node, new_page, point, shown, hidden):
     page = new_page()
     log_in(page, node, "demo", "demo")
     wait_live(page)
-    open_write_dialog(page, "zone1_setpoint")
-    expect(page.locator("#write-value")).to_be_visible()
-    expect(page.locator("#write-bool")).to_be_hidden(timeout=2_000)
-
-
-def test_bool_write_dialog_hides_the_number_input(node, new_page):
-    page = new_page()
-    log_in(page, node, "demo", "demo")
-    wait_live(page)
-    open_write_dialog(page, "ahu1_fan_cmd")
-    expect(page.locator("#write-bool")).to_be_visible()
-    expect(page.locator("#write-value")).to_be_hidden(timeout=2_000)
+    open_write_dialog(page, point)
+    expect(page.locator(shown)).to_be_visible()
+    expect(page.locator(hidden)).to_be_hidden(timeout=2_000)

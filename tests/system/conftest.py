@@ -1,25 +1,3 @@
-"""Session-wide real processes: one simulator and one node (Daphne + engine, PostgreSQL, Redis)."""
+"""The system suite: one simulator and one node (Daphne + engine, PostgreSQL, Redis) for the session."""
 
-import pytest
-
-from tests.support.processes import Node, Simulator
-
-
-@pytest.fixture(scope="session")
-def simulator():
-    sim = Simulator()
-    try:
-        yield sim
-    finally:
-        sim.stop()
-
-
-@pytest.fixture(scope="session")
-def node(simulator):
-    bms = Node(simulator.port)
-    try:
-        bms.start()
-        yield bms
-    finally:
-        bms.drop()
-        print(f"node log: {bms.log_path}")
+from tests.support.fixtures import node, simulator  # noqa: F401

@@ -3,27 +3,14 @@
 Everything it starts stops with Ctrl-C.
 """
 
-import socket
 import subprocess
 import sys
-import time
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-
-def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise CommandError(f"the simulator exited with code {process.returncode}; is port {port} free?")
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise CommandError(f"the simulator did not listen on {host}:{port} within {timeout:.0f} s")
+from bms.net import wait_for_port
 
 
 class Command(BaseCommand):
@@ -39,7 +26,10 @@ class Command(BaseCommand):
             [sys.executable, "-m", "drivers.simulator", "--port", str(modbus_port)], cwd=settings.BASE_DIR
         )
         try:
-            wait_for_port("127.0.0.1", modbus_port, 15, simulator)
+            try:
+                wait_for_port(modbus_port, 15, alive=lambda: simulator.poll() is None)
+            except (RuntimeError, TimeoutError) as exc:
+                raise CommandError(f"the simulator did not start ({exc}); is port {modbus_port} free?") from exc
             call_command("migrate", interactive=False, verbosity=0)
             call_command("loaddemo", modbus_port=modbus_port, demo_user=True)
             self.stdout.write(self.style.SUCCESS(f"\n  Open http://127.0.0.1:{port}/ and log in as demo / demo\n"))
