@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[str, str, str, str], None]  # kind, source, message, severity
 
 
+def next_slot(previous: float, now: float, interval: float) -> tuple[float, int]:
+    """The next poll time on the fixed grid ``previous + k * interval`` that is after ``now``.
+
+    Polls start on the grid however long each one took, so the schedule never
+    drifts; slots a slow poll overran are skipped (and counted), not bunched.
+    """
+    next_at = previous + interval
+    if next_at > now:
+        return next_at, 0
+    missed = math.floor((now - next_at) / interval) + 1
+    return next_at + missed * interval, missed
+
+
 class DevicePoller:
     """The poll loop and write path of one device."""
 
@@ -74,13 +87,9 @@ class DevicePoller:
         while True:
             await self.poll_once()
             self.cycles += 1
-            next_at += interval
             now = loop.time()
-            if next_at <= now:
-                # Overran: skip the missed slots and stay on the original grid.
-                missed = math.floor((now - next_at) / interval) + 1
-                self.overruns += missed
-                next_at += missed * interval
+            next_at, missed = next_slot(next_at, now, interval)
+            self.overruns += missed
             try:
                 await asyncio.wait_for(self._poke.wait(), timeout=next_at - now)
             except TimeoutError:

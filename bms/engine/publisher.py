@@ -33,6 +33,7 @@ class Publisher:
         self.messages_sent = 0
         self.changes_sent = 0
         self._dirty = asyncio.Event()
+        self.failures = 0
         self._tokens = float(self.burst)
         self._refilled_at = 0.0
         self._task: asyncio.Task | None = None
@@ -72,9 +73,14 @@ class Publisher:
             return
         try:
             await self.layer.group_send(LIVE_GROUP, {"type": LIVE_DELTA, **delta})
-        except Exception:
+        except Exception as exc:
             # Subscribers will see the seq gap and ask for a snapshot; the image is intact.
-            log.exception("publishing delta %s..%s failed", delta["from"], delta["seq"])
+            self.failures += 1
+            if self.failures == 1 or self.failures % 500 == 0:
+                log.error("publishing live changes failed (%d time(s) in a row): %s", self.failures, exc)
             return
+        if self.failures:
+            log.warning("publishing live changes works again after %d failure(s)", self.failures)
+            self.failures = 0
         self.messages_sent += 1
         self.changes_sent += len(delta["points"])

@@ -3,6 +3,7 @@
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from channels.layers import InMemoryChannelLayer
 
 from bms.engine import bus
@@ -78,3 +79,34 @@ async def test_a_task_that_swallows_one_cancellation_is_still_stopped():
     await asyncio.wait_for(cancel_and_wait(task, retry_every=0.05), 2)
     assert task.cancelled()
     assert swallowed == [True]
+
+
+def test_the_poll_grid_never_drifts_and_skips_overrun_slots():
+    from bms.engine.poller import next_slot
+
+    assert next_slot(10.0, 10.3, 1.0) == (11.0, 0)  # a quick poll waits for its slot
+    assert next_slot(10.0, 10.999, 1.0) == (11.0, 0)  # a slow poll does not push the grid
+    assert next_slot(10.0, 11.0, 1.0) == (12.0, 1)  # finishing on the slot misses it
+    assert next_slot(10.0, 13.5, 1.0) == (14.0, 3)  # a long stall skips, never bunches
+    slot = 0.0
+    for _ in range(1000):  # 1000 cycles of a 0.1 s poll that takes 0.07 s
+        slot, missed = next_slot(slot, slot + 0.07, 0.1)
+        assert missed == 0
+    assert slot == pytest.approx(100.0)
+
+
+async def test_an_unreachable_channel_layer_is_logged_once_not_per_message(caplog):
+    class DownLayer:
+        """A channel layer whose server is gone (what channels_redis raises when Redis is down)."""
+
+        async def group_send(self, group, message):
+            raise ConnectionError("Redis is down")
+
+    image = ProcessImage()
+    image.define(["a"])
+    publisher = Publisher(image, DownLayer())
+    for value in range(50):
+        image.update("a", value, GOOD, datetime.now(UTC))
+        await publisher.flush()
+    assert publisher.failures == 50
+    assert len([r for r in caplog.records if "publishing live changes failed" in r.message]) == 1
