@@ -94,6 +94,11 @@ class Driver(abc.ABC):
         """The raw range a writable value of ``data_type`` must fit in, or ``None`` if unbounded."""
         return None
 
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """True while the driver believes its link to the device is usable."""
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Open the connection; raise :class:`CommunicationError` if the device is unreachable."""

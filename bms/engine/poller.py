@@ -134,8 +134,7 @@ class DevicePoller:
             self.on_change()
 
     async def _ensure_connected(self) -> None:
-        connected = getattr(self.driver, "connected", None)
-        if connected is False or (connected is None and self.online is not True):
+        if not self.driver.connected:
             await self.driver.connect()
 
     def _went_offline(self, reason: str) -> None:
