@@ -56,8 +56,9 @@ class Simulator:
 class Node:
     """One BMS node (``manage.py runbms``) in the production shape on its own database."""
 
-    def __init__(self, modbus_port: int, name: str = "main", poll_interval: float = 0.2) -> None:
+    def __init__(self, modbus_port: int, name: str = "main", poll_interval: float = 0.2, split: bool = False) -> None:
         self.name = name
+        self.split = split  # production layout: engine and web in separate processes
         self.db_name = f"bms_sys_{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -82,7 +83,7 @@ class Node:
             "-c",
             "from django.contrib.auth.models import User; User.objects.create_user('viewer', password='viewer-pass-1')",
         )
-        self.process: subprocess.Popen | None = None
+        self.processes: list[subprocess.Popen] = []
 
     def manage(self, *args: str) -> str:
         result = subprocess.run(
@@ -93,24 +94,31 @@ class Node:
         return result.stdout
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runbms", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        web = ["runbms", "--port", str(self.port)]
+        commands = [["runengine"], [*web, "--no-engine"]] if self.split else [web]
+        for command in commands:
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", *command],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=self.log_path.open("ab"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
         wait_for_port(self.port, 30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
             try:
-                self.process.wait(10)
+                process.wait(10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
+        self.processes.clear()
 
     def drop(self) -> None:
         self.stop()
