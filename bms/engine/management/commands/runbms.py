@@ -9,7 +9,7 @@ import logging
 
 import daphne.server
 from channels.routing import get_default_application
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import defer, reactor
 
 from bms.engine.lifecycle import engine_from_settings
@@ -28,15 +28,27 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, no_engine: bool, **options) -> None:
         engine = None if no_engine else engine_from_settings()
         started: list[asyncio.Future] = []
+        failure: list[BaseException] = []
 
         def start_engine() -> None:
-            started.append(asyncio.ensure_future(engine.start()))
+            future = asyncio.ensure_future(engine.start())
+            future.add_done_callback(stop_if_engine_failed)
+            started.append(future)
+
+        def stop_if_engine_failed(future: asyncio.Future) -> None:
+            # A node whose engine is not running must not look healthy: stop,
+            # so that the supervisor (systemd, Docker) restarts it.
+            if not future.cancelled() and future.exception() is not None:
+                failure.append(future.exception())
+                log.critical("the engine could not start: %s; stopping the node", future.exception())
+                reactor.stop()
 
         def stop_engine():
             async def _stop() -> None:
                 if started:
                     await asyncio.gather(*started, return_exceptions=True)
-                await engine.stop()
+                if not failure:
+                    await engine.stop()
 
             return defer.Deferred.fromFuture(asyncio.ensure_future(_stop()))
 
@@ -56,3 +68,5 @@ class Command(BaseCommand):
             verbosity=0,
         )
         server.run()
+        if failure:
+            raise CommandError(f"the engine could not start: {failure[0]}")

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import signal
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from bms.engine.lifecycle import engine_from_settings
 
@@ -21,7 +21,10 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await engine.start()
+        try:
+            await engine.start()
+        except Exception as exc:
+            raise CommandError(f"the engine could not start: {exc}") from exc
         self.stdout.write(f"engine running ({len(engine.pollers)} device(s)); Ctrl-C stops it", ending="\n")
         self.stdout.flush()
         try:
