@@ -6,7 +6,10 @@ registers), and a zero-based protocol offset, e.g. ``hr:100``.
 
 Reads are planned per table: nearby addresses are merged into one request
 up to the protocol limits, so a device with 200 contiguous registers costs
-two requests per poll, not 200.
+two requests per poll, not 200. When a device refuses a merged request with
+"illegal data address" (a hole in its map), that request is split into one
+request per point, so only the points that really do not exist go bad; the
+split is kept for later polls.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 
 from drivers.base import (
@@ -233,10 +237,29 @@ class ModbusDriver(Driver):
     async def read_iter(self, points: Sequence[PointSpec]) -> AsyncIterator[dict[str, Reading]]:
         client = self._require_client()
         self.requests_last_read = 0
-        for block in self._plan_for(points):
-            self.requests_last_read += 1
-            response = await self._call(self._reader(client, block.table), block.start, count=block.count)
-            yield self._decode_block(block, response)
+        plan = self._plan_for(points)
+        for block in list(plan):
+            response = await self._request(client, block)
+            if _illegal_address(response) and len(block.points) > 1:
+                yield await self._split(client, plan, block)
+            else:
+                yield self._decode_block(block, response)
+
+    async def _request(self, client: AsyncModbusTcpClient, block: ReadBlock):
+        self.requests_last_read += 1
+        return await self._call(self._reader(client, block.table), block.start, count=block.count)
+
+    async def _split(self, client: AsyncModbusTcpClient, plan: list[ReadBlock], block: ReadBlock) -> dict[str, Reading]:
+        """Replace a refused merged request by one request per point, now and in later polls."""
+        singles = [
+            ReadBlock(block.table, parsed.offset, parsed.end, [(point, parsed)]) for point, parsed in block.points
+        ]
+        position = plan.index(block)
+        plan[position : position + 1] = singles
+        readings: dict[str, Reading] = {}
+        for single in singles:
+            readings.update(self._decode_block(single, await self._request(client, single)))
+        return readings
 
     def _decode_block(self, block: ReadBlock, response) -> dict[str, Reading]:
         readings: dict[str, Reading] = {}
@@ -291,3 +314,7 @@ class ModbusDriver(Driver):
             # A timeout or a dropped link: the connection state is unknown, so drop it.
             await self.close()
             raise CommunicationError(f"{self._where}: {exc}") from exc
+
+
+def _illegal_address(response) -> bool:
+    return response.isError() and getattr(response, "exception_code", None) == ExcCodes.ILLEGAL_ADDRESS

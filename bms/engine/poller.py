@@ -1,7 +1,11 @@
 """Polls one device on its own interval without drift, and writes to it.
 
 One poller owns one driver instance, so reads and writes to a device share
-one connection with one request in flight (a lock serialises them).
+one connection with one request in flight (a lock serialises them). While a
+device is unreachable, connection attempts back off (doubling from the poll
+interval up to ``RECONNECT_MAX_SECONDS``, or the device option
+``reconnect_max``), so a dead device costs neither a busy loop nor a long
+stall once it is back.
 Communication failure marks all of the device's points ``comm_failure`` and
 is reported once per outage; per-point refusals mark only those points
 ``bad``, also once per transition.
@@ -22,6 +26,8 @@ from drivers.base import CommunicationError, Driver, RawValue, Reading
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
+RECONNECT_MIN_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
 
 EventSink = Callable[[str, str, str, str], None]  # kind, source, message, severity
 
@@ -37,6 +43,13 @@ def next_slot(previous: float, now: float, interval: float) -> tuple[float, int]
         return next_at, 0
     missed = math.floor((now - next_at) / interval) + 1
     return next_at + missed * interval, missed
+
+
+def next_backoff(current: float | None, poll_interval: float, cap: float) -> float:
+    """Delay before the next connection attempt after one more failure."""
+    if current is None:
+        return min(cap, max(poll_interval, RECONNECT_MIN_SECONDS))
+    return min(cap, current * 2)
 
 
 class DevicePoller:
@@ -57,6 +70,10 @@ class DevicePoller:
         self.points = {point.name: point for point in config.points}
         self.specs = [point.spec for point in config.points]
         self.online: bool | None = None
+        self.connect_attempts = 0
+        self.reconnect_cap = float(config.spec.options.get("reconnect_max", RECONNECT_MAX_SECONDS))
+        self._backoff: float | None = None
+        self._retry_at = 0.0
         self.bad_points: set[str] = set()
         self.cycles = 0
         self.overruns = 0
@@ -99,6 +116,8 @@ class DevicePoller:
     async def poll_once(self) -> None:
         if not self.specs:
             return
+        if not self.driver.connected and asyncio.get_running_loop().time() < self._retry_at:
+            return  # backing off; the points already show comm_failure
         async with self._lock:
             try:
                 await self._ensure_connected()
@@ -111,6 +130,7 @@ class DevicePoller:
 
     def _apply(self, readings: dict[str, Reading]) -> None:
         when = datetime.now(UTC)
+        self._backoff = None
         if self.online is not True:
             if self.online is False:
                 self.on_event("comm_restored", self.name, "communication restored", "info")
@@ -135,9 +155,12 @@ class DevicePoller:
 
     async def _ensure_connected(self) -> None:
         if not self.driver.connected:
+            self.connect_attempts += 1
             await self.driver.connect()
 
     def _went_offline(self, reason: str) -> None:
+        self._backoff = next_backoff(self._backoff, self.config.poll_interval, self.reconnect_cap)
+        self._retry_at = asyncio.get_running_loop().time() + self._backoff
         if self.online is not False:
             self.online = False
             self.on_event("comm_lost", self.name, f"communication lost: {reason}", "error")

@@ -178,3 +178,23 @@ def test_int32_codec_round_trips(value, word_order):
 @given(st.floats(width=32, allow_nan=False, allow_infinity=False), st.sampled_from(["big", "little"]))
 def test_float32_codec_round_trips(value, word_order):
     assert decode_registers(encode_registers(value, "float32", word_order), "float32", word_order) == value
+
+
+async def test_a_hole_in_the_device_map_marks_only_the_missing_points(building):
+    """The simulator has 100 holding registers: hr:95 exists, hr:104 does not; the planner merges them."""
+    driver = driver_for(building.port)
+    await driver.connect()
+    try:
+        points = [PointSpec("inside", "hr:95", "uint16"), PointSpec("outside", "hr:104", "uint16")]
+        assert len(plan_reads(points)) == 1
+        await building.server.context.async_setValues(0, 3, 95, [4711])
+        readings = await driver.read(points)
+        assert readings["inside"].value == 4711
+        assert not readings["outside"].ok
+        assert "refused" in readings["outside"].error
+        assert driver.requests_last_read == 3  # the merged request, then one per point
+        readings = await driver.read(points)
+        assert readings["inside"].value == 4711
+        assert driver.requests_last_read == 2  # the split is remembered
+    finally:
+        await driver.close()

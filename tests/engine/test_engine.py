@@ -123,3 +123,14 @@ async def test_published_deltas_are_continuous_and_coalesced(engine, plant, laye
             messages += 1
             seen.update(carried)
     assert messages <= 2, f"{len(setpoints)} changes polled together went out in {messages} messages"
+
+
+async def test_a_dead_device_is_retried_with_backoff_not_every_cycle(engine, plant):
+    poller = engine.pollers["plant"]
+    await eventually(lambda: poller.online is True, message="online")
+    await plant.stop()
+    await eventually(lambda: poller.online is False, message="offline")
+    cycles, attempts = poller.cycles, poller.connect_attempts
+    await eventually(lambda: poller.cycles >= cycles + 30, message="30 poll cycles")  # ~1.5 s at 50 ms
+    # Backoff 0.5 s, 1 s, ...: a handful of attempts where the cycles alone would have made 30.
+    assert poller.connect_attempts - attempts <= 4

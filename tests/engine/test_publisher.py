@@ -110,3 +110,15 @@ async def test_an_unreachable_channel_layer_is_logged_once_not_per_message(caplo
         await publisher.flush()
     assert publisher.failures == 50
     assert len([r for r in caplog.records if "publishing live changes failed" in r.message]) == 1
+
+
+def test_reconnect_backoff_doubles_from_the_poll_interval_up_to_a_cap():
+    from bms.engine.poller import next_backoff
+
+    delays, current = [], None
+    for _ in range(8):
+        current = next_backoff(current, poll_interval=0.05, cap=10.0)
+        delays.append(current)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert next_backoff(None, poll_interval=2.0, cap=10.0) == 2.0  # never faster than the poll
+    assert next_backoff(None, poll_interval=60.0, cap=10.0) == 10.0
