@@ -47,6 +47,9 @@ REGISTER_TYPES: dict[str, tuple[str, int]] = {
     "int32": (">i", 2),
     "uint32": (">I", 2),
     "float32": (">f", 2),
+    "int64": (">q", 4),
+    "uint64": (">Q", 4),
+    "float64": (">d", 4),
 }
 RAW_RANGES: dict[str, tuple[float, float]] = {
     "int16": (-32768, 32767),
@@ -54,6 +57,9 @@ RAW_RANGES: dict[str, tuple[float, float]] = {
     "int32": (-(2**31), 2**31 - 1),
     "uint32": (0, 2**32 - 1),
     "float32": (-3.4028234e38, 3.4028234e38),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+    "float64": (-1.7976931348623157e308, 1.7976931348623157e308),
 }
 
 
@@ -141,16 +147,29 @@ def plan_reads(points: Sequence[PointSpec], max_gap: int = DEFAULT_MAX_GAP) -> l
     return blocks
 
 
-def decode_registers(registers: Sequence[int], data_type: str, word_order: str = "big") -> int | float:
-    """Decode a register slice to a value; ``word_order='little'`` swaps 16-bit words."""
-    fmt, width = REGISTER_TYPES[data_type]
-    words = list(registers[:width])
+def _reorder(words: list[int], word_order: str, byte_order: str) -> list[int]:
+    """Map between the device's register order and big-endian; the mapping is its own inverse."""
+    if byte_order == "little":
+        words = [((word & 0xFF) << 8) | (word >> 8) for word in words]
     if word_order == "little":
-        words.reverse()
+        words = words[::-1]
+    return words
+
+
+def decode_registers(
+    registers: Sequence[int], data_type: str, word_order: str = "big", byte_order: str = "big"
+) -> int | float:
+    """Decode a register slice to a value.
+
+    ``word_order='little'``: the device sends the least significant 16-bit word
+    first; ``byte_order='little'``: it swaps the two bytes inside each word.
+    """
+    fmt, width = REGISTER_TYPES[data_type]
+    words = _reorder(list(registers[:width]), word_order, byte_order)
     return struct.unpack(fmt, struct.pack(f">{width}H", *words))[0]
 
 
-def encode_registers(value: RawValue, data_type: str, word_order: str = "big") -> list[int]:
+def encode_registers(value: RawValue, data_type: str, word_order: str = "big", byte_order: str = "big") -> list[int]:
     """Encode a value into registers exactly the way :func:`decode_registers` reads them."""
     fmt, width = REGISTER_TYPES[data_type]
     number = float(value) if data_type.startswith("float") else int(value)
@@ -158,9 +177,7 @@ def encode_registers(value: RawValue, data_type: str, word_order: str = "big") -
         words = list(struct.unpack(f">{width}H", struct.pack(fmt, number)))
     except struct.error as exc:
         raise PointError(f"value {value!r} does not fit in {data_type}") from exc
-    if word_order == "little":
-        words.reverse()
-    return words
+    return _reorder(words, word_order, byte_order)
 
 
 class ModbusDriver(Driver):
@@ -172,6 +189,7 @@ class ModbusDriver(Driver):
     def __init__(self, device: DeviceSpec) -> None:
         super().__init__(device)
         self.word_order = str(device.options.get("word_order", "big"))
+        self.byte_order = str(device.options.get("byte_order", "big"))
         self.max_gap = int(device.options.get("max_gap", DEFAULT_MAX_GAP))
         self._client: AsyncModbusTcpClient | None = None
         self._plan_key: tuple[PointSpec, ...] | None = None
@@ -272,7 +290,7 @@ class ModbusDriver(Driver):
                 value: RawValue = bool(response.bits[index])
             else:
                 value = decode_registers(
-                    response.registers[index : index + parsed.width], point.data_type, self.word_order
+                    response.registers[index : index + parsed.width], point.data_type, self.word_order, self.byte_order
                 )
             readings[point.name] = Reading(value)
         return readings
@@ -285,7 +303,7 @@ class ModbusDriver(Driver):
         if parsed.table == "co":
             response = await self._call(client.write_coil, parsed.offset, bool(value))
         else:
-            words = encode_registers(value, point.data_type, self.word_order)
+            words = encode_registers(value, point.data_type, self.word_order, self.byte_order)
             if len(words) == 1:
                 response = await self._call(client.write_register, parsed.offset, words[0])
             else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from drivers.base import RawValue
 
-INTEGER_TYPES = ("int16", "uint16", "int32", "uint32")
+INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,13 +27,19 @@ class Scaling:
     def identity(self) -> bool:
         return self.scale == 1.0 and self.offset == 0.0
 
+    @property
+    def significant_digits(self) -> int:
+        # float32 carries ~7 significant digits, more would show register
+        # noise; integers and float64 keep 15 (what a double holds exactly),
+        # so a large scaled counter keeps its last digit.
+        return 7 if self.data_type == "float32" else 15
+
     def to_engineering(self, raw: RawValue) -> RawValue:
         if self.data_type == "bool":
             return bool(raw)
         if self.identity:
-            # float32 carries ~7 significant digits; more would show register noise.
-            return float(f"{raw:.7g}") if isinstance(raw, float) else raw
-        return float(f"{raw * self.scale + self.offset:.7g}")
+            return float(f"{raw:.{self.significant_digits}g}") if isinstance(raw, float) else raw
+        return float(f"{raw * self.scale + self.offset:.{self.significant_digits}g}")
 
     def to_raw(self, value: RawValue) -> RawValue:
         if self.data_type == "bool":
@@ -85,4 +91,4 @@ def validate_value(
     if raw_range is not None and not raw_range[0] <= raw <= raw_range[1]:
         low, high = sorted(scaling.to_engineering(bound) for bound in raw_range)
         raise ValueRejected("out_of_range", f"{value} does not fit the device register ({low:g} to {high:g})")
-    return float(value) if scaling.data_type == "float32" or not scaling.identity else round(value)
+    return float(value) if scaling.data_type.startswith("float") or not scaling.identity else round(value)

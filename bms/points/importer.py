@@ -8,7 +8,7 @@ column          required  meaning
 device          yes       name of an existing device
 name            yes       unique point name (letters, digits, ``_ - .``)
 address         yes       driver address, e.g. ``hr:100`` (Modbus)
-data_type       yes       bool, int16, uint16, int32, uint32, float32
+data_type       yes       bool, int16, uint16, int32, uint32, int64, uint64, float32, float64
 description     no        free text
 scale           no        engineering = raw * scale + offset (default 1)
 offset          no        default 0

@@ -11,7 +11,7 @@ from drivers.base import AddressError
 from drivers.registry import DRIVERS, driver_class
 
 POINT_NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_.\-]+$", "Use letters, digits, '_', '-' and '.' only (no spaces).")
-DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "float32"]
+DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
 
 
 class Device(models.Model):
@@ -38,6 +38,9 @@ class Device(models.Model):
             raise ValidationError({"port": "A TCP port is at most 65535."})
         if not isinstance(self.options, dict):
             raise ValidationError({"options": "Options must be a JSON object."})
+        for option in ("word_order", "byte_order"):
+            if self.options.get(option, "big") not in ("big", "little"):
+                raise ValidationError({"options": f'{option} must be "big" or "little".'})
 
 
 class Point(models.Model):

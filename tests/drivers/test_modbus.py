@@ -23,11 +23,16 @@ def driver_for(port: int, **options) -> ModbusDriver:
         ("int32", [-(2**31), -70000, 0, 70000, 2**31 - 1]),
         ("uint32", [0, 70000, 2**32 - 1]),
         ("float32", [-1.5, 0.0, 21.25, 3.0e38]),
+        ("int64", [-(2**63), -(2**40), 0, 2**53 + 1, 2**63 - 1]),
+        ("uint64", [0, 2**40, 2**64 - 1]),
+        ("float64", [-1.0e300, 0.1, 21.123456789012, 1.7e308]),
     ],
 )
-@pytest.mark.parametrize("word_order", ["big", "little"])
-async def test_register_types_round_trip_through_a_real_server(building, data_type, values, word_order):
-    driver = driver_for(building.port, word_order=word_order)
+@pytest.mark.parametrize(
+    ("word_order", "byte_order"), [("big", "big"), ("little", "big"), ("big", "little"), ("little", "little")]
+)
+async def test_register_types_round_trip_through_a_real_server(building, data_type, values, word_order, byte_order):
+    driver = driver_for(building.port, word_order=word_order, byte_order=byte_order)
     await driver.connect()
     try:
         point = PointSpec("p", "hr:40", data_type)
@@ -35,7 +40,10 @@ async def test_register_types_round_trip_through_a_real_server(building, data_ty
             await driver.write(point, value)
             readings = await driver.read([point])
             assert readings["p"].ok
-            assert readings["p"].value == pytest.approx(value, rel=1e-7)
+            if data_type == "float32":
+                assert readings["p"].value == pytest.approx(value, rel=1e-7)
+            else:
+                assert readings["p"].value == value
     finally:
         await driver.close()
 
@@ -52,6 +60,18 @@ async def test_word_order_is_applied_on_the_wire(building):
     finally:
         await big.close()
         await little.close()
+
+
+async def test_byte_order_swaps_the_bytes_inside_each_register(building):
+    swapped = driver_for(building.port, byte_order="little")
+    await swapped.connect()
+    try:
+        await swapped.write(PointSpec("p", "hr:60", "uint16"), 0x1234)
+        assert (await building.server.context.async_getValues(0, 3, 60, 1)) == [0x3412]
+        await swapped.write(PointSpec("q", "hr:61", "uint32"), 0x11223344)
+        assert (await building.server.context.async_getValues(0, 3, 61, 2)) == [0x2211, 0x4433]
+    finally:
+        await swapped.close()
 
 
 async def test_bits_and_all_four_tables(building):
@@ -162,7 +182,8 @@ async def test_writes_to_read_only_tables_are_refused(building):
         ("hr:65535", "float32", "between 0"),
         ("co:1", "float32", "must be bool"),
         ("hr:1", "bool", "not one of"),
-        ("hr:1", "float64", "not one of"),
+        ("hr:1", "float16", "not one of"),
+        ("hr:65533", "uint64", "between 0"),
     ],
 )
 def test_bad_addresses_are_explained(address, data_type, message):

@@ -122,3 +122,12 @@ def test_reconnect_backoff_doubles_from_the_poll_interval_up_to_a_cap():
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
     assert next_backoff(None, poll_interval=2.0, cap=10.0) == 2.0  # never faster than the poll
     assert next_backoff(None, poll_interval=60.0, cap=10.0) == 10.0
+
+
+def test_engineering_values_keep_the_precision_of_their_source():
+    from bms.engine.scaling import Scaling
+
+    assert Scaling("uint32", 0.001).to_engineering(4_000_000_001) == 4_000_000.001  # a big counter keeps its Wh
+    assert Scaling("float32").to_engineering(21.000000953674316) == 21.0  # float32 register noise is cut
+    assert Scaling("float64").to_engineering(21.123456789012) == 21.123456789012
+    assert Scaling("int16", 0.1).to_engineering(-53) == -5.3

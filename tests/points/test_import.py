@@ -34,7 +34,7 @@ def test_every_bad_row_is_reported_and_nothing_is_imported(plant):
         "plant,bad addr,ir:1,float32,1,,no,,\n"  # line 3: name with a space
         "nowhere,t3,ir:2,float32,1,,no,,\n"  # line 4: unknown device
         "plant,t4,40001,uint16,1,,no,,\n"  # line 5: not a Modbus address
-        "plant,t5,ir:3,float64,1,,no,,\n"  # line 6: unknown data type
+        "plant,t5,ir:3,float16,1,,no,,\n"  # line 6: unknown data type
         "plant,t6,ir:4,float32,abc,,no,,\n"  # line 7: scale not a number
         "plant,t7,hr:5,float32,1,,maybe,,\n"  # line 8: writable not yes/no
         "plant,t8,hr:6,float32,1,,yes,30,20\n"  # line 9: min above max
