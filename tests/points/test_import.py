@@ -51,7 +51,7 @@ def test_every_bad_row_is_reported_and_nothing_is_imported(plant):
     for fragment in (
         "unknown device 'nowhere'",
         "must look like",
-        "float64",
+        "float16",
         "not a number",
         "not yes or no",
         "already appears on line 2",
