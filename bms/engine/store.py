@@ -37,8 +37,7 @@ def config_revision() -> int:
     return ConfigRevision.current()
 
 
-@with_fresh_connection
-def load_config() -> EngineConfig:
+def read_config() -> EngineConfig:
     """Read all enabled devices and points in one transaction, so the view is consistent."""
     with transaction.atomic():
         revision = ConfigRevision.current()
@@ -64,6 +63,10 @@ def load_config() -> EngineConfig:
             )
             devices.append(DeviceConfig(spec, device.driver, device.poll_interval, points))
     return EngineConfig(revision, tuple(devices))
+
+
+#: the engine's variant, on its long-lived database thread
+load_config = with_fresh_connection(read_config)
 
 
 @with_fresh_connection
