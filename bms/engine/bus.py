@@ -14,7 +14,6 @@ LIVE_GROUP = "live"
 # to the engine
 SNAPSHOT_REQUEST = "engine.snapshot"  # {"reply_to": channel}
 COMMANDS_PENDING = "engine.commands"  # wake-up: new commands are in the database
-CONFIG_CHANGED = "engine.config"  # wake-up: the configuration revision moved
 
 # from the engine
 LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points"}

@@ -54,7 +54,6 @@ class Engine:
         self.reloads = 0
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
         self._tasks: list[asyncio.Task] = []
-        self._reload_now = asyncio.Event()
 
     async def run_in_db(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
@@ -110,11 +109,7 @@ class Engine:
 
     async def _watch_config(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._reload_now.wait(), timeout=self.config_check_interval)
-            except TimeoutError:
-                pass
-            self._reload_now.clear()
+            await asyncio.sleep(self.config_check_interval)
             try:
                 revision = await self.run_in_db(store.config_revision)
                 if self.config is None or revision != self.config.revision:
@@ -125,22 +120,23 @@ class Engine:
     async def _serve_requests(self) -> None:
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                await self._serve_one(await self.layer.receive(self.channel))
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("engine channel receive failed")
+                # The channel layer is down or a reply could not be sent; the
+                # requester times out and retries, so keep serving.
+                log.exception("engine channel request failed")
                 await asyncio.sleep(0.5)
-                continue
-            kind = message.get("type")
-            if kind == bus.SNAPSHOT_REQUEST and isinstance(message.get("reply_to"), str):
-                await self.layer.send(message["reply_to"], {"type": bus.LIVE_SNAPSHOT, **self.image.snapshot()})
-            elif kind == bus.COMMANDS_PENDING:
-                self.commands.wake()
-            elif kind == bus.CONFIG_CHANGED:
-                self._reload_now.set()
-            else:
-                log.warning("engine channel: ignoring message of type %r", kind)
+
+    async def _serve_one(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == bus.SNAPSHOT_REQUEST and isinstance(message.get("reply_to"), str):
+            await self.layer.send(message["reply_to"], {"type": bus.LIVE_SNAPSHOT, **self.image.snapshot()})
+        elif kind == bus.COMMANDS_PENDING:
+            self.commands.wake()
+        else:
+            log.warning("engine channel: ignoring message of type %r", kind)
 
 
 def _report_failure(task: asyncio.Future) -> None:
