@@ -75,3 +75,24 @@ def test_points_api_has_live_values(node):
     assert by_name["meter_energy"]["unit"] == "kWh"
     status, body = session.get_json("/api/points/nope/")
     assert (status, body["error"]) == (404, "unknown_point")
+
+
+def test_anonymous_requests_are_refused(node, simulator):
+    import json
+    import urllib.error
+    import urllib.request
+
+    before = asyncio.run(read_device_register(simulator.port, 0))
+    for request in (
+        urllib.request.Request(f"{node.base_url}/api/points/"),
+        urllib.request.Request(
+            f"{node.base_url}/api/points/zone1_setpoint/write", data=b'{"value": 25}', method="POST"
+        ),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code in (401, 403)  # 403: Django's CSRF check answers before the view
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{node.base_url}/api/points/", timeout=10)
+    assert (refused.value.code, json.loads(refused.value.read())["error"]) == (401, "unauthenticated")
+    assert asyncio.run(read_device_register(simulator.port, 0)) == before
