@@ -11,6 +11,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="web/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("points/", web.points, name="points"),
+    path("events/", web.events, name="events"),
     path("healthz", web.healthz, name="healthz"),
     path("api/points/", api.points, name="api-points"),
     path("api/points/<str:name>/", api.point_detail, name="api-point"),
