@@ -15,12 +15,14 @@ split is kept for later polls.
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
+from pymodbus.pdu import ModbusPDU
 
 from drivers.base import (
     AddressError,
@@ -263,7 +265,7 @@ class ModbusDriver(Driver):
             else:
                 yield self._decode_block(block, response)
 
-    async def _request(self, client: AsyncModbusTcpClient, block: ReadBlock):
+    async def _request(self, client: AsyncModbusTcpClient, block: ReadBlock) -> ModbusPDU:
         self.requests_last_read += 1
         return await self._call(self._reader(client, block.table), block.start, count=block.count)
 
@@ -279,7 +281,7 @@ class ModbusDriver(Driver):
             readings.update(self._decode_block(single, await self._request(client, single)))
         return readings
 
-    def _decode_block(self, block: ReadBlock, response) -> dict[str, Reading]:
+    def _decode_block(self, block: ReadBlock, response: ModbusPDU) -> dict[str, Reading]:
         readings: dict[str, Reading] = {}
         if response.isError():
             error = f"device refused {block.table}:{block.start}..{block.end - 1}: {response}"
@@ -317,7 +319,7 @@ class ModbusDriver(Driver):
         return self._client
 
     @staticmethod
-    def _reader(client: AsyncModbusTcpClient, table: str):
+    def _reader(client: AsyncModbusTcpClient, table: str) -> Callable[..., Awaitable[ModbusPDU]]:
         return {
             "co": client.read_coils,
             "di": client.read_discrete_inputs,
@@ -325,7 +327,7 @@ class ModbusDriver(Driver):
             "ir": client.read_input_registers,
         }[table]
 
-    async def _call(self, method, *args, **kwargs):
+    async def _call(self, method: Callable[..., Awaitable[ModbusPDU]], *args: Any, **kwargs: Any) -> ModbusPDU:
         try:
             return await method(*args, device_id=self.device.unit_id, **kwargs)
         except ModbusException as exc:
@@ -334,5 +336,5 @@ class ModbusDriver(Driver):
             raise CommunicationError(f"{self._where}: {exc}") from exc
 
 
-def _illegal_address(response) -> bool:
+def _illegal_address(response: ModbusPDU) -> bool:
     return response.isError() and getattr(response, "exception_code", None) == ExcCodes.ILLEGAL_ADDRESS

@@ -1,3 +1,5 @@
+"""Django app registration for the engine (its management commands)."""
+
 from django.apps import AppConfig
 
 

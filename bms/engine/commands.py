@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from bms.control.models import Command
 from bms.engine import store
@@ -20,7 +20,6 @@ from bms.engine.tasks import cancel_and_wait
 from drivers.base import DriverError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 RunInDb = Callable[..., Awaitable[Any]]
 

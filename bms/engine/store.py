@@ -6,7 +6,10 @@ reload, on command execution and on state transitions: never per sample.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
+from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -19,16 +22,18 @@ from bms.events.models import Event
 from bms.points.models import ConfigRevision, Device
 from drivers.base import DeviceSpec, PointSpec
 
+P = ParamSpec("P")
+T = TypeVar("T")
 
-def with_fresh_connection(func):
+
+def with_fresh_connection(func: Callable[P, T]) -> Callable[P, T]:
     """Drop connections that went stale between the engine's sparse database calls."""
 
-    def wrapper(*args, **kwargs):
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         close_old_connections()
         return func(*args, **kwargs)
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper
 
 
