@@ -7,6 +7,7 @@ need the CSRF token like any Django form. Errors are JSON objects
 
 from __future__ import annotations
 
+import functools
 import json
 
 from asgiref.sync import async_to_sync
@@ -25,12 +26,12 @@ def error(code: str, message: str, status: int) -> JsonResponse:
 
 
 def api_login_required(view):
+    @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return error("unauthenticated", "log in first", 401)
         return view(request, *args, **kwargs)
 
-    wrapper.__name__ = view.__name__
     return wrapper
 
 

@@ -91,13 +91,8 @@ class ProcessImage:
         """Set the quality of several points (keeping their values); return how many changed."""
         return sum(self.update(name, None, quality, when) for name in names)
 
-    def snapshot(self, names: set[str] | None = None) -> dict[str, Any]:
-        points = self.points if names is None else {n: s for n, s in self.points.items() if n in names}
-        return {"seq": self.seq, "points": {name: state.as_wire() for name, state in points.items()}}
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self._dirty)
+    def snapshot(self) -> dict[str, Any]:
+        return {"seq": self.seq, "points": {name: state.as_wire() for name, state in self.points.items()}}
 
     def take_delta(self) -> dict[str, Any] | None:
         """Return the unpublished changes as one delta and mark them published; None if there are none."""

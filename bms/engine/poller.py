@@ -76,7 +76,6 @@ class DevicePoller:
         self._retry_at = 0.0
         self.bad_points: set[str] = set()
         self.cycles = 0
-        self.overruns = 0
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -106,7 +105,10 @@ class DevicePoller:
             self.cycles += 1
             now = loop.time()
             next_at, missed = next_slot(next_at, now, interval)
-            self.overruns += missed
+            if missed:
+                log.debug(
+                    "device %s: poll overran %d slot(s); interval %.3f s is too short", self.name, missed, interval
+                )
             try:
                 await asyncio.wait_for(self._poke.wait(), timeout=next_at - now)
             except TimeoutError:

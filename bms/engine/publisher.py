@@ -30,8 +30,6 @@ class Publisher:
         self.layer = channel_layer
         self.min_interval = min_interval
         self.burst = max(1, burst)
-        self.messages_sent = 0
-        self.changes_sent = 0
         self._dirty = asyncio.Event()
         self.failures = 0
         self._tokens = float(self.burst)
@@ -82,5 +80,3 @@ class Publisher:
         if self.failures:
             log.warning("publishing live changes works again after %d failure(s)", self.failures)
             self.failures = 0
-        self.messages_sent += 1
-        self.changes_sent += len(delta["points"])

@@ -51,7 +51,6 @@ class Engine:
         self.config: EngineConfig | None = None
         self.pollers: dict[str, DevicePoller] = {}
         self.commands = CommandExecutor(self.run_in_db, lambda: self.pollers, self.role, command_scan_interval)
-        self.reloads = 0
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
         self._tasks: list[asyncio.Task] = []
 
@@ -98,7 +97,6 @@ class Engine:
                 self.pollers[name] = poller
                 if self.role.active:
                     poller.start()
-        self.reloads += 1
         self.publisher.notify()
         log.info("configuration revision %d loaded", config.revision)
 

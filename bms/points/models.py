@@ -11,7 +11,8 @@ from drivers.base import AddressError
 from drivers.registry import DRIVERS, driver_class
 
 POINT_NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_.\-]+$", "Use letters, digits, '_', '-' and '.' only (no spaces).")
-DATA_TYPES = ["bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+# every data type some driver can decode, in the drivers' order
+DATA_TYPES = list(dict.fromkeys(data_type for driver in DRIVERS.values() for data_type in driver.data_types))
 
 
 class Device(models.Model):
