@@ -1,10 +1,16 @@
 """The driver contract every field protocol implements.
 
 The engine owns one driver instance per device. It calls ``connect`` once,
-``read`` once per poll cycle with the whole batch of that device's points,
-``write`` for commands, and ``close`` on shutdown or reconfiguration. One
-request is in flight per driver at a time: the engine never calls ``read``
-and ``write`` concurrently on the same instance.
+``read_batches`` once per poll cycle with the whole list of that device's
+points, ``write`` for commands, and ``close`` on shutdown or
+reconfiguration. One request is in flight per driver at a time: the engine
+never reads and writes concurrently on the same instance.
+
+Every poll cycle must account for every point it was given: a value, or an
+error for that point. A point the engine does not hear about for the
+device's ``stale_after`` (by default three poll intervals, at least one
+second) is shown as ``stale``, so a driver that serves some points another
+way (BACnet COV) still reports their current value in each cycle.
 
 Values crossing this boundary are *raw* protocol values (a register decoded
 to its data type); scaling to engineering units is the engine's job, so that
@@ -14,7 +20,7 @@ every protocol scales the same way.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +47,62 @@ class AddressError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class PointConflict:
+    """Two points of one device that cannot both be right, e.g. registers they share with different meanings."""
+
+    point: str
+    other: str
+    message: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """The readings of one protocol request in columns: the form the engine's hot path consumes.
+
+    ``values[i]`` is the raw value of ``names[i]``. A reading that is not a
+    plain good value (an error for that point, or a quality of the device's
+    own) has ``None`` in ``values`` and its full :class:`Reading` in
+    ``special``. A driver that yields the same ``names`` tuple object for the
+    same request on every poll lets the engine skip unchanged values cheaply.
+
+    ``changed``, when the driver knows it, lists the indices of the values
+    that may differ from the previous answer to the same request (``names``);
+    the engine then looks at those only. ``None``: compare every value.
+    """
+
+    names: tuple[str, ...]
+    values: Sequence[RawValue | None]
+    special: Mapping[str, Reading] = field(default_factory=dict)
+    changed: Sequence[int] | None = None
+
+    @classmethod
+    def from_readings(cls, readings: Mapping[str, Reading]) -> Batch:
+        special = {name: r for name, r in readings.items() if not r.ok or getattr(r, "quality", None)}
+        names = tuple(readings)
+        return cls(names, [None if name in special else readings[name].value for name in names], special)
+
+    def readings(self) -> dict[str, Reading]:
+        """The same readings as one :class:`Reading` per point (the ``read_iter`` form)."""
+        special = self.special
+        return {
+            name: special[name] if name in special else Reading(value)
+            for name, value in zip(self.names, self.values, strict=True)
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PointSpec:
-    """What a driver needs to know about one point: its name, address and data type."""
+    """What a driver needs to know about one point: its name, address, data type and per-point options.
+
+    ``options`` are the point's driver options (``Point.options``), e.g. a
+    Modbus word order that overrides the device's. They take part in equality
+    but not in the hash, so a spec stays usable as a dictionary key.
+    """
 
     name: str
     address: str
     data_type: str
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +119,24 @@ class DeviceSpec:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """The outcome of reading one point: a raw value, or an error for that point only."""
+    """The outcome of reading one point: a raw value, or an error for that point only.
+
+    ``quality`` is the device's own verdict on a value it did return, when the
+    protocol carries one (BACnet status flags): ``"uncertain"``, ``"bad"`` or
+    ``"out_of_service"``, the process image's spellings. ``None`` means good.
+    """
 
     value: RawValue | None
     error: str | None = None
+    quality: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+#: receives readings a device pushes between polls (BACnet COV), one dict per notification
+Listener = Callable[[dict[str, Reading]], None]
 
 
 class Driver(abc.ABC):
@@ -80,9 +146,16 @@ class Driver(abc.ABC):
     name: str = ""
     #: data types this driver can decode
     data_types: tuple[str, ...] = ()
+    #: True if ``write(point, None, priority)`` releases that priority slot (BACnet relinquish)
+    relinquish: bool = False
 
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
+        self.listener: Listener | None = None
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Register where readings the device pushes on its own go; drivers that only poll never call it."""
+        self.listener = listener
 
     @classmethod
     @abc.abstractmethod
@@ -93,6 +166,21 @@ class Driver(abc.ABC):
     def value_range(cls, data_type: str) -> tuple[float, float] | None:
         """The raw range a writable value of ``data_type`` must fit in, or ``None`` if unbounded."""
         return None
+
+    @classmethod
+    def validate_point_options(cls, data_type: str, options: Mapping[str, Any]) -> None:
+        """Raise :class:`AddressError` if a point's ``options`` are not valid; by default a point takes none."""
+        if options:
+            raise AddressError(f"{cls.name} points take no options (got {', '.join(sorted(options))})")
+
+    @classmethod
+    def check_point_list(cls, points: Sequence[PointSpec]) -> list[PointConflict]:
+        """Problems between the points of one device (each point alone already passed ``validate_point``).
+
+        Drivers whose points can collide (Modbus points sharing registers)
+        override this; the point editor and the importer report each conflict.
+        """
+        return []
 
     @property
     @abc.abstractmethod
@@ -120,6 +208,16 @@ class Driver(abc.ABC):
         requests per poll override it (and then implement :meth:`read` on top).
         """
         yield await self.read(points)
+
+    async def read_batches(self, points: Sequence[PointSpec]) -> AsyncIterator[Batch]:
+        """:meth:`read_iter` in columns, one :class:`Batch` per request: what the engine's poll loop consumes.
+
+        The default converts each ``read_iter`` dictionary; a driver with a hot
+        path of its own (Modbus) yields batches natively and builds
+        ``read_iter`` on top.
+        """
+        async for readings in self.read_iter(points):
+            yield Batch.from_readings(readings)
 
     @abc.abstractmethod
     async def write(self, point: PointSpec, value: RawValue, priority: int | None = None) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from drivers.bacnet import BacnetDriver
 from drivers.base import Driver
 from drivers.modbus import ModbusDriver
 
-DRIVERS: dict[str, type[Driver]] = {ModbusDriver.name: ModbusDriver}
+DRIVERS: dict[str, type[Driver]] = {ModbusDriver.name: ModbusDriver, BacnetDriver.name: BacnetDriver}
 
 
 def driver_class(name: str) -> type[Driver]:

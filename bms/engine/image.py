@@ -9,6 +9,9 @@ knows it missed something and asks for a snapshot.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,14 +47,81 @@ class PointState:
         }
 
 
+#: a point's state on the sync link: (value, quality, source_time, change_time, seq); None = point removed
+Row = tuple[RawValue | None, str, datetime | None, datetime | None, int] | None
+
+
+class ImageCursor:
+    """One consumer's position in the change stream: which points changed since it last took a delta."""
+
+    def __init__(self, image: ProcessImage) -> None:
+        self.image = image
+        self.published_seq = image.seq
+        self.dirty: dict[str, None] = {}  # insertion-ordered set
+
+    def take_delta(self) -> dict[str, Any] | None:
+        """The changes since the last call as ``{from, seq, points: {name: wire state | None}}``; None if none."""
+        if not self.dirty:
+            return None
+        points = self.image.points
+        changed = {name: (points[name].as_wire() if name in points else None) for name in self.dirty}
+        return self._advance(changed)
+
+    def take_rows(self) -> dict[str, Any] | None:
+        """Like :meth:`take_delta` with compact rows (the sync link's form)."""
+        if not self.dirty:
+            return None
+        get = self.image.points.get
+        rows = {}
+        for name in self.dirty:
+            state = get(name)
+            rows[name] = (
+                None if state is None else (state.value, state.quality, state.source_time, state.change_time, state.seq)
+            )
+        return self._advance(rows)
+
+    def reset(self) -> None:
+        """Forget pending changes: the consumer just received a full snapshot at the current ``seq``."""
+        self.dirty.clear()
+        self.published_seq = self.image.seq
+
+    def close(self) -> None:
+        self.image.cursors.remove(self)
+
+    def _advance(self, changed: dict[str, Any]) -> dict[str, Any]:
+        delta = {"from": self.published_seq, "seq": self.image.seq, "points": changed}
+        self.dirty.clear()
+        self.published_seq = self.image.seq
+        return delta
+
+
 class ProcessImage:
-    """All point states of one node, the stream's sequence counter and the set of unpublished changes."""
+    """All point states of one node, the stream's sequence counter and each consumer's unpublished changes.
+
+    The active node's engine writes it from the pollers; a standby's is
+    written only by replication (:meth:`load_rows`, :meth:`apply_rows`), which
+    keeps the active node's ``seq`` numbers, so after a takeover the stream
+    continues where the old active node left it.
+    """
 
     def __init__(self) -> None:
         self.seq = 0
-        self.published_seq = 0
         self.points: dict[str, PointState] = {}
-        self._dirty: dict[str, None] = {}  # insertion-ordered set
+        self.cursors: list[ImageCursor] = []
+        self._publisher = self.cursor()
+
+    def cursor(self) -> ImageCursor:
+        cursor = ImageCursor(self)
+        self.cursors.append(cursor)
+        return cursor
+
+    @property
+    def published_seq(self) -> int:
+        return self._publisher.published_seq
+
+    def _touch(self, name: str) -> None:
+        for cursor in self.cursors:
+            cursor.dirty[name] = None
 
     def define(self, names: list[str]) -> None:
         """Make the image hold exactly ``names``: new points start uncertain, removed ones are announced."""
@@ -60,12 +130,12 @@ class ProcessImage:
             if name not in wanted:
                 del self.points[name]
                 self.seq += 1
-                self._dirty[name] = None
+                self._touch(name)
         for name in names:
             if name not in self.points:
                 self.seq += 1
                 self.points[name] = PointState(seq=self.seq)
-                self._dirty[name] = None
+                self._touch(name)
 
     def update(self, name: str, value: RawValue | None, quality: str, when: datetime, deadband: float = 0.0) -> bool:
         """Record a reading; return True if it is a change (beyond the deadband, or of quality)."""
@@ -84,7 +154,8 @@ class ProcessImage:
         state.source_time = when
         state.change_time = when
         state.seq = self.seq
-        self._dirty[name] = None
+        for cursor in self.cursors:
+            cursor.dirty[name] = None
         return True
 
     def mark(self, names: list[str], quality: str, when: datetime) -> int:
@@ -95,14 +166,116 @@ class ProcessImage:
         return {"seq": self.seq, "points": {name: state.as_wire() for name, state in self.points.items()}}
 
     def take_delta(self) -> dict[str, Any] | None:
-        """Return the unpublished changes as one delta and mark them published; None if there are none."""
-        if not self._dirty:
-            return None
-        points = {name: (self.points[name].as_wire() if name in self.points else None) for name in self._dirty}
-        delta = {"from": self.published_seq, "seq": self.seq, "points": points}
-        self._dirty.clear()
-        self.published_seq = self.seq
-        return delta
+        """The publisher's delta: unpublished changes since its last call; None if there are none."""
+        return self._publisher.take_delta()
+
+    # -- replication (the standby side) ----------------------------------------------------------------------------
+
+    def snapshot_rows(self) -> dict[str, Any]:
+        with _gc_paused(len(self.points)):
+            rows = {
+                name: (state.value, state.quality, state.source_time, state.change_time, state.seq)
+                for name, state in self.points.items()
+            }
+        return {"seq": self.seq, "points": rows}
+
+    def load_rows(self, seq: int, rows: dict[str, Row]) -> None:
+        """Replace the whole image with a replicated snapshot taken at ``seq``."""
+        points = self.points
+        with _gc_paused(len(rows)):
+            for name in points.keys() - rows.keys():
+                del points[name]
+                self._touch(name)
+            self._store_rows(rows)
+        self.seq = seq
+
+    def apply_rows(self, first: int, seq: int, rows: dict[str, Row]) -> bool:
+        """Apply a replicated delta covering ``(first, seq]``; False (and nothing applied) if it does not follow."""
+        if first != self.seq:
+            return False
+        self._store_rows(rows)
+        self.seq = seq
+        return True
+
+    def _store_rows(self, rows: dict[str, Row]) -> None:
+        """Set (or create) each point from its row, remove points whose row is None; tell every cursor."""
+        points = self.points
+        touched: dict[str, None] = {}
+        for name, row in rows.items():
+            if row is None:
+                if points.pop(name, None) is not None:
+                    touched[name] = None
+                continue
+            state = points.get(name)
+            if state is None:
+                points[name] = PointState(*row)
+            else:
+                state.value, state.quality, state.source_time, state.change_time, state.seq = row
+            touched[name] = None
+        for cursor in self.cursors:
+            cursor.dirty.update(touched)
+
+    def observe(self, names: list[str] | tuple[str, ...], quality: str, when: datetime) -> list[str]:
+        """Record that ``names`` were polled at ``when`` with ``quality``, keeping each value and its source time.
+
+        ``source_time`` is the time of a point's last successful read. With
+        ``quality == GOOD`` (the points were read and their values did not
+        change) the good points' ``source_time`` moves to ``when`` with no new
+        ``seq`` and no delta: the stream carries changes, the image also says
+        how fresh each value is. With any other quality (the read failed, or
+        the value is too old) each point whose quality differs changes through
+        :meth:`update`, so it gets a ``seq`` and a delta, and keeps the
+        ``source_time`` of its last good read.
+
+        Returns the names whose quality differed from ``quality``: with GOOD
+        those were left alone (the caller updates them with their value);
+        otherwise those were changed.
+        """
+        points = self.points
+        differing: list[str] = []
+        if quality == GOOD:
+            for name in names:
+                state = points.get(name)
+                if state is None:
+                    continue
+                if state.quality == GOOD:
+                    state.source_time = when
+                else:
+                    differing.append(name)
+            return differing
+        for name in names:
+            state = points.get(name)
+            if state is None or state.quality == quality:
+                continue
+            source_time = state.source_time
+            self.update(name, None, quality, when)
+            state.source_time = source_time
+            differing.append(name)
+        return differing
+
+
+#: bulk operations on at least this many points pause the cyclic garbage collector (see :func:`_gc_paused`)
+GC_PAUSE_POINTS = 5_000
+
+
+@contextmanager
+def _gc_paused(count: int) -> Iterator[None]:
+    """Pause the cyclic GC around a bulk copy of ``count`` points, if it is large.
+
+    A snapshot of 100,000 points creates or visits hundreds of thousands of
+    acyclic objects; with the collector running, that triggers repeated full
+    collections of the whole heap, which cost more than the copy itself
+    (bench/state_transfer.py). Nothing here creates cycles, and the
+    collector's state is restored afterwards.
+    """
+    if count < GC_PAUSE_POINTS or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _differs(old: RawValue, new: RawValue, deadband: float) -> bool:

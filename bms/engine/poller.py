@@ -9,6 +9,24 @@ stall once it is back.
 Communication failure marks all of the device's points ``comm_failure`` and
 is reported once per outage; per-point refusals mark only those points
 ``bad``, also once per transition.
+
+A stale value is never shown as good: each successful read moves a point's
+``source_time`` (the time of its last successful read) even when its value
+did not change, and a watchdog beside the poll loop marks ``stale`` every
+good point whose last read is older than ``stale_after`` (device option;
+default three poll intervals, at least one second). That covers a poll
+that hangs (a device that accepts the connection but answers nothing until
+the timeout and retries run out) and an overloaded engine. The first poll
+that reads the point again shows it good.
+
+The hot path takes one :class:`~drivers.base.Batch` per protocol request and
+looks only at the raw values that changed since the same request's previous
+answer (the driver says which, or the poller compares), so an unchanged value
+costs neither a conversion nor an image update. Moving ``source_time`` of
+unchanged points touches every point, so it is done at most every
+``stale_after / 10`` per request (at once after any quality change): a
+``source_time`` is the last successful read to within a tenth of the stale
+limit, and on polls slower than that (the usual case) exactly.
 """
 
 from __future__ import annotations
@@ -16,18 +34,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from bms.engine.config import DeviceConfig, PointConfig
-from bms.engine.image import BAD, COMM_FAILURE, GOOD, ProcessImage
+from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, ProcessImage
 from bms.engine.tasks import cancel_and_wait
-from drivers.base import CommunicationError, Driver, RawValue, Reading
+from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
 RECONNECT_MIN_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+STALE_POLL_INTERVALS = 3
+# A floor, so that a very short poll interval on a busy host does not flap points to stale.
+STALE_MIN_SECONDS = 1.0
+# Requests whose last raw answer is remembered; more than any device has, cleared if a plan keeps changing.
+MAX_REMEMBERED_REQUESTS = 4096
 
 EventSink = Callable[[str, str, str, str], None]  # kind, source, message, severity
 
@@ -43,6 +67,13 @@ def next_slot(previous: float, now: float, interval: float) -> tuple[float, int]
         return next_at, 0
     missed = math.floor((now - next_at) / interval) + 1
     return next_at + missed * interval, missed
+
+
+def stale_limit(poll_interval: float, options: dict | None = None) -> float:
+    """Seconds after its last successful read at which a good value is shown as stale."""
+    if options and options.get("stale_after") is not None:
+        return float(options["stale_after"])
+    return max(STALE_POLL_INTERVALS * poll_interval, STALE_MIN_SECONDS)
 
 
 def next_backoff(current: float | None, poll_interval: float, cap: float) -> float:
@@ -67,6 +98,8 @@ class DevicePoller:
         self.on_change = on_change
         self.on_event = on_event
         self.driver: Driver = driver_class(config.driver)(config.spec)
+        # Readings a device pushes between polls (BACnet COV) enter the image like polled ones.
+        self.driver.set_listener(self._apply)
         self.points = {point.name: point for point in config.points}
         self.specs = [point.spec for point in config.points]
         self.online: bool | None = None
@@ -79,17 +112,37 @@ class DevicePoller:
         self._lock = asyncio.Lock()
         self._poke = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.stale_after = stale_limit(config.poll_interval, dict(config.spec.options))
+        #: points the watchdog marked stale and no read has refreshed yet
+        self.stale_points: set[str] = set()
+        self._watchdog: asyncio.Task | None = None
+        self._polling_since: float | None = None
+        # names tuple of a request -> its last raw values applied in full (see the module docstring)
+        self._last_raw: dict[tuple[str, ...], Sequence[RawValue | None]] = {}
+        # names tuple of a request -> time.monotonic() its points' source time last moved
+        self._refreshed: dict[tuple[str, ...], float] = {}
+        self.refresh_every = self.stale_after / 10
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
+        # The image may have been written by someone else while this poller was stopped (replication on a
+        # standby): compare the next answers with the image, not with what this poller saw before.
+        self._last_raw.clear()
+        self._refreshed.clear()
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
+        self._watchdog = asyncio.create_task(self._watch_staleness(), name=f"stale:{self.name}")
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._watchdog)
         await cancel_and_wait(self._task)
-        self._task = None
+        self._task = self._watchdog = None
         await self.driver.close()
 
     def poll_soon(self) -> None:
@@ -121,39 +174,149 @@ class DevicePoller:
         if not self.driver.connected and asyncio.get_running_loop().time() < self._retry_at:
             return  # backing off; the points already show comm_failure
         async with self._lock:
+            self._polling_since = asyncio.get_running_loop().time()
             try:
                 await self._ensure_connected()
                 # Each request's readings enter the image as soon as they arrive,
                 # so a change does not wait for the rest of the poll cycle.
-                async for readings in self.driver.read_iter(self.specs):
-                    self._apply(readings)
+                async for batch in self.driver.read_batches(self.specs):
+                    self._apply_batch(batch)
             except CommunicationError as exc:
                 self._went_offline(str(exc))
+            except Exception as exc:
+                # A driver bug, or an answer no check of the driver caught, must neither end this device's
+                # polling nor leave its values looking current: handle it like a lost link, and say why.
+                log.exception("device %s: unexpected error while polling", self.name)
+                await self.driver.close()
+                self._went_offline(f"unexpected {type(exc).__name__} in the {self.config.driver} driver: {exc}")
+            finally:
+                self._polling_since = None
+
+    def _apply_batch(self, batch: Batch) -> None:
+        """The hot path: one request's answer. Unchanged raw values only move their points' source time."""
+        when = datetime.now(UTC)
+        self._mark_online()
+        names, values, special = batch.names, batch.values, batch.special
+        image, points, bad_points = self.image, self.points, self.bad_points
+        update = image.update
+        changed = self._apply_readings(dict(special), when) if special else False
+        last = self._last_raw.get(names)
+        candidates: Sequence[int]
+        if last is not None and batch.changed is not None:
+            candidates = batch.changed  # the driver knows what moved since the answer applied last
+        elif values != last:
+            candidates = range(len(names))
+        else:
+            candidates = ()
+        for index in candidates:
+            value = values[index]
+            if value is None or (last is not None and value == last[index]):
+                continue
+            name = names[index]
+            point = points[name]
+            changed |= update(name, point.scaling.to_engineering(value), GOOD, when, point.deadband)
+            if bad_points and name in bad_points:
+                self._point_ok(name)
+        if special:
+            self._last_raw.pop(names, None)  # the next answer is applied in full
+        else:
+            if len(self._last_raw) >= MAX_REMEMBERED_REQUESTS:
+                self._last_raw.clear()
+                self._refreshed.clear()
+            self._last_raw[names] = values
+        now = time.monotonic()
+        if now - self._refreshed.get(names, -math.inf) >= self.refresh_every:
+            self._refreshed[names] = now
+            good = names if not special else [name for name in names if name not in special]
+            # Read and unchanged, but not shown good (stale, comm_failure, or marked by anyone else): good again.
+            again = image.observe(good, GOOD, when)
+            if again:
+                by_name = dict(zip(names, values, strict=True))
+                for name in again:
+                    point = points[name]
+                    changed |= update(name, point.scaling.to_engineering(by_name[name]), GOOD, when, point.deadband)
+            if self.stale_points:
+                self._read_again(good)
+        if changed:
+            self.on_change()
 
     def _apply(self, readings: dict[str, Reading]) -> None:
+        """The general path: one Reading per point (readings a device pushes, or a batch's special ones)."""
         when = datetime.now(UTC)
+        self._mark_online()
+        if self._apply_readings(readings, when):
+            self.on_change()
+
+    def _mark_online(self) -> None:
         self._backoff = None
         if self.online is not True:
             if self.online is False:
                 self.on_event("comm_restored", self.name, "communication restored", "info")
             self.online = True
+
+    def _point_ok(self, name: str) -> None:
+        self.bad_points.discard(name)
+        self.on_event("point_ok", name, "point reads again", "info")
+
+    def _apply_readings(self, readings: dict[str, Reading], when: datetime) -> bool:
         changed = False
         for name, reading in readings.items():
             point = self.points[name]
             if reading.ok:
                 changed |= self.image.update(
-                    name, point.scaling.to_engineering(reading.value), GOOD, when, point.deadband
+                    name, point.scaling.to_engineering(reading.value), reading.quality or GOOD, when, point.deadband
                 )
                 if name in self.bad_points:
-                    self.bad_points.discard(name)
-                    self.on_event("point_ok", name, "point reads again", "info")
+                    self._point_ok(name)
             else:
-                changed |= self.image.update(name, None, BAD, when)
+                changed |= bool(self.image.observe([name], BAD, when))
                 if name not in self.bad_points:
                     self.bad_points.add(name)
                     self.on_event("point_bad", name, reading.error or "read failed", "warning")
-        if changed:
-            self.on_change()
+        fresh = [name for name, reading in readings.items() if reading.ok]
+        self.image.observe(fresh, GOOD, when)  # the unchanged ones were read too: their source time moves
+        if self.stale_points:
+            self._read_again(fresh)
+        return changed
+
+    def _read_again(self, names: list[str] | tuple[str, ...]) -> None:
+        self.stale_points.difference_update(names)
+        if not self.stale_points:
+            self.on_event("values_current", self.name, "values are read again", "info")
+
+    async def _watch_staleness(self) -> None:
+        # Beside the poll loop, not in it: the loop may be the thing that hangs.
+        period = min(1.0, max(0.05, self.stale_after / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.check_stale(datetime.now(UTC))
+
+    def check_stale(self, now: datetime) -> list[str]:
+        """Show as stale every good point not read successfully for ``stale_after``; return those points."""
+        cutoff = now - timedelta(seconds=self.stale_after)
+        states = self.image.points
+        old = [
+            name
+            for name in self.points
+            if (state := states.get(name)) is not None
+            and state.quality == GOOD
+            and state.source_time is not None
+            and state.source_time < cutoff
+        ]
+        if not old:
+            return []
+        marked = self.image.observe(old, STALE, now)
+        self._refreshed.clear()  # the next answers show them good again at once
+        if not self.stale_points:
+            waiting = ""
+            if self._polling_since is not None:
+                waiting = f"; a poll has been waiting {asyncio.get_running_loop().time() - self._polling_since:.1f} s"
+            message = f"{len(marked)} point(s) not read for more than {self.stale_after:g} s{waiting}"
+            self.on_event("values_stale", self.name, message, "warning")
+            log.warning("device %s: %s", self.name, message)
+        self.stale_points.update(marked)
+        self.on_change()
+        return marked
 
     async def _ensure_connected(self) -> None:
         if not self.driver.connected:
@@ -167,15 +330,22 @@ class DevicePoller:
             self.online = False
             self.on_event("comm_lost", self.name, f"communication lost: {reason}", "error")
             log.warning("device %s: communication lost: %s", self.name, reason)
-        if self.image.mark(list(self.points), COMM_FAILURE, datetime.now(UTC)):
+        self.stale_points.clear()  # comm_failure says more than stale, and comm_restored will end it
+        self._refreshed.clear()
+        if self.image.observe(list(self.points), COMM_FAILURE, datetime.now(UTC)):
             self.on_change()
 
-    async def write(self, point: PointConfig, value: RawValue, may_send: Callable[[], bool]) -> None:
-        """Convert to raw and send, checking ``may_send`` (the role fence) right before the request."""
-        raw = point.scaling.to_raw(value)
+    async def write(
+        self, point: PointConfig, value: RawValue | None, may_send: Callable[[], bool], priority: int | None = None
+    ) -> None:
+        """Convert to raw and send, checking ``may_send`` (the role fence) right before the request.
+
+        ``None`` is a relinquish (drivers with ``relinquish``): it releases ``priority``.
+        """
+        raw = None if value is None else point.scaling.to_raw(value)
         async with self._lock:
             await self._ensure_connected()
             if not may_send():
                 raise PermissionError("this node is no longer active; the write was not sent")
-            await self.driver.write(point.spec, raw)
+            await self.driver.write(point.spec, raw, priority)
         self.poll_soon()

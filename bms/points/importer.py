@@ -18,25 +18,52 @@ min_value       no        lowest value an operator may write
 max_value       no        highest value an operator may write
 deadband        no        publish only changes larger than this (default 0)
 enabled         no        yes/no (default yes)
+options         no        the point's driver options as a JSON object, e.g.
+                          ``{"word_order": "little", "read_back": true}``
+word_order      no        Modbus: ``big`` or ``little``, overrides the device's
+byte_order      no        Modbus: ``big`` or ``little``, overrides the device's
 ==============  ========  =====================================================
 
-A row whose ``name`` exists already updates that point. Errors are reported
-with their line number (the header is line 1).
+``word_order`` and ``byte_order`` are shorthands for the same keys of
+``options`` (a spreadsheet makes JSON in a cell awkward); a row may not give
+one key both ways with different values.
+
+A row whose ``name`` exists already updates that point (all of it: columns
+left out take their defaults). Every row is checked alone and then against
+the other points of its device, those in the file and those already
+configured, so two points sharing Modbus registers in conflicting ways are
+refused. Errors are reported with their line number (the header is line 1).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from bms.points.models import Device, Point
+from drivers.registry import driver_class
 
 REQUIRED = ("device", "name", "address", "data_type")
-OPTIONAL = ("description", "scale", "offset", "unit", "writable", "min_value", "max_value", "deadband", "enabled")
+OPTIONAL = (
+    "description",
+    "scale",
+    "offset",
+    "unit",
+    "writable",
+    "min_value",
+    "max_value",
+    "deadband",
+    "enabled",
+    "options",
+    "word_order",
+    "byte_order",
+)
+OPTION_COLUMNS = ("word_order", "byte_order")
 TRUE = {"1", "true", "yes", "y", "on"}
 FALSE = {"0", "false", "no", "n", "off", ""}
 
@@ -75,10 +102,11 @@ def import_points(text: str, dry_run: bool = False) -> ImportResult:
     reader.fieldnames = header
 
     devices = {device.name: device for device in Device.objects.all()}
-    existing = {point.name: point for point in Point.objects.all()}
+    existing = {point.name: point for point in Point.objects.select_related("device")}
     errors: list[str] = []
     seen: dict[str, int] = {}
     points: list[Point] = []
+    valid: dict[str, int] = {}  # rows that passed alone: name -> line
     for row in reader:
         line = reader.line_num
         if None in row:
@@ -94,9 +122,12 @@ def import_points(text: str, dry_run: bool = False) -> ImportResult:
         seen[name] = line
         try:
             points.append(_build_point(values, devices, existing))
+            valid[name] = line
         except ValidationError as exc:
             for message in _messages(exc):
                 errors.append(f"line {line}: {name or '(no name)'}: {message}")
+    errors.extend(_conflicts(points, existing, valid, set(seen)))
+    errors.sort(key=_line_number)
     if not seen and not errors:
         errors.append("the file has no point rows")
     if errors:
@@ -129,8 +160,62 @@ def _build_point(values: dict[str, str], devices: dict[str, Device], existing: d
     point.max_value = _number(values, "max_value", None)
     point.writable = _flag(values, "writable", False)
     point.enabled = _flag(values, "enabled", True)
+    point.options = _options(values)
+    point.check_siblings = False  # the whole list is checked at once, see _conflicts
     point.full_clean(validate_unique=False)
     return point
+
+
+def _options(values: dict[str, str]) -> dict:
+    text = values.get("options", "")
+    options: dict = {}
+    if text:
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"options: {text!r} is not JSON ({exc.msg})") from None
+        if not isinstance(options, dict):
+            raise ValidationError(f'options: {text!r} is not a JSON object like {{"word_order": "little"}}')
+    for column in OPTION_COLUMNS:
+        value = values.get(column, "")
+        if not value:
+            continue
+        if column in options and options[column] != value:
+            raise ValidationError(f"{column}: {value!r} here but {options[column]!r} in options")
+        options[column] = value
+    return options
+
+
+def _conflicts(points: list[Point], existing: dict[str, Point], lines: dict[str, int], named: set[str]) -> list[str]:
+    """Clashes of the file's valid rows (``lines``: name -> line) with each other and with configured points.
+
+    A configured point counts with its configuration unless the file names it
+    (``named``), so a file that moves two points past each other is judged by
+    where they end up.
+    """
+    by_device: dict[int, list[Point]] = {}
+    for point in points:
+        by_device.setdefault(point.device.pk, []).append(point)
+    for point in existing.values():
+        if point.name not in named and point.device_id in by_device:
+            by_device[point.device_id].append(point)
+    errors = []
+    for device_points in by_device.values():
+        driver = driver_class(device_points[0].device.driver)
+        for conflict in driver.check_point_list([point.spec for point in device_points]):
+            name, other = conflict.point, conflict.other
+            if name not in lines:
+                name, other = other, name
+            if name not in lines:
+                continue  # two configured points the file does not touch: not this file's problem
+            where = f"line {lines[other]}" if other in lines else "already configured"
+            errors.append(f"line {lines[name]}: {name}: address: {conflict.message} ({other}: {where})")
+    return errors
+
+
+def _line_number(error: str) -> int:
+    head = error.split(":", 1)[0]
+    return int(head.removeprefix("line ")) if head.startswith("line ") else 0
 
 
 def _number(values: dict[str, str], column: str, default: float | None) -> float | None:

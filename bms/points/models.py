@@ -7,10 +7,17 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.db.models import F
 
-from drivers.base import AddressError
+from drivers.base import AddressError, PointConflict, PointSpec
 from drivers.registry import DRIVERS, driver_class
 
 POINT_NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_.\-]+$", "Use letters, digits, '_', '-' and '.' only (no spaces).")
+# (option, lowest, highest) of the numeric device options the engine and the Modbus driver read
+DEVICE_NUMBER_OPTIONS = (
+    ("retries", 0, 10),
+    ("max_gap", 0, 2000),
+    ("stale_after", 0.05, 86400),
+    ("reconnect_max", 0.1, 3600),
+)
 # every data type some driver can decode, in the drivers' order
 DATA_TYPES = list(dict.fromkeys(data_type for driver in DRIVERS.values() for data_type in driver.data_types))
 
@@ -42,6 +49,17 @@ class Device(models.Model):
         for option in ("word_order", "byte_order"):
             if self.options.get(option, "big") not in ("big", "little"):
                 raise ValidationError({"options": f'{option} must be "big" or "little".'})
+        for option, low, high in DEVICE_NUMBER_OPTIONS:
+            value = self.options.get(option)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValidationError({"options": f"{option} must be a number from {low} to {high}, not {value!r}."})
+            if option in ("retries", "max_gap") and value != int(value):
+                raise ValidationError({"options": f"{option} must be a whole number, not {value!r}."})
+        for option in ("read_back", "write_multiple"):
+            if option in self.options and not isinstance(self.options[option], bool):
+                raise ValidationError({"options": f"{option} must be true or false."})
 
 
 class Point(models.Model):
@@ -61,7 +79,13 @@ class Point(models.Model):
     deadband = models.FloatField(
         default=0.0, validators=[MinValueValidator(0.0)], help_text="publish only changes larger than this"
     )
+    options = models.JSONField(
+        default=dict, blank=True, help_text='driver options of this point, e.g. {"word_order": "little"} (Modbus)'
+    )
     enabled = models.BooleanField(default=True)
+
+    #: the importer checks a whole point list at once and turns this per-point query off
+    check_siblings = True
 
     class Meta:
         ordering = ["device__name", "name"]
@@ -87,13 +111,37 @@ class Point(models.Model):
             errors["scale"] = "A bool point cannot be scaled."
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             errors["min_value"] = "The lowest writable value is above the highest."
+        if not isinstance(self.options, dict):
+            errors["options"] = "Options must be a JSON object."
         if self.device_id is not None:
             try:
-                driver_class(self.device.driver).validate_point(self.address, self.data_type)
+                driver = driver_class(self.device.driver)
+                driver.validate_point(self.address, self.data_type)
             except (AddressError, KeyError) as exc:
                 errors["address"] = str(exc.args[0] if exc.args else exc)
+            else:
+                if "options" not in errors:
+                    try:
+                        driver.validate_point_options(self.data_type, self.options)
+                    except AddressError as exc:
+                        errors["options"] = str(exc)
+                if "address" not in errors and self.check_siblings:
+                    conflicts = self.conflicts(list(self.device.points.exclude(pk=self.pk).exclude(name=self.name)))
+                    if conflicts:
+                        errors["address"] = "; ".join(conflict.message for conflict in conflicts)
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def spec(self) -> PointSpec:
+        """What the driver needs of this point."""
+        options = dict(self.options) if isinstance(self.options, dict) else {}
+        return PointSpec(self.name, self.address, self.data_type, options)
+
+    def conflicts(self, others: list[Point]) -> list[PointConflict]:
+        """This point's clashes with ``others`` of its device (shared registers, for Modbus)."""
+        found = driver_class(self.device.driver).check_point_list([other.spec for other in others] + [self.spec])
+        return [conflict for conflict in found if self.name in (conflict.point, conflict.other)]
 
 
 class ConfigRevision(models.Model):

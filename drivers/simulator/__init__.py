@@ -1,1 +1,1 @@
-"""A simulated building behind a real pymodbus TCP server, for the demo and the tests."""
+"""A simulated building behind a real pymodbus TCP server and a bacpypes3 BACnet/IP device, for the demo and tests."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.simulator.bacnet_device import SimulatedBacnetDevice
+
 FUNCTION_CODES = {"co": 1, "di": 2, "hr": 3, "ir": 4}
 TABLE_SIZE = 100
 
@@ -206,12 +208,36 @@ class SimulatedBuilding:
         await self.set("meter_energy", energy + power * 1000.0 * dt / 3600.0)
 
 
-async def serve(host: str, port: int) -> None:
-    """Run the building until cancelled (used by ``python -m drivers.simulator``)."""
+async def serve(
+    host: str,
+    port: int,
+    bacnet_address: str | None = None,
+    bacnet_instance: int = 1001,
+    write_log: str | None = None,
+) -> None:
+    """Run the building until cancelled (used by ``python -m drivers.simulator``).
+
+    With ``bacnet_address`` (``host[/prefix]:port``) the plant's BACnet device
+    runs in the same process; its address is printed on the second line (the
+    first stays the Modbus line that launchers parse).
+    With ``write_log`` every Modbus write received is appended to that file
+    (:mod:`drivers.simulator.writelog`).
+    """
     building = SimulatedBuilding(host, port)
+    if write_log:
+        from drivers.simulator.writelog import WriteLog
+
+        WriteLog(write_log).attach(building.server)
     await building.start()
     print(f"simulated building: Modbus TCP on {host}:{building.port}", flush=True)
+    device = None
     try:
+        if bacnet_address is not None:
+            device = SimulatedBacnetDevice(bacnet_address, instance=bacnet_instance)
+            await device.start()
+            print(f"simulated building: BACnet/IP device {bacnet_instance} on {device.address}", flush=True)
         await asyncio.Future()
     finally:
+        if device is not None:
+            await device.stop()
         await building.stop()

@@ -167,7 +167,7 @@ async def test_writes_to_read_only_tables_are_refused(connected):
         ("hr:-1", "uint16", "between 0"),
         ("hr:65535", "float32", "between 0"),
         ("co:1", "float32", "must be bool"),
-        ("hr:1", "bool", "not one of"),
+        ("hr:1", "bool", "one bit of a register"),
         ("hr:1", "float16", "not one of"),
         ("hr:65533", "uint64", "between 0"),
     ],
@@ -201,3 +201,178 @@ async def test_a_hole_in_the_device_map_marks_only_the_missing_points(building, 
     readings = await driver.read(points)
     assert readings["inside"].value == 4711
     assert driver.requests_last_read == 2  # the split is remembered
+
+
+async def test_a_point_overrides_the_device_word_and_byte_order(building, connected):
+    driver = await connected(word_order="little")
+    device_order = PointSpec("d", "hr:70", "uint32")
+    big = PointSpec("b", "hr:72", "uint32", {"word_order": "big"})
+    swapped = PointSpec("s", "hr:74", "uint32", {"byte_order": "little"})  # word order still the device's
+    for point in (device_order, big, swapped):
+        await driver.write(point, 0x11223344)
+    on_the_wire = await building.server.context.async_getValues(0, 3, 70, 6)
+    assert on_the_wire == [0x3344, 0x1122, 0x1122, 0x3344, 0x4433, 0x2211]
+    readings = await driver.read([device_order, big, swapped])  # one merged request, decoded per point
+    assert driver.requests_last_read == 1
+    assert {name: r.value for name, r in readings.items()} == {"d": 0x11223344, "b": 0x11223344, "s": 0x11223344}
+
+
+async def test_a_bit_of_a_register_reads_and_writes_alone(building, connected):
+    driver = await connected()
+    await building.server.context.async_setValues(0, 3, 80, [0b1000_0000_0000_0101])
+    bits = [PointSpec(f"b{bit}", f"hr:80.{bit}", "bool") for bit in (0, 1, 2, 15)]
+    word = PointSpec("word", "hr:80", "uint16")
+    readings = await driver.read([*bits, word])
+    assert [readings[p.name].value for p in bits] == [True, False, True, True]
+    await driver.write(PointSpec("b1", "hr:80.1", "bool"), True)
+    await driver.write(PointSpec("b15", "hr:80.15", "bool"), False)
+    assert await building.server.context.async_getValues(0, 3, 80, 1) == [0b0000_0000_0000_0111]
+    with pytest.raises(PointError, match="read-only"):
+        await driver.write(PointSpec("x", "ir:0.1", "bool"), True)
+
+
+async def test_write_multiple_uses_functions_15_and_16_for_single_values():
+    functions: list[int] = []
+
+    def trace(sending: bool, packet: bytes) -> bytes:
+        if not sending and len(packet) > 7:  # requests as the server receives them
+            functions.append(packet[7])
+        return packet
+
+    plant = SimulatedBuilding(step_seconds=None, trace_packet=trace)
+    await plant.start()
+    try:
+        plain, multiple = driver_for(plant.port), driver_for(plant.port, write_multiple=True)
+        for driver in (plain, multiple):
+            await driver.connect()
+            functions.clear()
+            await driver.write(PointSpec("c", "co:4", "bool"), True)
+            await driver.write(PointSpec("r", "hr:4", "int16"), -2)
+            await driver.write(PointSpec("f", "hr:5", "float32"), 1.5)
+            await driver.write(PointSpec("one", "hr:8", "int16", {"write_multiple": True}), 3)
+            assert functions == ([5, 6, 16, 16] if driver is plain else [15, 16, 16, 16])
+            readings = await driver.read([PointSpec("c", "co:4", "bool"), PointSpec("r", "hr:4", "int16")])
+            assert (readings["c"].value, readings["r"].value) == (True, -2)
+            await driver.close()
+    finally:
+        await plant.stop()
+
+
+ENCODINGS = [{}, {"word_order": "little"}, {"byte_order": "little"}, {"word_order": "little", "byte_order": "little"}]
+
+
+@st.composite
+def register_points(draw):
+    """Points on random, possibly overlapping, offsets of one block, each with a random type and order."""
+    points = []
+    for index in range(draw(st.integers(1, 12))):
+        data_type = draw(st.sampled_from(["int16", "uint16", "int32", "uint32", "float32", "int64", "float64", "bool"]))
+        offset = draw(st.integers(0, 40))
+        if data_type == "bool":
+            points.append(PointSpec(f"p{index}", f"hr:{offset}.{draw(st.integers(0, 15))}", "bool"))
+            continue
+        options = draw(st.sampled_from(ENCODINGS))
+        if data_type.endswith("16"):
+            options = {key: value for key, value in options.items() if key != "word_order"}
+        points.append(PointSpec(f"p{index}", f"hr:{offset}", data_type, options))
+    return points
+
+
+@given(register_points(), st.lists(st.integers(0, 65535), min_size=44, max_size=44), st.sampled_from(ENCODINGS))
+def test_block_decoding_equals_decoding_each_point_alone(points, registers, device_options):
+    """The compiled decoder of a merged request gives every point what it would read alone."""
+
+    class Answer:
+        def __init__(self, block):
+            self.registers = registers[block.start : block.end]
+
+    driver = ModbusDriver(DeviceSpec("d", "127.0.0.1", 1, options=device_options))
+    for block in plan_reads(points, max_gap=125):
+        batch = driver._decode(block, _ok(Answer(block)))
+        for name, value in zip(batch.names, batch.values, strict=True):
+            point = next(p for p in points if p.name == name)
+            parsed = parse_address(point.address, point.data_type)
+            if parsed.bit is not None:
+                expected = bool(registers[parsed.offset] >> parsed.bit & 1)
+            else:
+                encoding = driver._encoding(point)
+                expected = decode_registers(
+                    registers[parsed.offset : parsed.end], point.data_type, encoding.word_order, encoding.byte_order
+                )
+            assert value == expected or (value != value and expected != expected), (point, value, expected)
+        assert sorted(batch.names) == sorted(p.name for p, _ in block.points)
+
+
+def _ok(answer):
+    answer.function_code = 3
+    answer.isError = lambda: False
+    return answer
+
+
+def test_overlapping_registers_are_conflicts_unless_they_cover_the_same_registers():
+    points = [
+        PointSpec("f", "hr:10", "float32"),
+        PointSpec("i", "hr:11", "int16"),  # the second half of f: a conflict
+        PointSpec("same", "hr:10", "int32"),  # exactly f's registers read another way: fine
+        PointSpec("bit", "hr:11.2", "bool"),  # a bit of a register: fine
+        PointSpec("w", "hr:20", "float64"),
+        PointSpec("x", "hr:23", "uint32"),  # 23-24 overlaps w (20-23)
+        PointSpec("ir", "ir:11", "int16"),  # another table
+        PointSpec("c1", "co:1", "bool"),
+        PointSpec("c2", "co:1", "bool"),
+    ]
+    conflicts = ModbusDriver.check_point_list(points)
+    assert {(c.point, c.other) for c in conflicts} == {("i", "f"), ("i", "same"), ("x", "w")}
+    message = next(c.message for c in conflicts if c.other == "f")
+    assert message == "i at hr:11 (int16, register 11) overlaps f at hr:10 (float32, registers 10..11)"
+
+
+@pytest.mark.parametrize(
+    ("data_type", "options", "message"),
+    [
+        ("float32", {"colour": "red"}, "unknown Modbus point option"),
+        ("float32", {"word_order": "middle"}, "word_order must be 'big' or 'little'"),
+        ("float32", {"read_back": "yes"}, "read_back must be true or false"),
+        ("uint16", {"word_order": "little"}, "no effect on a one-register uint16"),
+        ("bool", {"byte_order": "little"}, "no effect on a bool"),
+    ],
+)
+def test_bad_point_options_are_explained(data_type, options, message):
+    with pytest.raises(AddressError, match=message):
+        ModbusDriver.validate_point_options(data_type, options)
+    ModbusDriver.validate_point_options("float32", {"word_order": "little", "byte_order": "big", "read_back": True})
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [("hr:1.16", "from 0 to 15"), ("hr:1.x", "from 0 to 15"), ("co:1.2", "no bits"), ("hr:70000", "between 0")],
+)
+def test_bad_bit_and_large_addresses_are_explained(address, message):
+    with pytest.raises(AddressError, match=message):
+        parse_address(address, "bool" if "." in address or address.startswith("co") else "uint16")
+
+
+async def test_each_answer_says_which_values_changed_since_the_previous_one(building, connected):
+    driver = await connected()
+    await building.server.context.async_setValues(0, 3, 0, [0x41A8, 0, 7, 0, 9])
+    points = [
+        PointSpec("a", "hr:0", "float32"),
+        PointSpec("b", "hr:2", "uint16"),
+        PointSpec("c", "hr:3", "uint32"),
+        PointSpec("bit", "hr:2.1", "bool"),
+    ]
+
+    async def read_once():
+        (batch,) = [batch async for batch in driver.read_batches(points)]
+        return batch
+
+    first = await read_once()
+    assert first.changed is None  # nothing to compare with yet
+    assert (await read_once()).changed == ()
+    await building.server.context.async_setValues(0, 3, 2, [5])  # b and bit read register 2
+    moved = await read_once()
+    assert sorted(moved.names[i] for i in moved.changed) == ["b", "bit"]
+    await building.server.context.async_setValues(0, 3, 4, [10])  # the low word of c
+    moved = await read_once()
+    assert [moved.names[i] for i in moved.changed] == ["c"]
+    assert dict(zip(moved.names, moved.values, strict=True)) == {"a": 21.0, "b": 5, "c": 10, "bit": False}

@@ -1,7 +1,5 @@
 """An engine running against the simulated building and the test database."""
 
-import asyncio
-
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
@@ -9,23 +7,7 @@ from django.core.management import call_command
 from django.db import connections
 
 from bms.engine.runner import Engine
-
-
-async def eventually(predicate, wait: float = 5.0, message: str = "condition", db: bool = False):
-    """Await until ``predicate()`` is truthy; fail with ``message`` after ``wait`` seconds.
-
-    ``db=True`` runs the predicate on a thread, as the ORM requires.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    check = sync_to_async(predicate) if db else None
-    while True:
-        value = await check() if check else predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {wait} s waiting for {message}")
-        await asyncio.sleep(0.01)
+from tests.support.waiting import eventually  # noqa: F401  (re-exported for the engine tests)
 
 
 @pytest.fixture

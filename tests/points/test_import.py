@@ -106,3 +106,83 @@ def test_the_demo_point_list_matches_the_simulator_register_map(db):
         assert point.address == f"{signal.table}:{signal.offset}", point.name
         assert point.data_type == signal.data_type, point.name
     assert Point.objects.count() == len(SIGNALS_BY_NAME)
+
+
+def test_overlapping_and_out_of_range_addresses_are_refused_with_their_lines(plant):
+    Point.objects.create(device=plant, name="configured", address="hr:40", data_type="float64")  # 40..43
+    text = HEADER + (
+        "plant,f,hr:10,float32,1,,no,,\n"  # line 2: registers 10-11
+        "plant,i,hr:11,int16,1,,no,,\n"  # line 3: inside f
+        "plant,same,hr:10,int32,1,,no,,\n"  # line 4: exactly f's registers: allowed
+        "plant,bit,hr:11.3,bool,1,,no,,\n"  # line 5: a bit of a register: allowed
+        "plant,big,hr:70000,uint16,1,,no,,\n"  # line 6: beyond the address space
+        "plant,wide,hr:65533,uint64,1,,no,,\n"  # line 7: runs past the last register
+        "plant,late,hr:43,uint16,1,,no,,\n"  # line 8: inside a configured point
+    )
+    with pytest.raises(ImportFailed) as failed:
+        import_points(text)
+    assert failed.value.errors == [
+        "line 3: i: address: i at hr:11 (int16, register 11) overlaps f at hr:10 (float32, registers 10..11) "
+        "(f: line 2)",
+        "line 3: i: address: i at hr:11 (int16, register 11) overlaps same at hr:10 (int32, registers 10..11) "
+        "(same: line 4)",
+        "line 6: big: address: Modbus address 'hr:70000': offset must be between 0 and 65535",
+        "line 7: wide: address: Modbus address 'hr:65533': offset must be between 0 and 65532",
+        "line 8: late: address: late at hr:43 (uint16, register 43) overlaps configured at hr:40 (float64, "
+        "registers 40..43) (configured: already configured)",
+    ]
+    assert Point.objects.count() == 1
+
+
+def test_moving_points_past_each_other_in_one_file_is_not_a_conflict(plant):
+    import_points(HEADER + "plant,a,hr:0,float32,1,,no,,\nplant,b,hr:2,float32,1,,no,,\n")
+    import_points(HEADER + "plant,a,hr:2,float32,1,,no,,\nplant,b,hr:0,float32,1,,no,,\n")
+    assert dict(Point.objects.values_list("name", "address")) == {"a": "hr:2", "b": "hr:0"}
+
+
+def test_point_options_from_json_and_from_order_columns(plant):
+    text = (
+        "device,name,address,data_type,options,word_order,byte_order\n"
+        'plant,a,hr:0,float32,"{""read_back"": true}",little,\n'
+        "plant,b,hr:2,uint32,,,little\n"
+        "plant,c,hr:4,uint16,,,\n"
+    )
+    import_points(text)
+    options = dict(Point.objects.values_list("name", "options"))
+    assert options == {"a": {"read_back": True, "word_order": "little"}, "b": {"byte_order": "little"}, "c": {}}
+
+
+def test_bad_point_options_are_reported_with_their_lines(plant):
+    text = (
+        "device,name,address,data_type,options,word_order\n"
+        "plant,a,hr:0,float32,{not json},\n"  # line 2
+        'plant,b,hr:2,float32,"[1, 2]",\n'  # line 3
+        'plant,c,hr:4,float32,"{""colour"": 1}",\n'  # line 4
+        "plant,d,hr:6,float32,,sideways\n"  # line 5
+        'plant,e,hr:8,float32,"{""word_order"": ""big""}",little\n'  # line 6
+        "plant,f,hr:10,uint16,,little\n"  # line 7
+    )
+    with pytest.raises(ImportFailed) as failed:
+        import_points(text)
+    errors = failed.value.errors
+    assert [error.split(":")[0] for error in errors] == [f"line {n}" for n in range(2, 8)], errors
+    for fragment in (
+        "is not JSON",
+        "is not a JSON object",
+        "unknown Modbus point option(s) colour",
+        "word_order must be 'big' or 'little', not 'sideways'",
+        "word_order: 'little' here but 'big' in options",
+        "no effect on a one-register uint16",
+    ):
+        assert fragment in "\n".join(errors)
+
+
+def test_the_modbus_example_of_the_driver_guide_imports(plant):
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "driver-guide.md").read_text()
+    example = guide.split("```csv\n", 1)[1].split("```", 1)[0]
+    result = import_points(example)
+    assert len(result.created) == 9
+    assert Point.objects.get(name="meter_energy").options == {"word_order": "little"}
+    assert Point.objects.get(name="zone1_setpoint").options == {"read_back": True}

@@ -1,0 +1,176 @@
+"""Quality in the engine: source time of unchanged values, stale values, and broken devices beside good ones."""
+
+from datetime import UTC, datetime
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from bms.engine.config import DeviceConfig, PointConfig
+from bms.engine.image import COMM_FAILURE, GOOD, STALE, UNCERTAIN, ProcessImage
+from bms.engine.poller import DevicePoller, stale_limit
+from bms.engine.scaling import Scaling
+from bms.events.models import Event
+from bms.points.models import Device, Point
+from drivers.base import DeviceSpec, PointSpec
+from tests.engine.conftest import eventually
+from tests.support.raw_modbus import ANSWER, SHORT, SILENT, RawModbusServer
+
+
+@pytest.fixture
+async def raw():
+    servers: list[RawModbusServer] = []
+
+    async def start(mode: str = ANSWER) -> RawModbusServer:
+        server = RawModbusServer(mode)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+def device_config(port: int, timeout: float = 1.0, **options) -> DeviceConfig:
+    spec = DeviceSpec("dev", "127.0.0.1", port, timeout=timeout, options=options)
+    point = PointConfig(PointSpec("t", "hr:0", "int16"), Scaling("int16", 0.1), 0.0, "dev")
+    return DeviceConfig(spec, "modbus", 0.05, (point,))
+
+
+@pytest.fixture
+async def polled():
+    """Start a poller on a fresh image; collects its events as (kind, source)."""
+    pollers: list[DevicePoller] = []
+
+    def start(config: DeviceConfig) -> tuple[DevicePoller, ProcessImage, list[tuple[str, str]]]:
+        image = ProcessImage()
+        image.define([point.name for point in config.points])
+        events: list[tuple[str, str]] = []
+        poller = DevicePoller(config, image, lambda: None, lambda kind, source, *_: events.append((kind, source)))
+        poller.start()
+        pollers.append(poller)
+        return poller, image, events
+
+    yield start
+    for poller in pollers:
+        await poller.stop()
+
+
+def test_the_stale_limit_is_three_poll_intervals_at_least_a_second_unless_configured():
+    assert stale_limit(0.05) == 1.0
+    assert stale_limit(2.0) == 6.0
+    assert stale_limit(0.05, {"stale_after": 0.2}) == 0.2
+
+
+async def test_an_unchanged_value_moves_its_source_time_without_a_delta(raw, polled):
+    device = await raw()
+    device.registers[0] = 215
+    _, image, _ = polled(device_config(device.port))
+    state = await eventually(lambda: image.points["t"].quality == GOOD and image.points["t"], message="good")
+    seq, changed, first_read = state.seq, state.change_time, state.source_time
+    image.take_delta()
+    await eventually(lambda: state.source_time > first_read, message="a later read")
+    assert (state.value, state.seq, state.change_time) == (21.5, seq, changed)
+    assert image.take_delta() is None  # reading the same value again is not a change
+    assert state.source_time.tzinfo is UTC
+
+
+async def test_a_poll_that_hangs_shows_stale_then_comm_failure_then_good(raw, polled):
+    """A device that accepts the connection and stops answering: stale after stale_after, lost after the timeout."""
+    device = await raw()
+    device.registers[0] = 215
+    _, image, events = polled(device_config(device.port, timeout=1.0, retries=0, stale_after=0.2))
+    state = await eventually(lambda: image.points["t"].quality == GOOD and image.points["t"], message="good")
+    device.mode = SILENT
+    silenced_at = datetime.now(UTC)
+    await eventually(lambda: state.quality == STALE, message="stale")
+    assert state.value == 21.5  # the last value stays, its quality says it is old
+    last_read = state.source_time
+    assert last_read <= silenced_at < state.change_time  # source time: the last successful read
+    await eventually(lambda: state.quality == COMM_FAILURE, message="comm_failure after the timeout")
+    assert (state.value, state.source_time) == (21.5, last_read)
+    device.mode = ANSWER
+    device.registers[0] = 230
+    await eventually(lambda: state.quality == GOOD and state.value == 23.0, message="good again")
+    assert state.source_time > last_read
+    assert events == [("values_stale", "dev"), ("comm_lost", "dev"), ("comm_restored", "dev")]
+
+
+async def test_a_late_answer_brings_a_stale_point_back_to_good(raw, polled):
+    """A device slower than stale_after: its points are stale while it thinks, good when it answers."""
+    device = await raw()
+    device.registers[0] = 215
+    _, image, events = polled(device_config(device.port, timeout=5.0, retries=0, stale_after=0.2))
+    state = await eventually(lambda: image.points["t"].quality == GOOD and image.points["t"], message="good")
+    device.delay = 0.6
+    await eventually(lambda: state.quality == STALE, message="stale")
+    seq = state.seq
+    await eventually(lambda: state.quality == GOOD, message="good again when the late answer arrives")
+    device.delay = 0
+    assert state.value == 21.5  # the same value: only its quality changed, and that is a change
+    assert state.seq > seq
+    await eventually(lambda: ("values_current", "dev") in events, message="values_current event")
+    assert events[:2] == [("values_stale", "dev"), ("values_current", "dev")]
+    assert ("comm_lost", "dev") not in events
+
+
+async def test_broken_devices_beside_a_good_one(engine, plant, raw):
+    """Garbage and silence on two devices: their points say so, the plant keeps being polled, both recover."""
+    short = await raw(SHORT)
+    mute = await raw()
+    mute.registers[0] = 70
+    junk_device = await Device.objects.acreate(
+        name="junk", host="127.0.0.1", port=short.port, timeout=0.3, poll_interval=0.05, options={"retries": 0}
+    )
+    mute_device = await Device.objects.acreate(
+        name="mute",
+        host="127.0.0.1",
+        port=mute.port,
+        timeout=30,
+        poll_interval=0.05,
+        options={"retries": 0, "stale_after": 0.3},
+    )
+    await Point.objects.acreate(device=junk_device, name="junk_t", address="hr:0", data_type="int16")
+    await Point.objects.acreate(device=mute_device, name="mute_t", address="hr:0", data_type="int16")
+    points = engine.image.points
+    await eventually(lambda: "mute_t" in points and points["mute_t"].quality == GOOD, message="mute read once")
+    mute.mode = SILENT
+    await eventually(lambda: points["junk_t"].quality == COMM_FAILURE, message="junk comm_failure")
+    await eventually(lambda: points["mute_t"].quality == STALE, message="mute stale")
+    for value in (24.5, 25.5):  # the plant is polled while the mute device's request hangs for 30 s
+        await plant.set("zone1_setpoint", value)
+        await eventually(lambda v=value: points["zone1_setpoint"].value == v, message=f"plant value {value}")
+    assert engine.pollers["mute"]._polling_since is not None
+    assert points["zone1_setpoint"].quality == GOOD
+    short.mode = ANSWER
+    short.registers[0] = 12
+    await eventually(lambda: points["junk_t"].quality == GOOD and points["junk_t"].value == 12, message="junk fixed")
+    assert points["mute_t"].quality == STALE
+    broken = Event.objects.filter(source__in=["junk", "mute"])
+    events = await eventually(
+        lambda: len(rows := list(broken.order_by("id").values_list("source", "kind", "message"))) == 3 and rows,
+        message="events",
+        db=True,
+    )
+    assert [(source, kind) for source, kind, _ in events] == [
+        ("mute", "values_stale"),
+        ("junk", "comm_lost"),
+        ("junk", "comm_restored"),
+    ] or [(source, kind) for source, kind, _ in events] == [
+        ("junk", "comm_lost"),
+        ("mute", "values_stale"),
+        ("junk", "comm_restored"),
+    ]
+    lost = next(message for source, kind, message in events if kind == "comm_lost")
+    assert "answered garbage to a read of hr:0..0: 0 register(s) for 1 requested" in lost
+    stale = next(message for source, kind, message in events if kind == "values_stale")
+    assert "1 point(s) not read for more than 0.3 s; a poll has been waiting" in stale
+    assert await sync_to_async(Event.objects.filter(kind="comm_lost", source="plant").exists)() is False
+
+
+async def test_a_device_never_read_is_not_called_stale(raw, polled):
+    device = await raw(SILENT)
+    poller, image, _ = polled(device_config(device.port, timeout=5.0, retries=0, stale_after=0.1))
+    await eventually(lambda: poller._polling_since is not None, message="a hanging poll")
+    assert poller.check_stale(datetime.now(UTC)) == []
+    assert image.points["t"].quality == UNCERTAIN
