@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from bms.history.models import HistoryRow
 
-class Command(models.Model):
+
+class Command(HistoryRow):
     """One requested write to a device point, identified by ``command_id`` and executed at most once.
 
     The row is the carrier of the command: the engine picks pending rows up
@@ -14,7 +16,11 @@ class Command(models.Model):
     loses it. ``status`` moves pending -> executing -> succeeded | failed; a
     command found ``executing`` when the engine starts is marked ``unknown``
     and never re-sent, because the device may or may not have received it.
+    Every change of status takes a new history stamp, so the standby holds
+    the latest version of each command (natural key: ``command_id``).
     """
+
+    NATURAL_KEY = ("command_id",)
 
     PENDING = "pending"
     EXECUTING = "executing"
@@ -27,20 +33,20 @@ class Command(models.Model):
     command_id = models.CharField(max_length=64, unique=True)
     point = models.ForeignKey("points.Point", null=True, on_delete=models.SET_NULL, related_name="commands")
     point_name = models.CharField(max_length=128)
-    value = models.JSONField(help_text="engineering value as requested")
+    value = models.JSONField(null=True, blank=True, help_text="engineering value as requested; null = relinquish")
     priority = models.PositiveSmallIntegerField(null=True, blank=True)
     payload_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=16, default="api")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, blank=True)
-    origin = models.CharField(max_length=64, help_text="node that accepted the command")
+    accepted_by = models.CharField(max_length=64, help_text="node that accepted the command")
     status = models.CharField(max_length=16, choices=STATUSES, default=PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(HistoryRow.Meta):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -61,8 +67,8 @@ class Command(models.Model):
         }
 
 
-class AuditEntry(models.Model):
-    """Who asked for what and when, including refused requests; append-only."""
+class AuditEntry(HistoryRow):
+    """Who asked for what and when, including refused requests; append-only, replicated to the partner."""
 
     time = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
@@ -71,7 +77,7 @@ class AuditEntry(models.Model):
     target = models.CharField(max_length=128, blank=True)
     detail = models.JSONField(default=dict, blank=True)
 
-    class Meta:
+    class Meta(HistoryRow.Meta):
         ordering = ["-time"]
         verbose_name_plural = "audit entries"
 

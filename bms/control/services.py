@@ -120,17 +120,22 @@ def _submit(user, point_name, value, command_id, priority, source) -> Submission
         raise CommandRejected("read_only", f"point {point_name} is read-only")
     if not point.enabled or not point.device.enabled:
         raise CommandRejected("read_only", f"point {point_name} is disabled")
-    scaling = Scaling(point.data_type, point.scale, point.offset)
-    try:
-        normalised = validate_value(
-            value,
-            scaling,
-            point.min_value,
-            point.max_value,
-            driver_class(point.device.driver).value_range(point.data_type),
-        )
-    except ValueRejected as exc:
-        raise CommandRejected(exc.code, f"{point_name}: {exc.message}") from None
+    driver = driver_class(point.device.driver)
+    if value is None:
+        # A relinquish: release this priority slot so a lower priority (or the default) takes over.
+        if not driver.relinquish:
+            raise CommandRejected("wrong_type", f"{point_name}: a value is required ({driver.name} cannot relinquish)")
+        if priority is None:
+            raise CommandRejected("invalid", f"{point_name}: a relinquish (null value) needs the priority to release")
+        normalised = None
+    else:
+        scaling = Scaling(point.data_type, point.scale, point.offset)
+        try:
+            normalised = validate_value(
+                value, scaling, point.min_value, point.max_value, driver.value_range(point.data_type)
+            )
+        except ValueRejected as exc:
+            raise CommandRejected(exc.code, f"{point_name}: {exc.message}") from None
 
     digest = payload_hash(point_name, normalised, priority)
     existing = Command.objects.filter(command_id=command_id).first()
@@ -148,7 +153,7 @@ def _submit(user, point_name, value, command_id, priority, source) -> Submission
                 source=source,
                 user=user if getattr(user, "pk", None) else None,
                 username=getattr(user, "username", "") or "",
-                origin=settings.BMS_NODE_NAME,
+                accepted_by=settings.BMS_NODE_NAME,
             )
             AuditEntry.objects.create(
                 user=command.user,

@@ -2,9 +2,11 @@
 
 from django.db import models
 
+from bms.history.models import HistoryRow
 
-class Event(models.Model):
-    """One logged occurrence; written once per state transition, never per poll."""
+
+class Event(HistoryRow):
+    """One logged occurrence; written once per state transition, never per poll; replicated to the partner."""
 
     INFO = "info"
     WARNING = "warning"
@@ -15,9 +17,8 @@ class Event(models.Model):
     source = models.CharField(max_length=128, help_text="device or point name")
     severity = models.CharField(max_length=8, choices=[(s, s) for s in (INFO, WARNING, ERROR)], default=INFO)
     message = models.TextField()
-    origin = models.CharField(max_length=64, help_text="node that logged the event")
 
-    class Meta:
+    class Meta(HistoryRow.Meta):
         ordering = ["-time", "-id"]
 
     def __str__(self) -> str:

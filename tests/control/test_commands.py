@@ -181,3 +181,23 @@ async def test_a_command_interrupted_by_a_crash_is_marked_unknown_not_resent(pla
         assert await plant.get("zone1_setpoint") == 21.0
     finally:
         await node.stop()
+
+
+async def test_a_command_the_standby_did_not_confirm_is_not_sent(engine, plant):
+    # The pair's barrier answers False when a connected standby did not store the
+    # claimed command in time (a real standby cannot be made that slow on demand).
+    async def unconfirmed(command):
+        return False
+
+    engine.commands.barrier = unconfirmed
+    before = await plant.get("zone3_setpoint")
+    submission = await sync_to_async(submit_write)(
+        user=None, point_name="zone3_setpoint", value=before + 1, command_id="unconfirmed-1", source="code"
+    )
+    command = await eventually(
+        lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
+        db=True,
+        message="final",
+    )
+    assert command.status == Command.FAILED and "not sent" in command.error
+    assert await plant.get("zone3_setpoint") == before

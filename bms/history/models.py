@@ -1,0 +1,93 @@
+"""The stamp every replicated history row carries, and the per-origin counter that issues it.
+
+DESIGN section 7: history (event and audit log, command log; later trend
+samples and the alarm journal) carries ``(origin node, epoch, origin_seq)``
+so that replication, catch-up after an outage and the merge after a split
+are idempotent upserts. ``origin_seq`` comes from one counter row per
+origin, incremented inside the writing transaction: the row lock makes
+sequence order equal commit order, so a peer that has stored everything up
+to ``n`` can never later receive a row below ``n`` (gaps from rolled-back
+transactions are harmless). A mutable row such as a command takes a new
+stamp on every change, so the latest version travels like a new row.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection, models, transaction
+
+
+class OriginCounter(models.Model):
+    """The last ``origin_seq`` issued on this node for one origin, and the epoch to stamp new rows with."""
+
+    origin = models.CharField(max_length=64, unique=True)
+    value = models.BigIntegerField(default=0)
+    epoch = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.origin}: {self.value} (epoch {self.epoch})"
+
+
+def next_stamp(origin: str | None = None) -> tuple[str, int, int]:
+    """Take the next ``(origin, epoch, origin_seq)``; call inside the transaction that writes the row."""
+    origin = origin or settings.BMS_NODE_NAME
+    table = connection.ops.quote_name(OriginCounter._meta.db_table)
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            cursor.execute(
+                f"UPDATE {table} SET value = value + 1 WHERE origin = %s RETURNING value, epoch",
+                [origin],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                return origin, int(row[1]), int(row[0])
+            OriginCounter.objects.get_or_create(origin=origin)
+    raise RuntimeError(f"could not issue a history stamp for origin {origin!r}")
+
+
+def set_epoch(epoch: int, origin: str | None = None) -> None:
+    """Stamp rows written from now on with ``epoch`` (called by the role machine when the epoch moves)."""
+    origin = origin or settings.BMS_NODE_NAME
+    with transaction.atomic():
+        counter, _ = OriginCounter.objects.select_for_update().get_or_create(origin=origin)
+        if counter.epoch != epoch:
+            counter.epoch = epoch
+            counter.save(update_fields=["epoch"])
+
+
+class HistoryRow(models.Model):
+    """Abstract base of every replicated history table.
+
+    ``NATURAL_KEY`` names the fields that identify a row on both nodes: the
+    stamp itself for append-only rows; a model whose rows change over time
+    (commands) names its own key and takes a new stamp per change.
+    """
+
+    NATURAL_KEY: tuple[str, ...] = ("origin", "origin_seq")
+
+    origin = models.CharField(max_length=64, help_text="node that wrote this row (or its latest change)")
+    epoch = models.BigIntegerField(default=0, help_text="fencing epoch when it was written")
+    origin_seq = models.BigIntegerField(default=0, help_text="position in its origin's history stream")
+
+    class Meta:
+        abstract = True
+        constraints = [models.UniqueConstraint(fields=["origin", "origin_seq"], name="%(app_label)s_%(class)s_stamp")]
+
+    def save(self, *args, **kwargs) -> None:
+        if self.origin_seq:  # a replicated row keeps the stamp it was written with
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic():
+            self.origin, self.epoch, self.origin_seq = next_stamp()
+            super().save(*args, **kwargs)
+
+
+def stamped_update(queryset: models.QuerySet, **fields) -> int:
+    """``queryset.update(**fields)`` for ONE row (filter by pk) that also gives it a new stamp, atomically.
+
+    One stamp per row: several rows sharing a stamp would break the
+    one-row-per-``origin_seq`` rule that catch-up relies on.
+    """
+    with transaction.atomic():
+        origin, epoch, seq = next_stamp()
+        return queryset.update(origin=origin, epoch=epoch, origin_seq=seq, **fields)
