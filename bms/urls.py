@@ -3,8 +3,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
+from bms.api import bacnet_views as bacnet_api
 from bms.api import views as api
+from bms.web import bacnet_views as bacnet_web
 from bms.web import views as web
+from redundancy import views as pair
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="points", permanent=False)),
@@ -12,10 +15,19 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("points/", web.points, name="points"),
     path("events/", web.events, name="events"),
-    path("healthz", web.healthz, name="healthz"),
+    path("bacnet/discover/", bacnet_web.discover, name="bacnet-discover"),
+    path("redundancy/", pair.page, name="redundancy"),
+    path("redundancy/follow-token", pair.follow_token, name="redundancy-follow-token"),
+    path("redundancy/follow", pair.follow, name="redundancy-follow"),
+    path("healthz", pair.healthz, name="healthz"),
+    path("healthz/active", pair.healthz_active, name="healthz-active"),
+    path("metrics", pair.metrics, name="metrics"),
     path("api/points/", api.points, name="api-points"),
     path("api/points/<str:name>/", api.point_detail, name="api-point"),
     path("api/points/<str:name>/write", api.point_write, name="api-point-write"),
+    path("api/points/<str:name>/priority-array", bacnet_api.priority_array, name="api-point-priority-array"),
     path("api/commands/<str:command_id>/", api.command_detail, name="api-command"),
+    path("api/redundancy/status", pair.api_status, name="api-redundancy-status"),
+    path("api/redundancy/switchover", pair.api_switchover, name="api-redundancy-switchover"),
     path("admin/", admin.site.urls),
 ]

@@ -18,6 +18,8 @@ COMMANDS_PENDING = "engine.commands"  # wake-up: new commands are in the databas
 # from the engine
 LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points"}
 LIVE_SNAPSHOT = "live.snapshot"  # reply: {"seq", "points"}
+LIVE_RESET = "live.reset"  # group message: the image was replaced (replication); ask for a snapshot
+LIVE_ROLE = "live.role"  # group message: {"node", "role", "epoch", "active_node", "active_url", "partner_url"}
 
 
 def engine_channel() -> str:

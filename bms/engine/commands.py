@@ -22,6 +22,12 @@ from drivers.base import DriverError
 log = logging.getLogger(__name__)
 
 RunInDb = Callable[..., Awaitable[Any]]
+#: awaited after a command is claimed and before it is sent: the redundancy
+#: layer uses it to make sure the standby knows the command is executing, so
+#: that a takeover marks it unknown instead of sending it a second time. False:
+#: that could not be made sure of, and the command must not be sent.
+Barrier = Callable[[Command], Awaitable[bool]]
+UNCONFIRMED = "the standby did not confirm this command in time, so it was not sent (to rule out a double execution)"
 
 
 class CommandExecutor:
@@ -38,6 +44,7 @@ class CommandExecutor:
         self.pollers = pollers
         self.role = role
         self.scan_interval = scan_interval
+        self.barrier: Barrier | None = None
         self.executed = 0
         self.scans = 0
         self._wake = asyncio.Event()
@@ -73,7 +80,10 @@ class CommandExecutor:
         command = await self.run_in_db(store.claim_command, pk)
         if command is None:
             return
-        status, error = await self._send(command, epoch)
+        if self.barrier is not None and not await self.barrier(command):
+            status, error = Command.FAILED, UNCONFIRMED
+        else:
+            status, error = await self._send(command, epoch)
         await self.run_in_db(store.finish_command, pk, status, error)
         self.executed += 1
         log.info("command %s %s := %r: %s %s", command.command_id, command.point_name, command.value, status, error)
@@ -84,8 +94,13 @@ class CommandExecutor:
             if point is None:
                 continue
             try:
-                await poller.write(point, command.value, lambda: self.role.may_write(epoch))
+                await poller.write(point, command.value, lambda: self.role.may_write(epoch), command.priority)
             except (DriverError, PermissionError, ValueError) as exc:
                 return Command.FAILED, str(exc)
+            except Exception as exc:
+                # A driver bug: the request may or may not have left, so the
+                # outcome is unknown (never "executing" for ever, never resent).
+                log.exception("command %s: unexpected error while sending", command.command_id)
+                return Command.UNKNOWN, f"unexpected error while sending ({exc}); check the device before repeating it"
             return Command.SUCCEEDED, ""
         return Command.FAILED, f"point {command.point_name} is not (or no longer) polled by this engine"

@@ -58,17 +58,20 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
 
     async def start(self) -> None:
-        interrupted = await self.run_in_db(store.mark_interrupted_commands)
-        if interrupted:
-            log.warning("%d command(s) were in flight when the engine last stopped; marked unknown", interrupted)
         await self.reload()
+        if self.role.active:
+            await self.take_control()
         self.publisher.start()
         self.commands.start()
         self._tasks = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
             asyncio.create_task(self._serve_requests(), name="engine-requests"),
         ]
-        log.info("engine started: %d device(s), %d point(s)", len(self.pollers), len(self.image.points))
+        log.info(
+            "engine started: %d device(s), %d point(s)",
+            len(self.pollers),
+            sum(len(d.points) for d in self.config.devices),
+        )
 
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
@@ -80,6 +83,25 @@ class Engine:
         await self.run_in_db(connections.close_all)
         self._db.shutdown(wait=True)
 
+    async def take_control(self) -> None:
+        """Become the node that talks to the field: settle interrupted commands, then start polling.
+
+        Called at start-up for a single node, and by the redundancy layer on
+        takeover or handover, after it persisted the new epoch.
+        """
+        interrupted = await self.run_in_db(store.mark_interrupted_commands)
+        if interrupted:
+            log.warning("%d command(s) were in flight when control moved; marked unknown, not resent", interrupted)
+        await self.reload()
+        for poller in self.pollers.values():
+            if not poller.running:
+                poller.start()
+        self.commands.wake()
+
+    async def release_control(self) -> None:
+        """Stop all field I/O (the role gate already refuses writes); the image stays as it is."""
+        await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
+
     async def reload(self) -> None:
         """Apply the current configuration: start, stop or restart only the devices that changed."""
         config = await self.run_in_db(store.load_config)
@@ -90,7 +112,10 @@ class Engine:
                 await poller.stop()
                 del self.pollers[name]
         self.config = config
-        self.image.define([point.name for device in config.devices for point in device.points])
+        if self.role.active:
+            # A standby's image is the active node's, replicated; only the node
+            # in control shapes it from its configuration.
+            self.image.define([point.name for device in config.devices for point in device.points])
         for name, device in new.items():
             if name not in self.pollers:
                 poller = DevicePoller(device, self.image, self.publisher.notify, self._log_event)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
-from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -19,6 +18,7 @@ from bms.control.models import Command
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
+from bms.history.models import stamped_update
 from bms.points.models import ConfigRevision, Device
 from drivers.base import DeviceSpec, PointSpec
 
@@ -50,7 +50,7 @@ def read_config() -> EngineConfig:
         for device in Device.objects.filter(enabled=True).prefetch_related("points"):
             points = tuple(
                 PointConfig(
-                    spec=PointSpec(point.name, point.address, point.data_type),
+                    spec=PointSpec(point.name, point.address, point.data_type, dict(point.options or {})),
                     scaling=Scaling(point.data_type, point.scale, point.offset),
                     deadband=point.deadband,
                     device=device.name,
@@ -76,9 +76,7 @@ load_config = with_fresh_connection(read_config)
 
 @with_fresh_connection
 def log_event(kind: str, source: str, message: str, severity: str, when: datetime) -> None:
-    Event.objects.create(
-        time=when, kind=kind, source=source, message=message, severity=severity, origin=settings.BMS_NODE_NAME
-    )
+    Event.objects.create(time=when, kind=kind, source=source, message=message, severity=severity)
 
 
 @with_fresh_connection
@@ -93,8 +91,8 @@ def claim_command(pk: int) -> Command | None:
     The conditional UPDATE is what makes execution at-most-once, even with
     two engines or a duplicated wake-up.
     """
-    claimed = Command.objects.filter(pk=pk, status=Command.PENDING).update(
-        status=Command.EXECUTING, started_at=timezone.now()
+    claimed = stamped_update(
+        Command.objects.filter(pk=pk, status=Command.PENDING), status=Command.EXECUTING, started_at=timezone.now()
     )
     if not claimed:
         return None
@@ -103,16 +101,27 @@ def claim_command(pk: int) -> Command | None:
 
 @with_fresh_connection
 def finish_command(pk: int, status: str, error: str = "") -> None:
-    Command.objects.filter(pk=pk, status=Command.EXECUTING).update(
-        status=status, error=error[:2000], finished_at=timezone.now()
+    stamped_update(
+        Command.objects.filter(pk=pk, status=Command.EXECUTING),
+        status=status,
+        error=error[:2000],
+        finished_at=timezone.now(),
     )
 
 
 @with_fresh_connection
 def mark_interrupted_commands() -> int:
-    """At start-up: a command left executing may or may not have reached the device; say so, never resend."""
-    return Command.objects.filter(status=Command.EXECUTING).update(
-        status=Command.UNKNOWN,
-        error="the engine stopped while this command was being sent; check the device before repeating it",
-        finished_at=timezone.now(),
-    )
+    """When taking control: a command left executing may or may not have reached the device; say so, never resend.
+
+    Rows left ``executing`` are this engine's own from before a crash, or the
+    former active node's, replicated before it sent them.
+    """
+    marked = 0
+    for pk in Command.objects.filter(status=Command.EXECUTING).values_list("pk", flat=True):
+        marked += stamped_update(
+            Command.objects.filter(pk=pk, status=Command.EXECUTING),
+            status=Command.UNKNOWN,
+            error="control moved while this command was being sent; check the device before repeating it",
+            finished_at=timezone.now(),
+        )
+    return marked

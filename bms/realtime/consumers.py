@@ -59,6 +59,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.live_delta(message)
         elif kind == bus.LIVE_SNAPSHOT:
             await self.live_snapshot(message)
+        elif kind == bus.LIVE_ROLE:
+            await self.live_role(message)
+        elif kind == bus.LIVE_RESET:
+            await self.request_snapshot()
         else:
             await super().dispatch(message)
 
@@ -119,6 +123,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if points:
             await self.send_json({"type": "delta", "from": self.client_seq, "seq": event["seq"], "points": points})
             self.client_seq = event["seq"]
+
+    async def live_role(self, event: dict[str, Any]) -> None:
+        """This node's role changed: tell the client (it follows the active node) and start from a snapshot."""
+        await self.send_json({"type": "role", **{key: value for key, value in event.items() if key != "type"}})
+        await self.request_snapshot()
 
     def _select(self, points: dict[str, Any]) -> dict[str, Any]:
         if self.selected is None:

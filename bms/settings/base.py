@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "bms.history",
     "bms.points",
     "bms.engine",
     "bms.control",
@@ -28,6 +29,7 @@ INSTALLED_APPS = [
     "bms.realtime",
     "bms.web",
     "bms.api",
+    "redundancy",
 ]
 
 MIDDLEWARE = [
@@ -36,6 +38,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "redundancy.middleware.StandbyReadOnlyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -54,6 +57,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "bms.web.context.node",
+                "redundancy.context.pair",
             ],
         },
     },
@@ -89,6 +93,28 @@ BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.0
 BMS_PUBLISH_BURST = int(os.environ.get("BMS_PUBLISH_BURST", "8"))
 BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1.0"))
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))
+
+# The hot-standby pair (redundancy/config.py reads and checks these; docs/redundancy.md explains them).
+# Without BMS_PARTNER_ADDRESS the node runs alone and is always active.
+BMS_PARTNER_NAME = os.environ.get("BMS_PARTNER_NAME", "")
+BMS_PARTNER_ADDRESS = os.environ.get("BMS_PARTNER_ADDRESS", "")  # host:port of the partner's sync port
+BMS_PARTNER_URL = os.environ.get("BMS_PARTNER_URL", "")  # the partner's web address, for clients that follow
+BMS_PUBLIC_URL = os.environ.get("BMS_PUBLIC_URL", "")  # this node's web address as clients reach it
+BMS_SYNC_HOST = os.environ.get("BMS_SYNC_HOST", "127.0.0.1")
+BMS_SYNC_PORT = os.environ.get("BMS_SYNC_PORT", "8800")
+BMS_SYNC_SECRET = os.environ.get("BMS_SYNC_SECRET", "")
+BMS_PREFERRED = os.environ.get("BMS_PREFERRED", "")  # default: the node named "main" is preferred
+BMS_HEARTBEAT_PERIOD_MS = os.environ.get("BMS_HEARTBEAT_PERIOD_MS", "1000")
+BMS_HEARTBEAT_TIMEOUT_MS = os.environ.get("BMS_HEARTBEAT_TIMEOUT_MS", "")  # default: 3 x period
+BMS_HEARTBEAT_RETRIES = os.environ.get("BMS_HEARTBEAT_RETRIES", "3")
+BMS_STARTUP_ALLOWANCE_MS = os.environ.get("BMS_STARTUP_ALLOWANCE_MS", "")  # default: 2 x timeout + 2 s
+BMS_HOLD_DOWN_MS = os.environ.get("BMS_HOLD_DOWN_MS", "10000")
+BMS_FAILBACK = os.environ.get("BMS_FAILBACK", "auto")
+BMS_WITNESS_ADDRESS = os.environ.get("BMS_WITNESS_ADDRESS", "")
+BMS_REDUNDANCY_ACTIVATE = os.environ.get("BMS_REDUNDANCY_ACTIVATE", "1")
+BMS_DB_SYNC = os.environ.get("BMS_DB_SYNC", "1")
+BMS_REDUNDANCY_COMMENT = os.environ.get("BMS_REDUNDANCY_COMMENT", "")
+BMS_PARTNER_COMMENT = os.environ.get("BMS_PARTNER_COMMENT", "")
 
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -1,8 +1,9 @@
-"""Pages of the web manager: the points list with live values, the event log, and liveness."""
+"""Pages of the web manager: the points list with live values and the event log.
 
-from django.conf import settings
+Health (``/healthz``), metrics and the redundancy page live in ``redundancy.views``.
+"""
+
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
 from django.shortcuts import render
 
 from bms.events.models import Event
@@ -26,8 +27,3 @@ def events(request):
     """The latest events (communication lost/restored, points failing), newest first, for every user."""
     rows = Event.objects.all()[:EVENTS_SHOWN]
     return render(request, "web/events.html", {"events": rows, "limit": EVENTS_SHOWN})
-
-
-def healthz(request):
-    """Liveness for load balancers and scripts; no login."""
-    return JsonResponse({"node": settings.BMS_NODE_NAME, "status": "ok"})

@@ -1,5 +1,6 @@
 // Live values for the points page: a snapshot, then deltas; a sequence gap asks for a resync.
-// Also the write dialog, which posts to the JSON API (the one command path).
+// Also the write dialog, which posts to the JSON API (the one command path). When the socket drops or this
+// node says it is no longer active, follow.js looks for the active node and moves the page there.
 (function () {
   "use strict";
   const rows = new Map();
@@ -9,6 +10,7 @@
   let seq = null;
   let socket = null;
   let retryDelay = 500;
+  const follow = window.bmsFollow || { start: () => false, showRole: () => {} };
 
   function setStatus(text, cls) {
     statusEl.textContent = text;
@@ -51,7 +53,11 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + "/ws/live/");
     setStatus("connecting…", "conn-connecting");
-    socket.onopen = () => { retryDelay = 500; setStatus("connected", "conn-ok"); };
+    socket.onopen = () => {
+      retryDelay = 500;
+      window.bmsLiveConnectedAt = Date.now();
+      setStatus("connected", "conn-ok");
+    };
     socket.onmessage = (event) => {
       const msg = JSON.parse(event.data);
       if (msg.type === "snapshot") {
@@ -68,13 +74,18 @@
       } else if (msg.type === "error") {
         setStatus(msg.message, "conn-warn");
         return;
+      } else if (msg.type === "role") {
+        follow.showRole(msg);
+        if (msg.role !== "active" && follow.start()) setStatus("this node is no longer active; moving to the active node…", "conn-warn");
+        return;
       }
       seqEl.textContent = seq === null ? "–" : String(seq);
       if (statusEl.classList.contains("conn-warn")) setStatus("connected", "conn-ok");
     };
     socket.onclose = (event) => {
       seq = null;
-      setStatus("disconnected, retrying…", "conn-bad");
+      if (follow.start()) setStatus("connection lost; looking for the active node…", "conn-bad");
+      else setStatus("disconnected, retrying…", "conn-bad");
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 5000);
     };

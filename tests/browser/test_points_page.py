@@ -11,38 +11,17 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.support.processes import ROOT
 from tests.system.test_live_websocket import read_device_register, write_device_register
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PLACEHOLDER = "\u2013"  # the en dash live.js shows before a value arrives
 SCREENSHOT = ROOT / "var" / "test-logs" / "points-page.png"
 ZONE1_SETPOINT_REGISTER = 0  # hr:0, float32
 DEFAULT_SETPOINT = 21.0
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture

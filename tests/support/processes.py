@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,36 +20,19 @@ from pathlib import Path
 
 import psycopg
 
+from drivers.simulator.launch import SimulatorProcess
 from tests.support import services
 from tests.support.net import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Simulator:
-    """``python -m drivers.simulator`` on an ephemeral port."""
+class Simulator(SimulatorProcess):
+    """``python -m drivers.simulator`` on an ephemeral port (``write_log``: its log of received writes)."""
 
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "drivers.simulator", "--port", "0"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self.process.stdout.readline()
-        match = re.search(r":(\d+)\s*$", line)
-        if not match:
-            self.stop()
-            raise RuntimeError(f"simulator did not report its port: {line!r}")
-        self.port = int(match.group(1))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+    def __init__(self, write_log: Path | None = None) -> None:
+        self.write_log = write_log
+        super().__init__(*(["--write-log", str(write_log)] if write_log else []))
 
 
 class Node:

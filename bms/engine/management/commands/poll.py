@@ -39,7 +39,8 @@ async def read_device(device: DeviceConfig) -> list[dict[str, Any]]:
     for point in device.points:
         reading = readings[point.name]
         if reading.ok:
-            rows.append(row(point, point.scaling.to_engineering(reading.value), GOOD, None))
+            quality = reading.quality or GOOD  # the device's own verdict (BACnet status flags)
+            rows.append(row(point, point.scaling.to_engineering(reading.value), quality, None))
         else:
             rows.append(row(point, None, BAD, reading.error))
     return rows

@@ -12,7 +12,7 @@ from channels.routing import get_default_application
 from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import defer, reactor
 
-from bms.engine.lifecycle import engine_from_settings
+from bms.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-engine", action="store_true", help="web only (the engine runs elsewhere)")
 
     def handle(self, *args, host: str, port: int, no_engine: bool, **options) -> None:
-        engine = None if no_engine else engine_from_settings()
+        engine = None if no_engine else Node()
         started: list[asyncio.Future] = []
         failure: list[BaseException] = []
 

@@ -6,7 +6,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from bms.engine.lifecycle import engine_from_settings
+from bms.node import Node
 
 
 class Command(BaseCommand):
@@ -16,19 +16,19 @@ class Command(BaseCommand):
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        engine = engine_from_settings()
+        node = Node()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await engine.start()
+            await node.start()
         except Exception as exc:
             raise CommandError(f"the engine could not start: {exc}") from exc
-        self.stdout.write(f"engine running ({len(engine.pollers)} device(s)); Ctrl-C stops it", ending="\n")
+        self.stdout.write(f"engine running ({len(node.engine.pollers)} device(s)); Ctrl-C stops it", ending="\n")
         self.stdout.flush()
         try:
             await stop.wait()
         finally:
             with contextlib.suppress(Exception):
-                await engine.stop()
+                await node.stop()

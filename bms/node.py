@@ -1,0 +1,55 @@
+"""The composition root of a node: the engine, and the pair service when a partner is configured.
+
+The engine never imports ``redundancy`` (DESIGN section 3): it is handed a
+role gate. This module is the one place that knows both and wires them:
+``runbms`` and ``runengine`` start and stop a node through it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from bms.engine.runner import Engine
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """An engine plus, in a pair, its :class:`~redundancy.service.PairService`."""
+
+    def __init__(self) -> None:
+        from redundancy import config as pair_config
+
+        self.pair = None
+        role = None
+        if pair_config.pair_configured():
+            config = pair_config.load()
+            if config.activate:
+                from redundancy.service import PairService
+
+                self.pair = PairService(config)
+                role = self.pair.role
+            else:
+                log.warning("redundancy is configured but not activated (BMS_REDUNDANCY_ACTIVATE=0): running alone")
+        self.engine = Engine(
+            get_channel_layer(),
+            role=role,
+            publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
+            publish_burst=settings.BMS_PUBLISH_BURST,
+            config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
+        )
+        if self.pair is not None:
+            self.pair.attach(self.engine)
+
+    async def start(self) -> None:
+        await self.engine.start()
+        if self.pair is not None:
+            await self.pair.start()
+
+    async def stop(self) -> None:
+        if self.pair is not None:
+            await self.pair.stop()
+        await self.engine.stop()

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RedundancyConfig(AppConfig):
+    name = "redundancy"
+    verbose_name = "Redundancy (hot-standby pair)"

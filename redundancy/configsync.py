@@ -1,0 +1,134 @@
+"""Configuration replication: the active node's configuration as one dump, applied whole on the standby.
+
+"Configuration" is what engineers edit: devices and points, and the users
+and groups operators log in with (so that after a failover they can log in
+on the other node with the same password, and history rows keep pointing at
+the same users and points: primary keys are preserved). The dump is small
+(a few hundred kilobytes for thousands of points), so it travels whole
+whenever the configuration revision moves, and the standby replaces its own
+configuration with it in one transaction.
+
+:func:`config_hash` is computed the same way on both nodes from their own
+tables; equal hashes are what the redundancy page shows as *Verified*.
+Blocking functions: run them on the engine's database thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management.color import no_style
+from django.db import connection, models, transaction
+from django.db.models.functions import Cast, Concat
+
+from bms.points.models import ConfigRevision, Device, Point
+
+#: in dependency order; per model the fields that travel (``id`` always does)
+USER_FIELDS = (
+    "username",
+    "password",
+    "first_name",
+    "last_name",
+    "email",
+    "is_active",
+    "is_staff",
+    "is_superuser",
+)
+
+
+def _permission_keys(queryset: models.QuerySet) -> list[str]:
+    return sorted(f"{p.content_type.app_label}.{p.codename}" for p in queryset.select_related("content_type"))
+
+
+def _plain_fields(model: type[models.Model]) -> list[str]:
+    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
+
+
+def dump_config() -> dict[str, Any]:
+    """The configuration as plain data, ordered so that equal configurations give equal dumps."""
+    with transaction.atomic():
+        groups = [
+            {"id": group.pk, "name": group.name, "permissions": _permission_keys(group.permissions.all())}
+            for group in Group.objects.order_by("pk")
+        ]
+        users = [
+            {
+                "id": user.pk,
+                **{name: getattr(user, name) for name in USER_FIELDS},
+                "groups": sorted(user.groups.values_list("pk", flat=True)),
+                "permissions": _permission_keys(user.user_permissions.all()),
+            }
+            for user in User.objects.order_by("pk")
+        ]
+        devices = list(Device.objects.order_by("pk").values("id", *_plain_fields(Device)))
+        points = list(Point.objects.order_by("pk").values("id", *_plain_fields(Point)))
+        revision = ConfigRevision.current()
+    return {"revision": revision, "groups": groups, "users": users, "devices": devices, "points": points}
+
+
+def hash_dump(dump: dict[str, Any]) -> str:
+    body = {key: value for key, value in dump.items() if key != "revision"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_hash() -> str:
+    return hash_dump(dump_config())
+
+
+def apply_config(dump: dict[str, Any]) -> str:
+    """Make this node's configuration equal to ``dump`` (one transaction); return the resulting hash."""
+    permissions = {
+        f"{p.content_type.app_label}.{p.codename}": p.pk for p in Permission.objects.select_related("content_type")
+    }
+    with transaction.atomic():
+        _replace(Group, [{"id": g["id"], "name": g["name"]} for g in dump["groups"]], ("name",))
+        _replace(User, [{"id": u["id"], **{k: u[k] for k in USER_FIELDS}} for u in dump["users"]], ("username",))
+        _replace(Device, dump["devices"], ("name",))
+        _replace(Point, dump["points"], ("name",))
+        _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
+        _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
+        through = User.groups.through
+        through.objects.all().delete()
+        through.objects.bulk_create(
+            [through(user_id=u["id"], group_id=group_id) for u in dump["users"] for group_id in u["groups"]]
+        )
+        _reset_sequences([Group, User, Device, Point])
+        # One bump so the engine (and the web side's caches) notice the change.
+        ConfigRevision.bump()
+    return config_hash()
+
+
+def _replace(model: type[models.Model], rows: list[dict[str, Any]], unique: tuple[str, ...]) -> None:
+    """Delete rows the dump lacks, free unique names (they may move between keys), upsert by primary key."""
+    keep = [row["id"] for row in rows]
+    model.objects.exclude(pk__in=keep).delete()
+    for field in unique:
+        model.objects.update(**{field: Concat(models.Value("~replica~"), Cast("pk", models.CharField()))})
+    fields = [name for name in rows[0] if name != "id"] if rows else []
+    objects = [model(**row) for row in rows]
+    if objects:
+        model.objects.bulk_create(objects, update_conflicts=True, unique_fields=["id"], update_fields=fields)
+
+
+def _set_m2m(through: type[models.Model], owner: str, target: str, rows: list[dict], permissions: dict) -> None:
+    through.objects.all().delete()
+    links = [
+        through(**{owner: row["id"], target: permissions[key]})
+        for row in rows
+        for key in row["permissions"]
+        if key in permissions
+    ]
+    through.objects.bulk_create(links)
+
+
+def _reset_sequences(models_: list[type[models.Model]]) -> None:
+    # Rows arrived with explicit keys; PostgreSQL's sequences must move past
+    # them, or the first row created here after a takeover would collide.
+    statements = connection.ops.sequence_reset_sql(no_style(), models_)
+    if statements:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)

@@ -1,0 +1,117 @@
+"""Prometheus metrics of the pair in the text exposition format 0.0.4, written by hand (no client library).
+
+Read from the node state row, like every other view of the role. A value
+this node does not know (no heartbeat heard yet, no status) is left out
+rather than invented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from redundancy.nodeview import UNKNOWN, NodeView
+from redundancy.roles import Role
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROLES = [str(role) for role in Role] + [UNKNOWN]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{key}="{_escape(str(value))}"' for key, value in labels.items()) + "}"
+
+
+def _number(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float | None]]):
+        samples = [(labels, value) for labels, value in samples if value is not None]
+        if not samples:
+            return
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels(**labels)} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(view: NodeView) -> str:
+    out = _Writer()
+    node = {"node": view.node}
+    out.family(
+        "bms_redundancy_role",
+        "gauge",
+        "1 for this node's current role, 0 for the others (unknown: no fresh status from the pair service).",
+        ((node | {"role": role}, int(role == view.role)) for role in ROLES),
+    )
+    out.family(
+        "bms_redundancy_pair_configured", "gauge", "1 if this node runs as one half of a pair.", [(node, view.pair)]
+    )
+    out.family("bms_redundancy_epoch", "gauge", "Fencing epoch of this node.", [(node, view.epoch)])
+    if not view.pair:
+        return out.text()
+    status = view.status if view.fresh else {}
+    partner = (status.get("partners") or [{}])[0]
+    sync = status.get("sync") or {}
+    out.family(
+        "bms_redundancy_status_age_seconds",
+        "gauge",
+        "Seconds since the pair service last wrote this node's status.",
+        [(node, view.age_seconds)],
+    )
+    age_ms = partner.get("heartbeat_age_ms")
+    pair_labels = node | {"partner": view.partner}
+    out.family(
+        "bms_redundancy_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since anything was heard from the partner.",
+        [(pair_labels, None if age_ms is None else age_ms / 1000)],
+    )
+    lag_ms = sync.get("lag_ms")
+    out.family(
+        "bms_redundancy_sync_lag_seconds",
+        "gauge",
+        "Age of the last replicated delta when it was applied (standby side).",
+        [(pair_labels, None if lag_ms is None else lag_ms / 1000)],
+    )
+    out.family(
+        "bms_redundancy_history_backlog",
+        "gauge",
+        "History rows waiting to be sent to the partner.",
+        [(pair_labels, sync.get("history_backlog"))],
+    )
+    out.family(
+        "bms_redundancy_failovers_total",
+        "counter",
+        "Times this node became active since its process started (cold start, takeover or handover received).",
+        [(node, status.get("failovers") if status else None)],
+    )
+    out.family(
+        "bms_redundancy_partner_connected",
+        "gauge",
+        "1 if the sync link to the partner is up.",
+        [(pair_labels, bool(partner.get("connected")) if status else None)],
+    )
+    out.family(
+        "bms_redundancy_config_verified",
+        "gauge",
+        "1 if both nodes hold the same configuration (equal hashes).",
+        [(pair_labels, bool(partner.get("verified")) if status else None)],
+    )
+    return out.text()

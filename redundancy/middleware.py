@@ -1,0 +1,95 @@
+"""The standby is read-only: changes sent to a node that is not active are refused, explained and recorded.
+
+A request that changes something (POST, PUT, PATCH, DELETE) reaching a pair
+node whose role is not ``active`` (standby, syncing, handing over, isolated,
+or unknown because its status is stale) is answered 503 with the active
+node's name and address: a JSON error under ``/api/``, a page otherwise (the
+admin included). Logging in and out and asking for a switchover stay
+possible. Every refusal is written to the audit trail (which replicates, so
+the active node's operators see it too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from bms.control.models import AuditEntry
+from redundancy.nodeview import NodeView, node_view
+
+log = logging.getLogger(__name__)
+
+CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: views that stay usable on a standby (by namespaced URL name)
+ALLOWED_ON_STANDBY = frozenset({"login", "logout", "admin:login", "admin:logout", "api-redundancy-switchover"})
+REFUSED_ACTION = "refused.standby"
+
+
+class StandbyReadOnlyMiddleware:
+    """Refuse changes on a node that is not active; place it after the authentication middleware."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable, view_args: Any, view_kwargs: Any
+    ) -> HttpResponse | None:
+        if request.method not in CHANGING_METHODS:
+            return None
+        match = request.resolver_match
+        if match is not None and match.view_name in ALLOWED_ON_STANDBY:
+            return None
+        view = node_view(request)
+        if view.writable:
+            return None
+        return refuse(request, view)
+
+
+def refuse(request: HttpRequest, view: NodeView) -> HttpResponse:
+    """Record the refusal and answer 503 in the form the client expects."""
+    message = view.where_to_write()
+    user = request.user if getattr(request, "user", None) is not None and request.user.is_authenticated else None
+    try:
+        AuditEntry.objects.create(
+            user=user,
+            username=user.get_username() if user else "",
+            action=REFUSED_ACTION,
+            target=request.path[:128],
+            detail={
+                "method": request.method,
+                "node": view.node,
+                "role": view.role,
+                "epoch": view.epoch,
+                "active_node": view.active_node,
+                "active_url": view.active_url,
+            },
+        )
+    except Exception:  # the refusal itself must not fail because the audit write did
+        log.exception("could not record the refused %s %s in the audit trail", request.method, request.path)
+    log.warning("refused %s %s on %s node %s", request.method, request.path, view.role, view.node)
+    if request.path.startswith("/api/"):
+        body = {
+            "error": "standby",
+            "message": message,
+            "node": view.node,
+            "role": view.role,
+            "active_node": view.active_node,
+            "active_url": view.active_url,
+        }
+        response: HttpResponse = JsonResponse(body, status=503)
+    else:
+        target = f"{view.active_url}{request.path}" if view.active_url and view.active_node != view.node else ""
+        response = render(
+            request, "redundancy/refused.html", {"message": message, "view": view, "target": target}, status=503
+        )
+    response["Retry-After"] = "2"
+    # A refusal is an expected answer, logged once above, not a server error for django.request to report.
+    response._has_been_logged = True
+    return response

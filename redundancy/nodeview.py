@@ -1,0 +1,157 @@
+"""The web side's view of this node's role, read from the node state row the pair service writes.
+
+Every page, the read-only guard, ``/healthz``, the redundancy page, the API,
+``/metrics`` and the ``redundancy`` command read the role through
+:func:`node_view`. A node without a partner (``BMS_PARTNER_ADDRESS`` empty,
+or redundancy not activated) runs alone and is always active in epoch 0. A
+pair node whose row is missing or stale (the engine wrote nothing for a few
+seconds) does not know its role: it reports ``unknown`` and refuses changes
+like a standby.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils import timezone
+
+from redundancy.config import pair_configured
+from redundancy.models import NodeState
+
+UNKNOWN = "unknown"
+ACTIVE = "active"
+_REQUEST_ATTRIBUTE = "_bms_node_view"
+
+
+def pair_mode() -> bool:
+    """True if this node runs as one half of a pair (a partner is configured and redundancy is activated)."""
+    if not pair_configured():
+        return False
+    return str(getattr(settings, "BMS_REDUNDANCY_ACTIVATE", "1")).strip().lower() not in ("0", "false", "no", "off")
+
+
+def partner_name() -> str:
+    return settings.BMS_PARTNER_NAME or ("backup" if settings.BMS_NODE_NAME == "main" else "main")
+
+
+@dataclass(slots=True)
+class NodeView:
+    """This node's role as the web side sees it, at one instant."""
+
+    node: str
+    pair: bool
+    role: str
+    epoch: int
+    active_node: str
+    active_url: str
+    partner: str
+    partner_url: str
+    public_url: str
+    fresh: bool
+    updated_at: datetime | None
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_active(self) -> bool:
+        return self.role == ACTIVE
+
+    @property
+    def writable(self) -> bool:
+        """Changes are accepted only on the active node (a node alone is always active)."""
+        return self.is_active
+
+    @property
+    def role_known(self) -> bool:
+        return self.role != UNKNOWN
+
+    @property
+    def age_seconds(self) -> float | None:
+        if self.updated_at is None:
+            return None
+        return max(0.0, (timezone.now() - self.updated_at).total_seconds())
+
+    def health(self) -> dict[str, Any]:
+        """The body of ``/healthz`` and ``/healthz/active``."""
+        return {
+            "node": self.node,
+            "role": self.role,
+            "epoch": self.epoch,
+            "active_node": self.active_node,
+            "active_url": self.active_url,
+            "partner": self.partner if self.pair else "",
+            "partner_url": self.partner_url,
+            "pair": self.pair,
+            "status": "ok",
+        }
+
+    def where_to_write(self) -> str:
+        """One sentence for an operator who tried to change something here."""
+        if self.role == UNKNOWN:
+            age = self.age_seconds
+            why = "no status from its redundancy service" + (f" for {age:.0f} s" if age is not None else " yet")
+            head = f"This node ({self.node}) does not know its role ({why}), so it accepts no changes"
+        else:
+            head = f"This node ({self.node}) is {self.role.replace('_', ' ')}"
+        if self.active_node and self.active_node != self.node:
+            where = f"make changes on the active node {self.active_node}"
+            return f"{head}; {where} at {self.active_url}" if self.active_url else f"{head}; {where}"
+        if self.pair and self.partner_url:
+            return f"{head}; no active node is known right now: try the partner {self.partner} at {self.partner_url}"
+        return f"{head}; no active node is known right now, try again in a few seconds"
+
+
+def _standalone() -> NodeView:
+    url = settings.BMS_PUBLIC_URL.rstrip("/")
+    return NodeView(
+        node=settings.BMS_NODE_NAME,
+        pair=False,
+        role=ACTIVE,
+        epoch=0,
+        active_node=settings.BMS_NODE_NAME,
+        active_url=url,
+        partner="",
+        partner_url="",
+        public_url=url,
+        fresh=True,
+        updated_at=None,
+    )
+
+
+def load_view() -> NodeView:
+    """Read this node's view from the database (one query in pair mode, none alone)."""
+    if not pair_mode():
+        return _standalone()
+    row = NodeState.current()
+    fresh = row.fresh()
+    status = row.status if isinstance(row.status, dict) else {}
+    partners = status.get("partners") or [{}]
+    partner_url = (partners[0].get("url") if fresh else "") or settings.BMS_PARTNER_URL
+    return NodeView(
+        node=settings.BMS_NODE_NAME,
+        pair=True,
+        role=row.role if fresh else UNKNOWN,
+        epoch=row.epoch,
+        active_node=row.active_node if fresh else "",
+        active_url=row.active_url if fresh else "",
+        partner=partner_name(),
+        partner_url=partner_url.rstrip("/"),
+        public_url=settings.BMS_PUBLIC_URL.rstrip("/"),
+        fresh=fresh,
+        updated_at=row.updated_at if row.pk is not None else None,
+        status=status,
+    )
+
+
+def node_view(request: HttpRequest | None = None) -> NodeView:
+    """This node's view, read once per request (the guard, the banner and the view share it)."""
+    if request is None:
+        return load_view()
+    view = getattr(request, _REQUEST_ATTRIBUTE, None)
+    if view is None:
+        view = load_view()
+        setattr(request, _REQUEST_ATTRIBUTE, view)
+    return view

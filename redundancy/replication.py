@@ -1,0 +1,395 @@
+"""Replication over the sync link: process image, configuration and history.
+
+* **Image** (active → standby): on ``sync_request`` the active node sends a
+  snapshot in chunks (``snap``), then every change as ordered deltas
+  (``delta``, ``{from, seq, points}``) from its own image cursor, every few
+  milliseconds. The standby keeps the active node's ``seq`` numbers; a delta
+  that does not follow (a gap) makes it ask for a new snapshot.
+* **Configuration** (active → standby): the whole dump (``config``) after
+  each snapshot and whenever the configuration revision moves; both sides
+  compare hashes (heartbeats carry them) for *Verified*.
+* **History** (both ways): cursors on link-up, then batches of rows above
+  the peer's cursor, acknowledged by the peer (:mod:`redundancy.history`).
+
+Data from a sender whose epoch is lower than ours is rejected and logged:
+a deposed active node cannot overwrite the state of its successor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bms.engine import bus
+from bms.points.models import ConfigRevision
+from redundancy import configsync, history
+from redundancy.roles import OWNS_FIELD, Role
+
+if TYPE_CHECKING:
+    from bms.control.models import Command
+    from bms.engine.image import ImageCursor
+    from bms.engine.runner import Engine
+    from redundancy.service import PairService
+
+log = logging.getLogger(__name__)
+SNAPSHOT_CHUNK = 20_000
+STREAM_INTERVAL = 0.005
+HISTORY_INTERVAL = 0.2
+CONFIG_CHECK_INTERVAL = 0.5
+DATABASE_BOUND = frozenset({"config", "history", "sync_request"})
+
+
+class Replicator:
+    """Both directions of replication for one node."""
+
+    def __init__(self, service: PairService, engine: Engine) -> None:
+        self.service = service
+        self.engine = engine
+        self.image = engine.image
+        # active side
+        self.stream: ImageCursor | None = None
+        self.sent_config_revision: int | None = None
+        self._config_checked = 0.0
+        # standby side
+        self.image_synced = False
+        self.requested_at: float | None = None
+        self._snapshot_parts: dict[int, dict[str, Any]] = {}
+        self.config_hash = ""
+        self.applied_at: float | None = None
+        self.lag_ms: float | None = None
+        self.deltas_applied = 0
+        self.snapshots_applied = 0
+        self.stale_rejected = 0
+        # history, both ways
+        self.peer_cursors: history.Cursors | None = None  # what we believe the peer holds (sent, optimistic)
+        self.acked: history.Cursors = {}
+        self.backlog = 0
+        self.rows_sent = 0
+        self.rows_received = 0
+        self._cursors_due = False
+        self._history_wake = asyncio.Event()
+        # Messages whose handling waits for the database are queued, so a slow or
+        # stalled database never delays reading the link (and its heartbeats).
+        self._database_work: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._acked_changed = asyncio.Event()
+
+    def tasks(self) -> list[asyncio.Task]:
+        return [
+            asyncio.create_task(self._stream_loop(), name="pair-stream"),
+            asyncio.create_task(self._history_loop(), name="pair-history"),
+            asyncio.create_task(self._database_work_loop(), name="pair-db-work"),
+        ]
+
+    # -- state -----------------------------------------------------------------------------------------------------
+
+    @property
+    def partner_hash(self) -> str:
+        return (self.service.partner.heartbeat or {}).get("config_hash") or ""
+
+    @property
+    def config_verified(self) -> bool:
+        return bool(self.config_hash) and self.config_hash == self.partner_hash
+
+    @property
+    def caught_up(self) -> bool:
+        """Image in step with the active partner, configuration verified, no history waiting for us."""
+        partner_backlog = int((self.service.partner.heartbeat or {}).get("backlog", 0) or 0)
+        return self.image_synced and self.config_verified and partner_backlog == 0
+
+    def link_up(self) -> None:
+        self._cursors_due = True
+        self._history_wake.set()
+
+    def link_down(self) -> None:
+        # Whatever was in flight is lost: the active node stops streaming and
+        # the standby starts again from a snapshot when the link is back.
+        self._stop_stream()
+        self.image_synced = False
+        self.peer_cursors = None
+        self.requested_at = None
+        self._snapshot_parts.clear()
+
+    def became_active(self) -> None:
+        self.image_synced = False
+        self.requested_at = None
+
+    def became_passive(self) -> None:
+        self._stop_stream()
+        self.image_synced = False
+        self.requested_at = None
+
+    def _stop_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+    # -- periodic work (called from the role loop) -----------------------------------------------------------------
+
+    async def tick(self) -> None:
+        machine = self.service.machine
+        now = time.monotonic()
+        if machine.role == Role.ACTIVE:
+            if now - self._config_checked >= CONFIG_CHECK_INTERVAL:
+                self._config_checked = now
+                await self._refresh_config_hash()
+                if self.stream is not None:
+                    await self._send_config_if_changed()
+            return
+        peer = self.service.partner.view(now)
+        partner_in_control = (
+            peer is not None and peer.role in OWNS_FIELD and peer.silent_for < self.service.config.timeout
+        )
+        if machine.role in (Role.SYNCING, Role.STANDBY) and partner_in_control and self.service.connected:
+            due = self.requested_at is None or now - self.requested_at > max(self.service.config.timeout, 1.0)
+            if not self.image_synced and due:
+                self.requested_at = now
+                await self.service.send("sync_request")
+        if not self.config_hash or now - self._config_checked >= 5.0:
+            self._config_checked = now
+            await self._refresh_config_hash()
+
+    async def _refresh_config_hash(self) -> None:
+        self.config_hash = await self.engine.run_in_db(configsync.config_hash)
+
+    # -- messages --------------------------------------------------------------------------------------------------
+
+    async def on_message(self, body: dict[str, Any]) -> None:
+        kind = body["t"]
+        handler = getattr(self, f"_on_{kind}", None)
+        if handler is None:
+            log.warning("sync link: unknown message type %r ignored", kind)
+            return
+        if kind in ("snap", "delta", "config") and not self._accept_state(body):
+            return
+        if kind in DATABASE_BOUND:
+            self._database_work.put_nowait(body)
+            return
+        await handler(body)
+
+    async def _database_work_loop(self) -> None:
+        while True:
+            body = await self._database_work.get()
+            try:
+                await getattr(self, f"_on_{body['t']}")(body)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handling a replicated %s message failed", body["t"])
+
+    def _accept_state(self, body: dict[str, Any]) -> bool:
+        machine = self.service.machine
+        if machine.role in OWNS_FIELD:
+            return False  # a node in control never takes state from its partner
+        if int(body.get("e", -1)) < machine.epoch:
+            self.stale_rejected += 1
+            if self.stale_rejected == 1 or self.stale_rejected % 100 == 0:
+                log.warning(
+                    "sync link: rejected %s from %s with stale epoch %s (this node: %d); %d rejected so far",
+                    body["t"],
+                    body.get("node"),
+                    body.get("e"),
+                    machine.epoch,
+                    self.stale_rejected,
+                )
+            return False
+        return True
+
+    async def _on_sync_request(self, body: dict[str, Any]) -> None:
+        if self.service.machine.role != Role.ACTIVE:
+            return
+        self._stop_stream()
+        snapshot = self.image.snapshot_rows()  # taken without awaiting: consistent at one seq
+        self.stream = self.image.cursor()
+        names = list(snapshot["points"])
+        parts = max(1, -(-len(names) // SNAPSHOT_CHUNK))
+        for part in range(parts):
+            chunk = {
+                name: snapshot["points"][name] for name in names[part * SNAPSHOT_CHUNK : (part + 1) * SNAPSHOT_CHUNK]
+            }
+            if not await self.service.send("snap", seq=snapshot["seq"], part=part, parts=parts, points=chunk):
+                self._stop_stream()
+                return
+        self.sent_config_revision = None
+        await self._send_config_if_changed()
+        log.info("sent a snapshot of %d point(s) at seq %d to %s", len(names), snapshot["seq"], body.get("node"))
+
+    async def _on_snap(self, body: dict[str, Any]) -> None:
+        parts, part = int(body["parts"]), int(body["part"])
+        if part == 0:
+            self._snapshot_parts = {}
+        self._snapshot_parts[part] = body["points"]
+        if len(self._snapshot_parts) < parts:
+            return
+        rows: dict[str, Any] = {}
+        for index in range(parts):
+            rows.update(self._snapshot_parts.pop(index, {}))
+        self.image.load_rows(int(body["seq"]), rows)
+        await self._tell_clients_to_resync()
+        self.image_synced = True
+        self.snapshots_applied += 1
+        self.applied_at = time.monotonic()
+        log.info("image replicated: %d point(s) at seq %d", len(rows), self.image.seq)
+
+    async def _tell_clients_to_resync(self) -> None:
+        # The image jumped (its seq may even be lower than what clients saw
+        # from this node before), so deltas cannot bridge it: clients start over.
+        self.engine.publisher.notify()
+        try:
+            await self.engine.layer.group_send(bus.LIVE_GROUP, {"type": bus.LIVE_RESET})
+        except Exception as exc:
+            log.warning("could not ask live clients to resync: %s", exc)
+
+    async def _on_delta(self, body: dict[str, Any]) -> None:
+        if not self.image_synced:
+            return
+        if not self.image.apply_rows(int(body["from"]), int(body["seq"]), body["points"]):
+            log.warning(
+                "replicated delta from %s does not follow seq %d; asking for a snapshot", body["from"], self.image.seq
+            )
+            self.image_synced = False
+            self.requested_at = None
+            return
+        self.deltas_applied += 1
+        self.applied_at = time.monotonic()
+        sent = body.get("ts")
+        if isinstance(sent, datetime):
+            self.lag_ms = (datetime.now(UTC) - sent).total_seconds() * 1000
+        self.engine.publisher.notify()
+
+    async def _on_config(self, body: dict[str, Any]) -> None:
+        try:
+            self.config_hash = await self.engine.run_in_db(configsync.apply_config, body["dump"])
+        except Exception:
+            log.exception("applying the replicated configuration failed; keeping this node's configuration")
+            return
+        if self.config_hash != body.get("hash"):
+            log.error("replicated configuration applied but its hash differs from the active node's")
+        else:
+            log.info("configuration revision %s replicated and verified", body["dump"].get("revision"))
+
+    async def _send_config_if_changed(self) -> None:
+        revision = await self.engine.run_in_db(ConfigRevision.current)
+        if revision == self.sent_config_revision:
+            return
+        dump = await self.engine.run_in_db(configsync.dump_config)
+        self.config_hash = configsync.hash_dump(dump)
+        if await self.service.send("config", dump=dump, hash=self.config_hash):
+            self.sent_config_revision = revision
+
+    async def _stream_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STREAM_INTERVAL)
+            await self.flush_stream()
+
+    async def flush_stream(self) -> None:
+        if self.stream is None:
+            return
+        delta = self.stream.take_rows()
+        if delta is not None and not await self.service.send("delta", ts=datetime.now(UTC), **delta):
+            self._stop_stream()  # the partner will ask for a fresh snapshot when it is back
+
+    # -- history ---------------------------------------------------------------------------------------------------
+
+    async def _send_cursors(self) -> None:
+        if not self.service.config.db_sync:
+            return
+        cursors = await self.engine.run_in_db(history.local_cursors)
+        await self.service.send("cursors", cursors=cursors)
+
+    async def _on_cursors(self, body: dict[str, Any]) -> None:
+        cursors = body.get("cursors") or {}
+        self.peer_cursors = {table: dict(origins) for table, origins in cursors.items()}
+        self.acked = {table: dict(origins) for table, origins in cursors.items()}
+        self._history_wake.set()
+
+    async def _on_history(self, body: dict[str, Any]) -> None:
+        acks = []
+        for batch in body.get("batches", []):
+            try:
+                top = await self.engine.run_in_db(history.store_rows, batch)
+            except Exception:
+                log.exception("storing replicated %s rows failed; they will be sent again", batch.get("table"))
+                return
+            self.rows_received += len(batch["rows"])
+            acks.append([batch["table"], batch["origin"], top])
+            if self.peer_cursors is not None:
+                # The sender holds what it sent: never echo these rows back to it.
+                sent = self.peer_cursors.setdefault(batch["table"], {})
+                sent[batch["origin"]] = max(sent.get(batch["origin"], 0), top)
+        if acks:
+            await self.service.send("history_ack", acks=acks)
+
+    async def _on_history_ack(self, body: dict[str, Any]) -> None:
+        for table, origin, top in body.get("acks", []):
+            current = self.acked.setdefault(table, {})
+            current[origin] = max(current.get(origin, 0), int(top))
+        self._acked_changed.set()
+
+    async def _history_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._history_wake.wait(), HISTORY_INTERVAL)
+            except TimeoutError:
+                pass
+            self._history_wake.clear()
+            try:
+                if self._cursors_due:
+                    self._cursors_due = False
+                    await self._send_cursors()
+                await self.push_history()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("history replication round failed; retrying")
+
+    async def push_history(self) -> None:
+        if self.peer_cursors is None or not self.service.config.db_sync:
+            return
+        batches, self.backlog = await self.engine.run_in_db(history.rows_after, self.peer_cursors)
+        if not batches:
+            return
+        if not await self.service.send("history", batches=batches):
+            return
+        for batch in batches:
+            top = batch["rows"][-1][batch["fields"].index("origin_seq")]
+            self.peer_cursors.setdefault(batch["table"], {})[batch["origin"]] = top
+            self.rows_sent += len(batch["rows"])
+        if self.backlog:
+            self._history_wake.set()
+
+    async def command_barrier(self, command: Command) -> bool:
+        """Wait (up to the heartbeat timeout) until the standby has stored this version of the command.
+
+        False if a connected standby did not confirm: the command must not be
+        sent, because that standby may take over holding it as ``pending`` and
+        send it again. True at once when no standby is connected.
+        """
+        if self.peer_cursors is None or not self.service.connected:
+            return True  # no standby in sync (a cut link without witness is the documented residual risk)
+        self._history_wake.set()
+        deadline = time.monotonic() + self.service.config.timeout
+        while self.acked.get("control.command", {}).get(command.origin, 0) < command.origin_seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.service.connected:
+                log.warning("command %s: the standby did not confirm it; not sent", command.command_id)
+                return False
+            self._acked_changed.clear()
+            try:
+                await asyncio.wait_for(self._acked_changed.wait(), remaining)
+            except TimeoutError:
+                pass
+        return True
+
+    # -- handover --------------------------------------------------------------------------------------------------
+
+    async def hand_over(self) -> None:
+        """Field I/O has stopped: send the last changes and history, then the handover with epoch + 1."""
+        await self.flush_stream()
+        await self.push_history()
+        self._stop_stream()
+        epoch = self.service.machine.epoch + 1
+        await self.service.send("handover", epoch=epoch, final_seq=self.image.seq)
+        log.info("handover sent: epoch %d, final seq %d", epoch, self.image.seq)

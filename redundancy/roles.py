@@ -1,0 +1,230 @@
+"""The role state machine of one node of the pair (DESIGN section 5), as pure decisions.
+
+:meth:`RoleMachine.decide` looks at what this node knows (its role and
+epoch, the partner's last heartbeat and how long it has been silent, the
+witness's verdict) and returns the transition to make, with its reason, or
+None. It performs nothing: the service persists the new epoch first, then
+calls :meth:`RoleMachine.enter` and acts. Keeping the rules free of I/O is
+what lets the tests walk through every scenario quickly and exactly.
+
+Roles::
+
+    starting -> syncing -> standby -> active -> handing_over -> standby
+    isolated: the partner is silent but the witness does not confirm it is gone
+
+Rules, in order:
+
+* fencing: an active (or handing-over) node that hears an active partner
+  with a higher epoch steps down at once (equal epochs: the preferred node,
+  then the lower name, keeps control);
+* failback / switchover: the active backup hands control to the preferred
+  node once it reports that it has caught up and the hold-down has passed;
+  an operator's switchover request does the same in either direction;
+* takeover: a standby (or syncing, isolated) node takes control with epoch
+  + 1 when the partner has been silent for the timeout and the witness, if
+  one is configured, confirms; at start-up it first waits the startup
+  allowance for the partner;
+* no active node although both are up (cold start, or a restart within the
+  timeout): the better-placed node takes control: a standby that is in sync
+  before a node that is starting, then the preferred node, then the lower
+  name. Both nodes rank alike, so exactly one of them acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    STARTING = "starting"
+    SYNCING = "syncing"
+    STANDBY = "standby"
+    ACTIVE = "active"
+    HANDING_OVER = "handing_over"
+    ISOLATED = "isolated"
+
+
+OWNS_FIELD = (Role.ACTIVE, Role.HANDING_OVER)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """The partner as its last heartbeat described it, and how long ago anything was heard from it."""
+
+    node: str
+    role: Role
+    epoch: int
+    preferred: bool
+    caught_up: bool
+    silent_for: float
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything a decision depends on, at one instant (``now`` on the monotonic clock)."""
+
+    now: float
+    peer: PeerView | None  # None: nothing heard from the partner since this node started
+    witness: bool | None = None  # witness confirms the partner is gone; None: no verdict (or none configured)
+    switchover_requested: bool = False
+    caught_up: bool = False  # this node holds the active partner's image, configuration and history
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    role: Role
+    epoch: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Timing:
+    """The configured times, in seconds."""
+
+    timeout: float
+    startup_allowance: float
+    hold_down: float
+    handover_timeout: float
+
+
+class RoleMachine:
+    """Role and epoch of this node; ``decide`` proposes, ``enter`` commits (after the epoch is persisted)."""
+
+    def __init__(
+        self,
+        node: str,
+        preferred: bool,
+        epoch: int,
+        timing: Timing,
+        failback_auto: bool,
+        witness_configured: bool,
+        now: float,
+    ) -> None:
+        self.node = node
+        self.preferred = preferred
+        self.epoch = epoch
+        self.timing = timing
+        self.failback_auto = failback_auto
+        self.witness_configured = witness_configured
+        self.role = Role.STARTING
+        self.started_at = now
+        self.entered_at = now
+
+    def enter(self, decision: Decision, now: float) -> None:
+        self.role = decision.role
+        self.epoch = decision.epoch
+        self.entered_at = now
+
+    def observe_epoch(self, epoch: int) -> bool:
+        """Adopt a higher epoch seen on the partner while not in control; True if it moved."""
+        if epoch > self.epoch and self.role not in OWNS_FIELD:
+            self.epoch = epoch
+            return True
+        return False
+
+    def decide(self, facts: Facts) -> Decision | None:
+        peer = facts.peer
+        alive = peer is not None and peer.silent_for < self.timing.timeout
+        if self.role in OWNS_FIELD:
+            return self._decide_in_control(facts, peer if alive else None)
+        if alive and peer.role in OWNS_FIELD:
+            if self.role in (Role.STARTING, Role.ISOLATED):
+                return Decision(
+                    Role.SYNCING,
+                    max(self.epoch, peer.epoch),
+                    f"partner {peer.node} is {peer.role} in epoch {peer.epoch}; receiving its state",
+                )
+            if self.role == Role.SYNCING and facts.caught_up:
+                return Decision(Role.STANDBY, max(self.epoch, peer.epoch), f"caught up with {peer.node}")
+            return None
+        if alive:
+            return self._decide_nobody_active(peer)
+        return self._decide_partner_silent(facts, peer)
+
+    # -- in control ------------------------------------------------------------------------------------------------
+
+    def _decide_in_control(self, facts: Facts, peer: PeerView | None) -> Decision | None:
+        now = facts.now
+        if peer is not None and peer.role == Role.ACTIVE and self._peer_outranks_in_control(peer):
+            if self.role == Role.HANDING_OVER:
+                return Decision(
+                    Role.STANDBY, peer.epoch, f"handover complete: {peer.node} is active in epoch {peer.epoch}"
+                )
+            return Decision(
+                Role.SYNCING,
+                peer.epoch,
+                f"partner {peer.node} is active in epoch {peer.epoch} (this node: {self.epoch}); stepping down",
+            )
+        if self.role == Role.HANDING_OVER:
+            if now - self.entered_at < self.timing.handover_timeout:
+                return None
+            if peer is None and not self._witness_allows(facts):
+                return Decision(Role.ISOLATED, self.epoch, "handover not confirmed and the witness does not agree")
+            return Decision(
+                Role.ACTIVE,
+                max(self.epoch, peer.epoch if peer else 0) + 1,
+                "the partner did not take control within the handover timeout; resuming control",
+            )
+        ready = peer is not None and peer.role == Role.STANDBY and peer.caught_up
+        if ready and facts.switchover_requested:
+            return Decision(Role.HANDING_OVER, self.epoch, f"switchover requested; handing control to {peer.node}")
+        if (
+            ready
+            and self.failback_auto
+            and peer.preferred
+            and not self.preferred
+            and now - self.entered_at >= self.timing.hold_down
+        ):
+            return Decision(Role.HANDING_OVER, self.epoch, f"failback: preferred node {peer.node} has caught up")
+        return None
+
+    def _peer_outranks_in_control(self, peer: PeerView) -> bool:
+        if peer.epoch != self.epoch:
+            return peer.epoch > self.epoch
+        return _rank(peer.preferred, peer.node) < _rank(self.preferred, self.node)
+
+    # -- nobody in control -----------------------------------------------------------------------------------------
+
+    def _decide_nobody_active(self, peer: PeerView) -> Decision | None:
+        mine = _placement(self.role) + _rank(self.preferred, self.node)
+        theirs = _placement(peer.role) + _rank(peer.preferred, peer.node)
+        if mine < theirs:
+            return Decision(
+                Role.ACTIVE,
+                max(self.epoch, peer.epoch) + 1,
+                f"no node is active (partner {peer.node} is {peer.role}); this node takes control",
+            )
+        if self.role in (Role.STARTING, Role.ISOLATED):
+            return Decision(
+                Role.SYNCING, max(self.epoch, peer.epoch), f"partner {peer.node} is better placed to take control"
+            )
+        return None
+
+    def _decide_partner_silent(self, facts: Facts, peer: PeerView | None) -> Decision | None:
+        now = facts.now
+        if self.role == Role.STARTING and now - self.started_at < self.timing.startup_allowance:
+            return None
+        if peer is None:
+            what = f"partner not heard within the startup allowance of {self.timing.startup_allowance:.1f} s"
+        else:
+            silent_ms, timeout_ms = peer.silent_for * 1000, self.timing.timeout * 1000
+            what = f"partner {peer.node} silent for {silent_ms:.0f} ms (timeout {timeout_ms:.0f} ms)"
+        if not self._witness_allows(facts):
+            if self.role == Role.ISOLATED:
+                return None
+            return Decision(Role.ISOLATED, self.epoch, f"{what}, but the witness does not confirm it is gone")
+        suffix = "; the witness confirms" if self.witness_configured else ""
+        return Decision(Role.ACTIVE, max(self.epoch, peer.epoch if peer else 0) + 1, f"{what}{suffix}; taking control")
+
+    def _witness_allows(self, facts: Facts) -> bool:
+        return not self.witness_configured or facts.witness is True
+
+
+def _rank(preferred: bool, node: str) -> tuple[int, str]:
+    return (0 if preferred else 1, node)
+
+
+def _placement(role: Role) -> tuple[int]:
+    # A standby holds the replicated state; a starting or syncing node may not.
+    return (0 if role == Role.STANDBY else 1,)

@@ -1,0 +1,485 @@
+"""The pair service: one node's side of the hot-standby pair, running as tasks on the engine's loop.
+
+It owns the sync link (:mod:`redundancy.link`), the role state machine
+(:mod:`redundancy.roles`) and the replication streams
+(:mod:`redundancy.replication`), and hands the engine its role through
+:class:`PairRole`. The engine never imports this module; the composition
+root (``bms.node``) builds both and connects them.
+
+Order of effects on every role change: the new epoch is persisted (node
+state row and the history stamp counter) before the node acts on it; a node
+leaving control stops its field I/O after the role gate already refuses
+writes; every change is written to the event log (which replicates, so both
+nodes show both nodes' changes) and pushed to websocket clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bms.engine import bus, store
+from bms.engine.role import RoleGate
+from bms.engine.tasks import cancel_and_wait
+from redundancy import state
+from redundancy.config import PairConfig
+from redundancy.link import Connection, LinkDialer, LinkServer, RejectLog
+from redundancy.replication import Replicator
+from redundancy.roles import OWNS_FIELD, Decision, Facts, PeerView, Role, RoleMachine, Timing
+
+if TYPE_CHECKING:
+    from bms.control.models import Command
+    from bms.engine.runner import Engine
+
+log = logging.getLogger(__name__)
+STATUS_INTERVAL = 0.5
+ROLE_HISTORY = 20
+SWITCHOVER_VALID_SECONDS = 30.0
+
+
+class PairRole(RoleGate):
+    """The engine's role gate, backed by the role machine: active only in role ``active``.
+
+    Writes also need the pair service's word that this node is not in doubt
+    (see :meth:`PairService.write_allowed`): a node frozen for longer than
+    the timeout may have been replaced meanwhile, and must not send a write
+    before it has read what its partner said while it was gone.
+    """
+
+    def __init__(self) -> None:
+        self.machine: RoleMachine | None = None
+        self.write_allowed: Callable[[], bool] = lambda: True
+
+    def may_write(self, epoch: int) -> bool:
+        return super().may_write(epoch) and self.write_allowed()
+
+    @property
+    def active(self) -> bool:
+        return self.machine is not None and self.machine.role == Role.ACTIVE
+
+    @property
+    def epoch(self) -> int:
+        return self.machine.epoch if self.machine is not None else 0
+
+
+class PartnerInfo:
+    """What the partner's heartbeats told us, and when we last heard anything from it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.heartbeat: dict[str, Any] | None = None
+        self.last_heard: float | None = None
+
+    def view(self, now: float) -> PeerView | None:
+        if self.heartbeat is None or self.last_heard is None:
+            return None
+        hb = self.heartbeat
+        return PeerView(
+            node=self.name,
+            role=Role(hb["role"]),
+            epoch=int(hb["e"]),
+            preferred=bool(hb.get("preferred")),
+            caught_up=bool(hb.get("caught_up")),
+            silent_for=now - self.last_heard,
+        )
+
+
+class PairService:
+    """Runs the link, decides roles, moves control in and out of the engine, replicates state."""
+
+    def __init__(self, config: PairConfig) -> None:
+        self.config = config
+        self.role = PairRole()
+        self.partner = PartnerInfo(config.partner)
+        self.rejects = RejectLog()
+        self.engine: Engine | None = None
+        self.replicator: Replicator | None = None
+        self.machine: RoleMachine | None = None
+        self.role_changes: deque[dict[str, Any]] = deque(maxlen=ROLE_HISTORY)
+        self.takeovers = 0
+        self.witness_view: dict[str, Any] | None = None
+        self.witness_heard: float | None = None
+        self._switchover_at: float | None = None
+        self._acting = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        self._last_heartbeat = 0.0
+        self._last_tick = time.monotonic()
+        self._doubt_until = 0.0
+        self._heard_in_doubt = False
+        self.server: LinkServer | None = None
+        self.dialer: LinkDialer | None = None
+        self.witness: LinkDialer | None = None
+        self.incoming: set[Connection] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+        self.role.write_allowed = self.write_allowed
+        self.replicator = Replicator(self, engine)
+        engine.commands.barrier = self.command_barrier
+
+    async def start(self) -> None:
+        assert self.engine is not None, "attach() the engine first"
+        cfg = self.config
+        epoch = await self.engine.run_in_db(state.load_epoch)
+        now = time.monotonic()
+        timing = Timing(cfg.timeout, cfg.startup_allowance, cfg.hold_down, cfg.handover_timeout)
+        self.machine = RoleMachine(
+            cfg.node, cfg.preferred, epoch, timing, cfg.failback_auto, cfg.witness_configured, now
+        )
+        self.role.machine = self.machine
+        # Both ends of the partner link: same identity, handlers and reject counters.
+        partner_link = (cfg.node, cfg.secret, _only(cfg.partner), self._on_message, self._on_connection, self.rejects)
+        self.server = LinkServer(cfg.sync_host, cfg.sync_port, *partner_link)
+        await self.server.start()
+        self.dialer = LinkDialer(cfg.partner_host, cfg.partner_port, cfg.period, *partner_link)
+        self.dialer.start()
+        if cfg.witness_configured:
+            self.witness = LinkDialer(
+                cfg.witness_host,
+                cfg.witness_port,
+                cfg.period,
+                cfg.node,
+                cfg.secret,
+                _only("witness"),
+                self._on_witness_message,
+                None,
+                self.rejects,
+            )
+            self.witness.start()
+        await self._record("start", f"node started in epoch {epoch}; waiting for partner {cfg.partner}")
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="pair-roles"),
+            asyncio.create_task(self._status_loop(), name="pair-status"),
+            *self.replicator.tasks(),
+        ]
+        log.info(
+            "pair service started: node %s, sync port %d, partner %s at %s:%d, period %.0f ms, timeout %.0f ms",
+            cfg.node,
+            self.server.port,
+            cfg.partner,
+            cfg.partner_host,
+            cfg.partner_port,
+            cfg.period * 1000,
+            cfg.timeout * 1000,
+        )
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
+        for endpoint in (self.dialer, self.witness, self.server):
+            if endpoint is not None:
+                await endpoint.stop()
+
+    # -- link ------------------------------------------------------------------------------------------------------
+
+    def connection(self) -> Connection | None:
+        """The connection to send on: our own outgoing one if it is up, else one the partner opened."""
+        if self.dialer is not None and self.dialer.connection is not None and self.dialer.connection.open:
+            return self.dialer.connection
+        return next((c for c in self.incoming if c.open), None)
+
+    @property
+    def connected(self) -> bool:
+        return self.connection() is not None
+
+    def envelope(self, kind: str, **body: Any) -> dict[str, Any]:
+        """Every message carries the sender's ``(epoch, seq)``."""
+        return {"t": kind, "e": self.machine.epoch, "s": self.engine.image.seq, "node": self.config.node, **body}
+
+    async def send(self, kind: str, **body: Any) -> bool:
+        connection = self.connection()
+        if connection is None:
+            return False
+        try:
+            await connection.send(self.envelope(kind, **body))
+        except (ConnectionError, OSError):
+            connection.close()
+            return False
+        return True
+
+    def _on_connection(self, connection: Connection, up: bool) -> None:
+        if not connection.outgoing:
+            (self.incoming.add if up else self.incoming.discard)(connection)
+        if up:
+            log.info(
+                "sync link: %s connection with %s (%s) up",
+                "outgoing" if connection.outgoing else "incoming",
+                connection.peer,
+                connection.address,
+            )
+            self.replicator.link_up()
+        else:
+            log.info("sync link: connection with %s (%s) closed", connection.peer, connection.address)
+            if not self.connected:
+                self.replicator.link_down()
+
+    async def _on_message(self, connection: Connection, body: dict[str, Any]) -> None:
+        self.partner.last_heard = time.monotonic()
+        kind = body["t"]
+        if kind == "hb":
+            self._on_heartbeat(body)
+        elif kind == "handover":
+            await self._on_handover(body)
+        else:
+            await self.replicator.on_message(body)
+
+    def _on_heartbeat(self, body: dict[str, Any]) -> None:
+        try:
+            Role(body["role"])
+            int(body["e"])
+        except (KeyError, ValueError, TypeError):
+            log.warning("sync link: malformed heartbeat from %s ignored", self.config.partner)
+            return
+        self.partner.heartbeat = body
+        self._heard_in_doubt = self._doubt_until > 0
+        if self.machine.observe_epoch(int(body["e"])):
+            self._persist_soon()
+        if body.get("switchover") and self.machine.role == Role.ACTIVE:
+            self.request_switchover()
+
+    async def _on_witness_message(self, connection: Connection, body: dict[str, Any]) -> None:
+        if body.get("t") == "witness":
+            self.witness_view = body.get("nodes") or {}
+            self.witness_heard = time.monotonic()
+
+    # -- roles -----------------------------------------------------------------------------------------------------
+
+    def witness_verdict(self, now: float) -> bool | None:
+        """True if the witness is reachable, current, and has not heard the partner for the timeout either."""
+        if not self.config.witness_configured or self.witness_heard is None:
+            return None
+        if now - self.witness_heard > self.config.timeout:
+            return None
+        partner = (self.witness_view or {}).get(self.config.partner)
+        return partner is None or float(partner.get("age", 1e9)) >= self.config.timeout
+
+    def facts(self, now: float) -> Facts:
+        return Facts(
+            now=now,
+            peer=self.partner.view(now),
+            witness=self.witness_verdict(now),
+            switchover_requested=self.switchover_requested,
+            caught_up=self.replicator.caught_up,
+        )
+
+    def write_allowed(self) -> bool:
+        """False while this node cannot vouch that it still holds control.
+
+        The role loop runs every few tens of milliseconds; if it has not run
+        for half the timeout, or ran after a stall longer than the timeout
+        (SIGSTOP, a frozen VM, swap), the partner may have taken over in the
+        meantime. Writes wait until the partner has been heard again (a
+        higher epoch then makes this node step down) or, if the partner is
+        really gone, for one more timeout.
+        """
+        now = time.monotonic()
+        return now - self._last_tick < self.config.timeout / 2 and now >= self._doubt_until
+
+    def _note_tick(self, now: float) -> None:
+        stalled = now - self._last_tick
+        if stalled > self.config.timeout and self.machine.role in OWNS_FIELD:
+            self._doubt_until = now + self.config.timeout
+            log.warning(
+                "this node's loop stalled for %.0f ms (timeout %.0f ms); device writes held until the partner is heard",
+                stalled * 1000,
+                self.config.timeout * 1000,
+            )
+        self._last_tick = now
+
+    async def _tick_loop(self) -> None:
+        tick = min(self.config.period / 4, 0.05)
+        while True:
+            now = time.monotonic()
+            self._note_tick(now)
+            try:
+                if now - self._last_heartbeat >= self.config.period:
+                    self._last_heartbeat = now
+                    await self._send_heartbeat()
+                heard_in_doubt = self._heard_in_doubt
+                decision = self.machine.decide(self.facts(now))
+                if decision is not None:
+                    await self.act(decision)
+                if heard_in_doubt:
+                    # The partner's view was known when this decision was made.
+                    self._doubt_until = self._heard_in_doubt = 0.0
+                await self.replicator.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pair service tick failed; continuing")
+            await asyncio.sleep(tick)
+
+    async def _send_heartbeat(self) -> None:
+        hb = self.envelope(
+            "hb",
+            role=str(self.machine.role),
+            preferred=self.config.preferred,
+            caught_up=self.replicator.caught_up,
+            url=self.config.public_url,
+            config_hash=self.replicator.config_hash,
+            backlog=self.replicator.backlog,
+            # An operator asked the standby for a switchover: the active node carries it out.
+            switchover=self.switchover_requested and self.machine.role != Role.ACTIVE,
+            time=datetime.now(UTC),
+        )
+        connection = self.connection()
+        if connection is not None:
+            try:
+                connection.send_nowait(hb)
+            except (ConnectionError, OSError):
+                connection.close()
+        witness = self.witness.connection if self.witness is not None else None
+        if witness is not None and witness.open:
+            try:
+                witness.send_nowait(hb)
+            except (ConnectionError, OSError):
+                witness.close()
+
+    async def act(self, decision: Decision, handover: bool = False) -> None:
+        """Carry out one transition: persist the epoch, switch the gate, move field I/O, record it.
+
+        ``handover``: control is handed to us by the partner (not a failover).
+        """
+        async with self._acting:
+            old = self.machine.role
+            if decision.epoch != self.machine.epoch:
+                await self.engine.run_in_db(state.save_epoch, decision.epoch)
+            self.machine.enter(decision, time.monotonic())
+            if old == Role.ACTIVE:
+                # Say so before anything else happens: whoever reads the node
+                # state rows (pages, load balancers, tests) must never see this
+                # node still active once its partner may already be.
+                await self.write_status()
+            if decision.role in OWNS_FIELD or old in OWNS_FIELD:
+                self._switchover_at = None
+            if decision.role == Role.ACTIVE:
+                if old in (Role.STANDBY, Role.SYNCING, Role.ISOLATED) and not handover:
+                    self.takeovers += 1  # a failover: not a cold start, a handover or a resumed handover
+                self.replicator.became_active()
+                await self.engine.take_control()
+            elif old == Role.ACTIVE:
+                # The gate already refuses writes (role is no longer active).
+                await self.engine.release_control()
+                if decision.role == Role.HANDING_OVER:
+                    await self.replicator.hand_over()
+                else:
+                    self.replicator.became_passive()
+            elif decision.role in (Role.SYNCING, Role.STANDBY) and old == Role.HANDING_OVER:
+                self.replicator.became_passive()
+            await self._record(
+                "role_change", f"{old} -> {decision.role} (epoch {decision.epoch}): {decision.reason}", old=old
+            )
+            await self.write_status()
+
+    async def _on_handover(self, body: dict[str, Any]) -> None:
+        """The active partner hands control to us: take it if our image is exactly its final one."""
+        epoch, seq = int(body.get("epoch", 0)), int(body.get("final_seq", -1))
+        if self.machine.role != Role.STANDBY or epoch <= self.machine.epoch:
+            log.warning(
+                "handover from %s refused: this node is %s in epoch %d",
+                body.get("node"),
+                self.machine.role,
+                self.machine.epoch,
+            )
+            return
+        if seq != self.engine.image.seq:
+            log.warning("handover refused: final seq %d but this node's image is at %d", seq, self.engine.image.seq)
+            return
+        await self.act(Decision(Role.ACTIVE, epoch, f"handover from {body.get('node')}"), handover=True)
+
+    @property
+    def switchover_requested(self) -> bool:
+        """An operator's request, valid for a while: it is not carried out later by surprise."""
+        return self._switchover_at is not None and time.monotonic() - self._switchover_at < SWITCHOVER_VALID_SECONDS
+
+    def request_switchover(self) -> None:
+        self._switchover_at = time.monotonic()
+
+    async def command_barrier(self, command: Command) -> bool:
+        return await self.replicator.command_barrier(command)
+
+    # -- records and status ----------------------------------------------------------------------------------------
+
+    async def _record(self, kind: str, message: str, old: Role | None = None) -> None:
+        when = datetime.now(UTC)
+        entry = {
+            "time": when.isoformat(),
+            "role": str(self.machine.role),
+            "epoch": self.machine.epoch,
+            "reason": message,
+        }
+        self.role_changes.appendleft(entry)
+        severity = "warning" if kind == "role_change" and old in OWNS_FIELD else "info"
+        log.log(logging.WARNING if severity == "warning" else logging.INFO, "redundancy: %s", message)
+        try:
+            await self.engine.run_in_db(store.log_event, kind, self.config.node, message, severity, when)
+        except Exception:
+            log.exception("could not write the role change to the event log")
+        await self._publish_role()
+
+    async def _publish_role(self) -> None:
+        try:
+            await self.engine.layer.group_send(bus.LIVE_GROUP, {"type": bus.LIVE_ROLE, **self.client_view()})
+        except Exception as exc:  # clients also poll /healthz; a lost role message is not fatal
+            log.warning("could not publish the role change to clients: %s", exc)
+
+    def active_node(self) -> tuple[str, str]:
+        """Name and web address of the node this node believes is active ('' if none)."""
+        if self.machine.role == Role.ACTIVE:
+            return self.config.node, self.config.public_url
+        peer = self.partner.view(time.monotonic())
+        if peer is not None and peer.silent_for < self.config.timeout and peer.role in OWNS_FIELD:
+            return peer.node, (self.partner.heartbeat or {}).get("url") or self.config.partner_url
+        return "", ""
+
+    def client_view(self) -> dict[str, Any]:
+        name, url = self.active_node()
+        return {
+            "node": self.config.node,
+            "role": str(self.machine.role),
+            "epoch": self.machine.epoch,
+            "active_node": name,
+            "active_url": url,
+            "partner_url": (self.partner.heartbeat or {}).get("url") or self.config.partner_url,
+        }
+
+    def status(self) -> dict[str, Any]:
+        from redundancy.status import build_status
+
+        return build_status(self, time.monotonic())
+
+    async def write_status(self) -> None:
+        name, url = self.active_node()
+        await self.engine.run_in_db(
+            state.save_status, str(self.machine.role), self.machine.epoch, name, url, self.status()
+        )
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            try:
+                await self.write_status()
+                if await self.engine.run_in_db(state.take_switchover_request):
+                    log.info("switchover requested by an operator")
+                    self.request_switchover()
+            except Exception:
+                log.exception("writing the redundancy status failed")
+
+    def _persist_soon(self) -> None:
+        task = asyncio.ensure_future(self.engine.run_in_db(state.save_epoch, self.machine.epoch))
+        task.add_done_callback(_report_failure)
+
+
+def _report_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("persisting the adopted epoch failed: %s", task.exception())
+
+
+def _only(name: str):
+    return lambda node: node == name
