@@ -23,8 +23,12 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Every benchmark, one after the other (about 6 minutes); a failed or unmet one does not stop the others.
 bench: install
-	$(PY) bench/live_latency.py
+	-$(PY) bench/live_latency.py
+	-$(PY) bench/sync_stream.py
+	-$(PY) bench/state_transfer.py
+	-$(PY) bench/failover.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

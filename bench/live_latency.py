@@ -90,6 +90,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import percentile, ratio, summarize  # noqa: E402
 from bms.engine.scaling import Scaling  # noqa: E402
 from drivers.base import PointSpec, RawValue  # noqa: E402
 from drivers.modbus import BIT_TABLES, ReadBlock, decode_registers, encode_registers, plan_reads  # noqa: E402
@@ -725,30 +726,6 @@ async def run_all(options: Options) -> list[TargetResult]:
 
 
 # --- reporting ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def summarize(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "p50": percentile(values, 50),
-        "p90": percentile(values, 90),
-        "p99": percentile(values, 99),
-        "max": max(values, default=math.nan),
-    }
-
-
-def ratio(value: float, base: float) -> float:
-    return value / base if base > 0 else math.nan
 
 
 def latency_table(results: Sequence[TargetResult]) -> list[str]:
