@@ -22,8 +22,10 @@ Rules, in order:
   an operator's switchover request does the same in either direction;
 * takeover: a standby (or syncing, isolated) node takes control with epoch
   + 1 when the partner has been silent for the timeout and the witness, if
-  one is configured, confirms; at start-up it first waits the startup
-  allowance for the partner;
+  one is configured, confirms; a node that has not yet settled (been standby
+  or active since it started) first waits the startup allowance: a partner
+  that is itself starting up on a loaded machine can be silent for longer
+  than the timeout without being gone;
 * no active node although both are up (cold start, or a restart within the
   timeout): the better-placed node takes control: a standby that is in sync
   before a node that is starting, then the preferred node, then the lower
@@ -110,11 +112,13 @@ class RoleMachine:
         self.role = Role.STARTING
         self.started_at = now
         self.entered_at = now
+        self.settled = False  # been standby or in control since start-up
 
     def enter(self, decision: Decision, now: float) -> None:
         self.role = decision.role
         self.epoch = decision.epoch
         self.entered_at = now
+        self.settled = self.settled or decision.role == Role.STANDBY or decision.role in OWNS_FIELD
 
     def observe_epoch(self, epoch: int) -> bool:
         """Adopt a higher epoch seen on the partner while not in control; True if it moved."""
@@ -203,7 +207,7 @@ class RoleMachine:
 
     def _decide_partner_silent(self, facts: Facts, peer: PeerView | None) -> Decision | None:
         now = facts.now
-        if self.role == Role.STARTING and now - self.started_at < self.timing.startup_allowance:
+        if not self.settled and now - self.started_at < self.timing.startup_allowance:
             return None
         if peer is None:
             what = f"partner not heard within the startup allowance of {self.timing.startup_allowance:.1f} s"

@@ -155,6 +155,7 @@ class PairService:
             self.witness.start()
         await self._record("start", f"node started in epoch {epoch}; waiting for partner {cfg.partner}")
         self._tasks = [
+            asyncio.create_task(self._pulse_loop(), name="pair-heartbeat"),
             asyncio.create_task(self._tick_loop(), name="pair-roles"),
             asyncio.create_task(self._status_loop(), name="pair-status"),
             *self.replicator.tasks(),
@@ -271,7 +272,7 @@ class PairService:
     def write_allowed(self) -> bool:
         """False while this node cannot vouch that it still holds control.
 
-        The role loop runs every few tens of milliseconds; if it has not run
+        The heartbeat task runs every few tens of milliseconds; if it has not run
         for half the timeout, or ran after a stall longer than the timeout
         (SIGSTOP, a frozen VM, swap), the partner may have taken over in the
         meantime. Writes wait until the partner has been heard again (a
@@ -292,15 +293,31 @@ class PairService:
             )
         self._last_tick = now
 
-    async def _tick_loop(self) -> None:
+    async def _pulse_loop(self) -> None:
+        """Heartbeats and the stall watch, on their own task.
+
+        A role change can take a while (the takeover loads the configuration
+        and settles commands through the database); the partner must keep
+        hearing this node meanwhile, or it would take control too and the
+        pair would briefly hold two active nodes in the same epoch.
+        """
         tick = min(self.config.period / 4, 0.05)
         while True:
             now = time.monotonic()
             self._note_tick(now)
+            if now - self._last_heartbeat >= self.config.period:
+                self._last_heartbeat = now
+                try:
+                    self._send_heartbeat()
+                except Exception:
+                    log.exception("sending the heartbeat failed; continuing")
+            await asyncio.sleep(tick)
+
+    async def _tick_loop(self) -> None:
+        tick = min(self.config.period / 4, 0.05)
+        while True:
+            now = time.monotonic()
             try:
-                if now - self._last_heartbeat >= self.config.period:
-                    self._last_heartbeat = now
-                    await self._send_heartbeat()
                 heard_in_doubt = self._heard_in_doubt
                 decision = self.machine.decide(self.facts(now))
                 if decision is not None:
@@ -315,7 +332,7 @@ class PairService:
                 log.exception("pair service tick failed; continuing")
             await asyncio.sleep(tick)
 
-    async def _send_heartbeat(self) -> None:
+    def _send_heartbeat(self) -> None:
         hb = self.envelope(
             "hb",
             role=str(self.machine.role),

@@ -28,6 +28,26 @@ def test_starting_node_waits_the_startup_allowance_for_a_silent_partner():
     assert "startup allowance" in decision.reason
 
 
+def test_syncing_node_at_start_up_waits_the_allowance_before_taking_over_from_a_silent_partner():
+    # Cold start: the backup saw main starting and deferred to it; main then went quiet
+    # (a loaded machine while it starts). Only after the startup allowance may the backup act.
+    m = machine()
+    m.enter(m.decide(Facts(now=0.1, peer=peer("starting", epoch=0))), 0.1)
+    assert m.role == Role.SYNCING
+    assert m.decide(Facts(now=1.9, peer=peer("starting", epoch=0, silent_for=1.0))) is None
+    decision = m.decide(Facts(now=2.0, peer=peer("starting", epoch=0, silent_for=1.1)))
+    assert decision.role == Role.ACTIVE and decision.epoch == 1
+    assert "silent for 1100 ms" in decision.reason
+
+
+def test_node_that_was_standby_takes_over_after_the_timeout_even_soon_after_start():
+    m = machine()
+    m.enter(Decision(Role.SYNCING, 1, "partner active"), 0.1)
+    m.enter(Decision(Role.STANDBY, 1, "caught up"), 0.5)
+    decision = m.decide(Facts(now=0.9, peer=peer("active", epoch=1, silent_for=0.31)))
+    assert decision.role == Role.ACTIVE and decision.epoch == 2
+
+
 def test_starting_node_follows_an_active_partner_and_adopts_its_epoch():
     m = machine(epoch=2)
     decision = m.decide(Facts(now=0.1, peer=peer("active", epoch=7)))
