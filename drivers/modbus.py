@@ -17,8 +17,9 @@ Word and byte order are device options (``word_order``, ``byte_order``:
 ``big`` or ``little``) that a point may override in its own options; a
 merged request is decoded point by point in each point's own order, and
 writes encode with exactly the order reads decode with. Each planned request
-compiles once into a few :class:`struct.Struct` calls, so decoding a 125
-register answer costs a handful of C calls, not 125 Python ones.
+compiles once into a few :class:`struct.Struct` calls over the answer's own
+bytes (:mod:`drivers.modbus_wire`), so decoding a 125 register answer costs
+a handful of C calls, not 125 Python ones.
 
 Device options: ``word_order``, ``byte_order``, ``max_gap`` (largest hole,
 in registers or bits, that the planner reads through; default 8),
@@ -39,6 +40,7 @@ the write if the device does not hold what was written.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -49,6 +51,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from drivers import modbus_wire
 from drivers.base import (
     AddressError,
     Batch,
@@ -247,8 +250,8 @@ def encode_registers(value: RawValue, data_type: str, word_order: str = "big", b
 class BlockDecoder:
     """Decodes the answer to one planned request into a :class:`Batch`, with a few C calls.
 
-    The registers are packed once into a byte string per byte order in
-    use; each group of points read the same way is then one precompiled
+    The answer's payload is used as it came (big-endian registers), and
+    byte-swapped once if a point needs that; each group of points read the same way is then one precompiled
     ``Struct.unpack_from`` over it, with pad bytes for holes. The four
     encodings map to (stream, format): big/big reads the big-endian stream
     with ``>``, little/little the same stream with ``<``, big word order with
@@ -268,8 +271,7 @@ class BlockDecoder:
         "_by_register",
         "_last",
         "_layers",
-        "_pack_be",
-        "_pack_le",
+        "_swaps",
         "count",
         "names",
         "table",
@@ -325,8 +327,7 @@ class BlockDecoder:
                 for register in range(parsed.offset - block.start, parsed.end - block.start):
                     by_register[register].append(value_index)
         self._by_register = [tuple(indices) for indices in by_register]
-        self._pack_be = struct.Struct(f">{self.count}H")  # also the form answers are compared in
-        self._pack_le = struct.Struct(f"<{self.count}H") if any(s for s, _ in self._layers) else None
+        self._swaps = any(swapped for swapped, _ in self._layers)
         self._last: bytes | tuple[RawValue, ...] | None = None
 
     def decode(self, response: ModbusPDU) -> tuple[tuple[RawValue, ...], tuple[int, ...] | None]:
@@ -343,16 +344,16 @@ class BlockDecoder:
             if last is None:
                 return values, None
             return values, tuple(i for i, (new, old) in enumerate(zip(values, last, strict=True)) if new != old)
-        registers = response.registers
-        if len(registers) != self.count:
-            raise _Garbage(f"{len(registers)} register(s) for {self.count} requested")
-        big = self._pack_be.pack(*registers)
-        swapped = self._pack_le.pack(*registers) if self._pack_le is not None else b""
+        big = modbus_wire.payload(response)  # the registers as sent: big-endian; also the form answers compare in
+        if len(big) != 2 * self.count:
+            raise _Garbage(f"{len(big) / 2:g} register(s) for {self.count} requested")
+        swapped = _swap_bytes(big) if self._swaps else b""
         values = ()
         for is_swapped, layer in self._layers:
             values += layer.unpack_from(swapped if is_swapped else big)
         if self._bits:
-            values += tuple(bool(registers[index] >> bit & 1) for index, bit in self._bits)
+            # bit 0 is the least significant: in the register's second (low) byte
+            values += tuple(bool(big[2 * index + (bit < 8)] >> (bit & 7) & 1) for index, bit in self._bits)
         last, self._last = self._last, big
         if last is None:
             return values, None
@@ -368,6 +369,12 @@ class BlockDecoder:
             changed.update(self._by_register[self.count - 1 - (shift >> 4)])
             diff &= (1 << shift) - 1
         return tuple(sorted(changed))
+
+
+def _swap_bytes(big: bytes) -> bytes:
+    words = array("H", big)
+    words.byteswap()
+    return words.tobytes()
 
 
 def _layer_struct(layer: list[tuple[int, str, str]], little: bool) -> struct.Struct:
@@ -512,6 +519,7 @@ class ModbusDriver(Driver):
         if not connected:
             client.close()
             raise CommunicationError(f"cannot connect to {self._where}")
+        modbus_wire.install(client)
         self._client = client
         self._readers = {
             "co": client.read_coils,

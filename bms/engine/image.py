@@ -37,14 +37,30 @@ class PointState:
     change_time: datetime | None = None
     seq: int = 0
 
-    def as_wire(self) -> dict[str, Any]:
+    def as_wire(self, stamps: dict[int, str] | None = None) -> dict[str, Any]:
+        """The JSON form clients get. ``stamps``: isoformat memo by ``id()`` of the datetime, valid for one call
+        over many points (the points of one poll answer share their datetime objects, and formatting is the
+        costliest part of a delta)."""
+        if stamps is None:
+            stamps = {}
         return {
             "value": self.value,
             "quality": self.quality,
-            "time": self.source_time.isoformat() if self.source_time else None,
-            "changed": self.change_time.isoformat() if self.change_time else None,
+            "time": _iso(self.source_time, stamps),
+            "changed": _iso(self.change_time, stamps),
             "seq": self.seq,
         }
+
+
+def _iso(when: datetime | None, stamps: dict[int, str]) -> str | None:
+    if when is None:
+        return None
+    # Keyed by id: hashing an aware datetime asks its tzinfo for the offset. The caller keeps every datetime
+    # alive (they belong to the points) for as long as the memo is used, so ids are not reused meanwhile.
+    text = stamps.get(id(when))
+    if text is None:
+        text = stamps[id(when)] = when.isoformat()
+    return text
 
 
 #: a point's state on the sync link: (value, quality, source_time, change_time, seq); None = point removed
@@ -63,8 +79,12 @@ class ImageCursor:
         """The changes since the last call as ``{from, seq, points: {name: wire state | None}}``; None if none."""
         if not self.dirty:
             return None
-        points = self.image.points
-        changed = {name: (points[name].as_wire() if name in points else None) for name in self.dirty}
+        get = self.image.points.get
+        stamps: dict[int, str] = {}
+        changed = {}
+        for name in self.dirty:
+            state = get(name)
+            changed[name] = None if state is None else state.as_wire(stamps)
         return self._advance(changed)
 
     def take_rows(self) -> dict[str, Any] | None:
@@ -163,7 +183,8 @@ class ProcessImage:
         return sum(self.update(name, None, quality, when) for name in names)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"seq": self.seq, "points": {name: state.as_wire() for name, state in self.points.items()}}
+        stamps: dict[int, str] = {}
+        return {"seq": self.seq, "points": {name: state.as_wire(stamps) for name, state in self.points.items()}}
 
     def take_delta(self) -> dict[str, Any] | None:
         """The publisher's delta: unpublished changes since its last call; None if there are none."""

@@ -1,4 +1,4 @@
-"""Stopping engine tasks reliably.
+"""Stopping engine tasks reliably, and a sleep that can be cut short.
 
 On Python 3.11, ``asyncio.wait_for`` can swallow a cancellation that arrives
 in the same loop iteration as the awaited result (fixed in 3.12; pymodbus
@@ -22,3 +22,41 @@ async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -
         await asyncio.wait({task}, timeout=retry_every)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+class Alarm:
+    """Sleep until a time on the loop's clock, or until :meth:`ring` (which also counts if it came first).
+
+    What a poll loop waits on between cycles. Cheaper than
+    ``wait_for(event.wait(), timeout)`` or ``asyncio.timeout``: one future and
+    one timer handle per wait, no task and no exception, which matters when a
+    device is polled back to back.
+    """
+
+    def __init__(self) -> None:
+        self._rung = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        self._rung = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def sleep_until(self, when: float) -> None:
+        if self._rung:
+            await asyncio.sleep(0)  # never starve the other tasks
+        else:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            handle = loop.call_at(when, _release, waiter)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
+        self._rung = False
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
