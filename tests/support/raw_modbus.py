@@ -8,6 +8,8 @@ connected, between behaviours of broken field devices:
 - ``silent``: accepts the connection and reads requests, never answers;
 - ``garbage``: answers every request with bytes that are not Modbus;
 - ``short``: answers a register read with one register fewer than asked;
+- ``odd``: answers a register read with one byte fewer (an odd byte count);
+- ``overcount``: a register answer whose byte count claims more than it holds;
 - ``ignore_writes``: acknowledges writes without storing them.
 
 ``delay`` (seconds) makes any answer late: a slow device or gateway.
@@ -20,6 +22,7 @@ import contextlib
 import struct
 
 ANSWER, SILENT, GARBAGE, SHORT, IGNORE_WRITES = "answer", "silent", "garbage", "short", "ignore_writes"
+ODD, OVERCOUNT = "odd", "overcount"
 
 
 class RawModbusServer:
@@ -86,7 +89,12 @@ class RawModbusServer:
             if self.mode == SHORT:
                 count -= 1
             words = self.registers[address : address + count]
-            return struct.pack(f">BB{count}H", function, 2 * count, *words)
+            answer = struct.pack(f">BB{count}H", function, 2 * count, *words)
+            if self.mode == ODD:
+                return bytes([function, 2 * count - 1]) + answer[2:-1]
+            if self.mode == OVERCOUNT:
+                return bytes([function, 2 * count + 10]) + answer[2:]
+            return answer
         if function in (1, 2):
             packed = bytearray((count + 7) // 8)
             for i in range(count):
