@@ -300,6 +300,14 @@ def _gc_paused(count: int) -> Iterator[None]:
 
 
 def _differs(old: RawValue, new: RawValue, deadband: float) -> bool:
-    if isinstance(old, bool) or isinstance(new, bool) or deadband <= 0:
+    if isinstance(old, bool) or isinstance(new, bool):
+        return old != new
+    # NaN (a sensor fault some devices report as a value) equals nothing, not even itself: compared plainly,
+    # a point stuck at NaN would be a "change" on every poll, and with a deadband a move from NaN to a number
+    # would never be one.
+    old_nan, new_nan = old != old, new != new
+    if old_nan or new_nan:
+        return old_nan != new_nan
+    if deadband <= 0:
         return old != new
     return abs(float(new) - float(old)) > deadband

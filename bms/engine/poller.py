@@ -69,6 +69,13 @@ class _Answer:
         self.refreshed_at = -math.inf
 
 
+def _not_a_number(value: RawValue) -> str:
+    # A device that sends NaN or infinity is saying "no valid measurement" (a broken sensor, a range error),
+    # not giving a value: the point goes bad and keeps its last value. It also keeps NaN out of the image,
+    # where it would compare unequal to itself and break the clients' JSON.
+    return f"device reported {value} (not a number); last valid value kept"
+
+
 def next_slot(previous: float, now: float, interval: float) -> tuple[float, int]:
     """The next poll time on the fixed grid ``previous + k * interval`` that is after ``now``.
 
@@ -228,6 +235,9 @@ class DevicePoller:
             if value is None or (last is not None and value == last[index]):
                 continue
             name = names[index]
+            if value - value:  # NaN or infinite (finite values give 0): see _not_a_number
+                changed |= self._point_bad(name, _not_a_number(value), when)
+                continue
             point = points[name]
             changed |= update(name, point.scaling.to_engineering(value), GOOD, when, point.deadband)
             if bad_points and name in bad_points:
@@ -242,8 +252,11 @@ class DevicePoller:
             if again:
                 by_name = dict(zip(names, values, strict=True))
                 for name in again:
+                    raw = by_name[name]
+                    if raw - raw:
+                        continue  # not a number: stays bad
                     point = points[name]
-                    changed |= update(name, point.scaling.to_engineering(by_name[name]), GOOD, when, point.deadband)
+                    changed |= update(name, point.scaling.to_engineering(raw), GOOD, when, point.deadband)
             if self.stale_points:
                 self._read_again(good)
         if changed:
@@ -263,6 +276,14 @@ class DevicePoller:
                 self.on_event("comm_restored", self.name, "communication restored", "info")
             self.online = True
 
+    def _point_bad(self, name: str, error: str, when: datetime) -> bool:
+        """Show the point bad (keeping its last value); report it once per transition. True if the image changed."""
+        changed = bool(self.image.observe([name], BAD, when))
+        if name not in self.bad_points:
+            self.bad_points.add(name)
+            self.on_event("point_bad", name, error, "warning")
+        return changed
+
     def _point_ok(self, name: str) -> None:
         self.bad_points.discard(name)
         self.on_event("point_ok", name, "point reads again", "info")
@@ -271,17 +292,17 @@ class DevicePoller:
         changed = False
         for name, reading in readings.items():
             point = self.points[name]
-            if reading.ok:
+            value = reading.value
+            if not reading.ok:
+                changed |= self._point_bad(name, reading.error or "read failed", when)
+            elif value is not None and value - value:
+                changed |= self._point_bad(name, _not_a_number(value), when)
+            else:
                 changed |= self.image.update(
-                    name, point.scaling.to_engineering(reading.value), reading.quality or GOOD, when, point.deadband
+                    name, point.scaling.to_engineering(value), reading.quality or GOOD, when, point.deadband
                 )
                 if name in self.bad_points:
                     self._point_ok(name)
-            else:
-                changed |= bool(self.image.observe([name], BAD, when))
-                if name not in self.bad_points:
-                    self.bad_points.add(name)
-                    self.on_event("point_bad", name, reading.error or "read failed", "warning")
         fresh = [name for name, reading in readings.items() if reading.ok]
         self.image.observe(fresh, GOOD, when)  # the unchanged ones were read too: their source time moves
         if self.stale_points:

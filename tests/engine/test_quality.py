@@ -1,12 +1,13 @@
 """Quality in the engine: source time of unchanged values, stale values, and broken devices beside good ones."""
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from bms.engine.config import DeviceConfig, PointConfig
-from bms.engine.image import COMM_FAILURE, GOOD, STALE, UNCERTAIN, ProcessImage
+from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, UNCERTAIN, ProcessImage
 from bms.engine.poller import DevicePoller, stale_limit
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
@@ -174,3 +175,43 @@ async def test_a_device_never_read_is_not_called_stale(raw, polled):
     await eventually(lambda: poller._polling_since is not None, message="a hanging poll")
     assert poller.check_stale(datetime.now(UTC)) == []
     assert image.points["t"].quality == UNCERTAIN
+
+
+async def test_a_device_reporting_nan_or_infinity_makes_the_point_bad_once_and_keeps_the_last_value(raw, polled):
+    server = await raw()
+    server.registers[0:2] = [0x41A8, 0x0000]  # float32 21.0
+    spec = DeviceSpec("dev", "127.0.0.1", server.port, timeout=1.0)
+    point = PointConfig(PointSpec("t", "hr:0", "float32"), Scaling("float32"), 0.0, "dev")
+    poller, image, events = polled(DeviceConfig(spec, "modbus", 0.05, (point,)))
+    await eventually(lambda: image.points["t"].value == 21.0 and image.points["t"].quality == GOOD)
+
+    server.registers[0:2] = [0x7FC0, 0x0000]  # float32 NaN: the sensor is broken
+    await eventually(lambda: image.points["t"].quality == BAD)
+    seq = image.seq
+    cycles = poller.cycles
+    await eventually(lambda: poller.cycles >= cycles + 5)
+    assert image.seq == seq  # a point stuck at NaN is not a change on every poll
+    assert image.points["t"].value == 21.0  # the last valid value, shown bad
+    assert events.count(("point_bad", "t")) == 1
+
+    server.registers[0:2] = [0x7F80, 0x0000]  # +infinity: still not a measurement
+    await eventually(lambda: poller.cycles >= cycles + 10)
+    assert image.points["t"].quality == BAD and events.count(("point_bad", "t")) == 1
+
+    server.registers[0:2] = [0x41B0, 0x0000]  # 22.0: the sensor is back
+    await eventually(lambda: image.points["t"].value == 22.0 and image.points["t"].quality == GOOD)
+    assert events.count(("point_ok", "t")) == 1
+    delta = image.take_delta()
+    assert delta is not None and "NaN" not in json.dumps(delta)
+
+
+def test_the_image_does_not_count_nan_again_as_a_change():
+    image = ProcessImage()
+    image.define(["x"])
+    when = datetime.now(UTC)
+    assert image.update("x", float("nan"), GOOD, when)
+    seq = image.seq
+    assert not image.update("x", float("nan"), GOOD, when)
+    assert not image.update("x", float("nan"), GOOD, when, deadband=0.5)
+    assert image.seq == seq
+    assert image.update("x", 1.0, GOOD, when, deadband=0.5)  # from NaN to a number is a change, deadband or not
