@@ -31,7 +31,9 @@ def test_only_staff_see_the_discovery_page(client, db):
     assert client.get("/bacnet/discover/").status_code == 302
     client.force_login(User.objects.create_user("operator", password="pw"))
     assert client.get("/bacnet/discover/").status_code == 302  # to the login page
+    assert b'href="/bacnet/discover/"' not in client.get("/points/").content  # and no link to it
     client.force_login(User.objects.create_user("eng", password="pw", is_staff=True))
+    assert b'href="/bacnet/discover/"' in client.get("/points/").content  # engineers find it in the menu
     page = client.get("/bacnet/discover/")
     assert page.status_code == 200 and b"Discover" in page.content
 
