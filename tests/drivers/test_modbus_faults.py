@@ -59,19 +59,18 @@ async def test_a_device_answering_garbage_is_a_communication_error(device, drive
     assert not driver.connected
 
 
-async def test_an_answer_of_the_wrong_length_is_named_garbage(device, driver_to):
+@pytest.mark.parametrize(
+    ("mode", "detail"),
+    [
+        (SHORT, r"2 register\(s\) for 3"),
+        # The driver decodes the answer's own bytes (drivers/modbus_wire.py): half a register must not slip through.
+        (ODD, r"2\.5 register\(s\) for 3"),
+    ],
+)
+async def test_an_answer_of_the_wrong_length_is_named_garbage(device, driver_to, mode, detail):
     driver = await driver_to()
-    device.mode = SHORT
-    with pytest.raises(CommunicationError, match=r"answered garbage to a read of hr:0\.\.2: 2 register\(s\) for 3"):
-        await driver.read(POINTS)
-    assert not driver.connected
-
-
-async def test_an_answer_with_an_odd_byte_count_is_named_garbage(device, driver_to):
-    # The driver decodes the answer's own bytes (drivers/modbus_wire.py): half a register must not slip through.
-    driver = await driver_to()
-    device.mode = ODD
-    with pytest.raises(CommunicationError, match=r"answered garbage to a read of hr:0\.\.2: 2\.5 register\(s\) for 3"):
+    device.mode = mode
+    with pytest.raises(CommunicationError, match=r"answered garbage to a read of hr:0\.\.2: " + detail):
         await driver.read(POINTS)
     assert not driver.connected
 

@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 
 from tests.support import services
 from tests.support.net import free_port, wait_for_port
-from tests.support.processes import ROOT, HttpSession, wait_until
+from tests.support.processes import ROOT, HttpSession, spawn_node, wait_until
 from tests.support.proxy import Proxy
 
 SECRET = "pair-test-secret-0123456789"
@@ -169,22 +169,11 @@ class PairNode:
     # -- processes -------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        web = ["runbms", "--port", str(self.web_port)]
-        commands = [["runengine"], [*web, "--no-engine"]] if self.split else [web]
         self.started_at = time.time()
         with self.log_path.open("ab") as log:
             log.write(f"\n==== start {datetime.now().isoformat()} ====\n".encode())
-        for command in commands:
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "manage.py", *command],
-                    cwd=ROOT,
-                    env=self.env,
-                    stdout=self.log_path.open("ab"),
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        # Own session: kill -9 and SIGSTOP reach the node's process group, never the test runner.
+        self.processes.extend(spawn_node(self.web_port, self.split, self.env, self.log_path, new_session=True))
 
     def wait_web(self, timeout: float = 60) -> None:
         wait_for_port(self.web_port, timeout)

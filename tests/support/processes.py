@@ -27,6 +27,25 @@ from tests.support.net import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def spawn_node(
+    web_port: int, split: bool, env: dict[str, str], log_path: Path, new_session: bool = False
+) -> list[subprocess.Popen]:
+    """Start a node as in production: ``runbms`` alone, or (``split``) ``runengine`` plus ``runbms --no-engine``."""
+    web = ["runbms", "--port", str(web_port)]
+    commands = [["runengine"], [*web, "--no-engine"]] if split else [web]
+    return [
+        subprocess.Popen(
+            [sys.executable, "manage.py", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+        for command in commands
+    ]
+
+
 class Simulator(SimulatorProcess):
     """``python -m drivers.simulator`` on an ephemeral port (``write_log``: its log of received writes)."""
 
@@ -76,18 +95,7 @@ class Node:
         return result.stdout
 
     def start(self) -> None:
-        web = ["runbms", "--port", str(self.port)]
-        commands = [["runengine"], [*web, "--no-engine"]] if self.split else [web]
-        for command in commands:
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "manage.py", *command],
-                    cwd=ROOT,
-                    env=self.env,
-                    stdout=self.log_path.open("ab"),
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        self.processes.extend(spawn_node(self.port, self.split, self.env, self.log_path))
         wait_for_port(self.port, 30)
 
     def stop(self) -> None:
