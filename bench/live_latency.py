@@ -90,7 +90,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import percentile, ratio, summarize  # noqa: E402
+from bench.common import percentile, ratio, summarize, without_nan  # noqa: E402
 from bms.engine.scaling import Scaling  # noqa: E402
 from drivers.base import PointSpec, RawValue  # noqa: E402
 from drivers.modbus import BIT_TABLES, ReadBlock, decode_registers, encode_registers, plan_reads  # noqa: E402
@@ -828,17 +828,6 @@ def write_json(results: Sequence[TargetResult], options: Options, started: datet
     }
     path.write_text(json.dumps(without_nan(document), indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
     return path
-
-
-def without_nan(value: Any) -> Any:
-    """JSON has no NaN: an empty summary (no samples) is written as null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: without_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [without_nan(item) for item in value]
-    return value
 
 
 # --- command line ------------------------------------------------------------------------------
