@@ -137,6 +137,7 @@ class DevicePoller:
         self.stale_points: set[str] = set()
         self._watchdog: asyncio.Task | None = None
         self._polling_since: float | None = None
+        self.started_at: datetime | None = None  # wall clock, like the source times it is compared with
         # id of a request's names tuple -> what this poller last applied from it (see the module docstring)
         self._answers: dict[int, _Answer] = {}
         self.refresh_every = self.stale_after / 10
@@ -153,6 +154,7 @@ class DevicePoller:
         # The image may have been written by someone else while this poller was stopped (replication on a
         # standby): compare the next answers with the image, not with what this poller saw before.
         self._answers.clear()
+        self.started_at = datetime.now(UTC)
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
         self._watchdog = asyncio.create_task(self._watch_staleness(), name=f"stale:{self.name}")
 
@@ -324,6 +326,11 @@ class DevicePoller:
     def check_stale(self, now: datetime) -> list[str]:
         """Show as stale every good point not read successfully for ``stale_after``; return those points."""
         cutoff = now - timedelta(seconds=self.stale_after)
+        if self.started_at is None or self.started_at >= cutoff:
+            # A point's age counts from when this poller became responsible for it: after a takeover the
+            # image holds the old active node's times, and a point must not flash stale (with an event)
+            # before the new poller has had stale_after to read it.
+            return []
         states = self.image.points
         old = [
             name

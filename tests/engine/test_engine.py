@@ -56,16 +56,15 @@ async def test_communication_loss_and_recovery_are_logged_once(engine, plant):
     await revived.start()
     try:
         await eventually(lambda: all(engine.image.points[n].quality == GOOD for n in names), message="recovery")
+        # Only the communication events: on a starved machine a poll may also overrun stale_after, and
+        # values_stale is then correct too; what matters here is one loss and one recovery, in that order.
+        comm = Event.objects.filter(source="plant", kind__startswith="comm_").order_by("id")
         kinds = await eventually(
-            lambda: (
-                list(Event.objects.filter(source="plant").order_by("id").values_list("kind", flat=True))[-2:]
-                == ["comm_lost", "comm_restored"]
-                and list(Event.objects.filter(source="plant").values_list("kind", flat=True))
-            ),
+            lambda: (kinds := list(comm.values_list("kind", flat=True)))[-1:] == ["comm_restored"] and kinds,
             message="events",
             db=True,
         )
-        assert sorted(kinds) == ["comm_lost", "comm_restored"]
+        assert kinds == ["comm_lost", "comm_restored"]
     finally:
         await revived.stop()
 

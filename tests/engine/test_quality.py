@@ -1,7 +1,7 @@
 """Quality in the engine: source time of unchanged values, stale values, and broken devices beside good ones."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -215,3 +215,22 @@ def test_the_image_does_not_count_nan_again_as_a_change():
     assert not image.update("x", float("nan"), GOOD, when, deadband=0.5)
     assert image.seq == seq
     assert image.update("x", 1.0, GOOD, when, deadband=0.5)  # from NaN to a number is a change, deadband or not
+
+
+async def test_after_a_takeover_points_are_not_stale_before_the_new_poller_had_stale_after_to_read_them(raw):
+    device = await raw(SILENT)  # the first poll hangs, as a slow device's would
+    config = device_config(device.port, timeout=5.0, retries=0, stale_after=0.3)
+    image = ProcessImage()
+    image.define(["t"])
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    image.update("t", 21.0, GOOD, an_hour_ago)  # replicated from the old active node, last changed long ago
+    events: list[tuple[str, str]] = []
+    poller = DevicePoller(config, image, lambda: None, lambda kind, source, *_: events.append((kind, source)))
+    poller.start()
+    try:
+        assert poller.check_stale(poller.started_at + timedelta(seconds=0.2)) == []
+        assert image.points["t"].quality == GOOD and events == []
+        assert poller.check_stale(poller.started_at + timedelta(seconds=0.4)) == ["t"]
+        assert image.points["t"].quality == STALE and events == [("values_stale", "dev")]
+    finally:
+        await poller.stop()
