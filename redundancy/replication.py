@@ -4,7 +4,10 @@
   snapshot in chunks (``snap``), then every change as ordered deltas
   (``delta``, ``{from, seq, points}``) from its own image cursor, every few
   milliseconds. The standby keeps the active node's ``seq`` numbers; a delta
-  that does not follow (a gap) makes it ask for a new snapshot.
+  that does not follow (a gap) makes it ask for a new snapshot. Read times
+  that moved without a change (a point read again, same value) follow about
+  once a second (``reads``), so the standby's source times are the active
+  node's too, without a seq or a delta per read.
 * **Configuration** (active → standby): the whole dump (``config``) after
   each snapshot and whenever the configuration revision moves; both sides
   compare hashes (heartbeats carry them) for *Verified*.
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SNAPSHOT_CHUNK = 20_000
 STREAM_INTERVAL = 0.005
+READS_INTERVAL = 1.0
 HISTORY_INTERVAL = 0.2
 CONFIG_CHECK_INTERVAL = 0.5
 DATABASE_BOUND = frozenset({"config", "history", "sync_request"})
@@ -162,7 +166,7 @@ class Replicator:
         if handler is None:
             log.warning("sync link: unknown message type %r ignored", kind)
             return
-        if kind in ("snap", "delta", "config") and not self._accept_state(body):
+        if kind in ("snap", "delta", "reads", "config") and not self._accept_state(body):
             return
         if kind in DATABASE_BOUND:
             self._database_work.put_nowait(body)
@@ -202,7 +206,7 @@ class Replicator:
             return
         self._stop_stream()
         snapshot = self.image.snapshot_rows()  # taken without awaiting: consistent at one seq
-        self.stream = self.image.cursor()
+        self.stream = self.image.cursor(track_reads=True)
         names = list(snapshot["points"])
         parts = max(1, -(-len(names) // SNAPSHOT_CHUNK))
         for part in range(parts):
@@ -259,6 +263,10 @@ class Replicator:
             self.lag_ms = (datetime.now(UTC) - sent).total_seconds() * 1000
         self.engine.publisher.notify()
 
+    async def _on_reads(self, body: dict[str, Any]) -> None:
+        if self.image_synced:
+            self.image.apply_reads([(when, names) for when, names in body["reads"]])
+
     async def _on_config(self, body: dict[str, Any]) -> None:
         try:
             self.config_hash = await self.engine.run_in_db(configsync.apply_config, body["dump"])
@@ -280,16 +288,27 @@ class Replicator:
             self.sent_config_revision = revision
 
     async def _stream_loop(self) -> None:
+        reads_sent = time.monotonic()
         while True:
             await asyncio.sleep(STREAM_INTERVAL)
-            await self.flush_stream()
+            now = time.monotonic()
+            with_reads = now - reads_sent >= READS_INTERVAL
+            if with_reads:
+                reads_sent = now
+            await self.flush_stream(with_reads)
 
-    async def flush_stream(self) -> None:
+    async def flush_stream(self, with_reads: bool = True) -> None:
+        """Send the pending changes (and, ``with_reads``, the read times), in that order: a read time applies
+        only to points the standby shows good, so the changes must be there first."""
         if self.stream is None:
             return
         delta = self.stream.take_rows()
         if delta is not None and not await self.service.send("delta", ts=datetime.now(UTC), **delta):
             self._stop_stream()  # the partner will ask for a fresh snapshot when it is back
+            return
+        reads = self.stream.take_reads() if with_reads else None
+        if reads and not await self.service.send("reads", reads=reads):
+            self._stop_stream()
 
     # -- history ---------------------------------------------------------------------------------------------------
 

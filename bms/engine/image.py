@@ -10,7 +10,7 @@ knows it missed something and asks for a snapshot.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,10 +70,13 @@ Row = tuple[RawValue | None, str, datetime | None, datetime | None, int] | None
 class ImageCursor:
     """One consumer's position in the change stream: which points changed since it last took a delta."""
 
-    def __init__(self, image: ProcessImage) -> None:
+    def __init__(self, image: ProcessImage, track_reads: bool = False) -> None:
         self.image = image
         self.published_seq = image.seq
         self.dirty: dict[str, None] = {}  # insertion-ordered set
+        #: with ``track_reads``: the read times that moved without a change (see ProcessImage.observe), the latest
+        #: per group of names, keyed by id() of the names object (held here, so the id is not reused meanwhile)
+        self.reads: dict[int, tuple[Sequence[str], datetime]] | None = {} if track_reads else None
 
     def take_delta(self) -> dict[str, Any] | None:
         """The changes since the last call as ``{from, seq, points: {name: wire state | None}}``; None if none."""
@@ -100,13 +103,25 @@ class ImageCursor:
             )
         return self._advance(rows)
 
+    def take_reads(self) -> list[tuple[datetime, list[str]]]:
+        """The read times recorded since the last call, as ``[(when, names), ...]`` (for ``apply_reads``)."""
+        if not self.reads:
+            return []
+        reads = [(when, list(names)) for names, when in self.reads.values()]
+        self.reads.clear()
+        return reads
+
     def reset(self) -> None:
         """Forget pending changes: the consumer just received a full snapshot at the current ``seq``."""
         self.dirty.clear()
+        if self.reads is not None:
+            self.reads.clear()
         self.published_seq = self.image.seq
 
     def close(self) -> None:
         self.image.cursors.remove(self)
+        if self in self.image.read_trackers:
+            self.image.read_trackers.remove(self)
 
     def _advance(self, changed: dict[str, Any]) -> dict[str, Any]:
         delta = {"from": self.published_seq, "seq": self.image.seq, "points": changed}
@@ -128,11 +143,15 @@ class ProcessImage:
         self.seq = 0
         self.points: dict[str, PointState] = {}
         self.cursors: list[ImageCursor] = []
+        self.read_trackers: list[ImageCursor] = []
         self._publisher = self.cursor()
 
-    def cursor(self) -> ImageCursor:
-        cursor = ImageCursor(self)
+    def cursor(self, track_reads: bool = False) -> ImageCursor:
+        """A new consumer of the change stream; ``track_reads``: it also collects read times (the sync link)."""
+        cursor = ImageCursor(self, track_reads)
         self.cursors.append(cursor)
+        if track_reads:
+            self.read_trackers.append(cursor)
         return cursor
 
     @property
@@ -236,6 +255,26 @@ class ProcessImage:
         for cursor in self.cursors:
             cursor.dirty.update(touched)
 
+    def apply_reads(self, reads: list[tuple[datetime, list[str]]]) -> int:
+        """Move the read time of replicated good points, as :meth:`observe` did on the active node; return how many.
+
+        Only forward, and only for points this image shows good: a point whose
+        quality changed meanwhile arrived by a delta, which comes first.
+        """
+        points = self.points
+        moved = 0
+        for when, names in reads:
+            for name in names:
+                state = points.get(name)
+                if (
+                    state is not None
+                    and state.quality == GOOD
+                    and (state.source_time is None or state.source_time < when)
+                ):
+                    state.source_time = when
+                    moved += 1
+        return moved
+
     def observe(self, names: list[str] | tuple[str, ...], quality: str, when: datetime) -> list[str]:
         """Record that ``names`` were polled at ``when`` with ``quality``, keeping each value and its source time.
 
@@ -246,7 +285,9 @@ class ProcessImage:
         how fresh each value is. With any other quality (the read failed, or
         the value is too old) each point whose quality differs changes through
         :meth:`update`, so it gets a ``seq`` and a delta, and keeps the
-        ``source_time`` of its last good read.
+        ``source_time`` of its last good read. Cursors that track reads (the
+        sync link's) collect the good read times, so a standby's source times
+        follow the active node's (:meth:`apply_reads`).
 
         Returns the names whose quality differed from ``quality``: with GOOD
         those were left alone (the caller updates them with their value);
@@ -263,6 +304,8 @@ class ProcessImage:
                     state.source_time = when
                 else:
                     differing.append(name)
+            for cursor in self.read_trackers:
+                cursor.reads[id(names)] = (names, when)  # type: ignore[index]
             return differing
         for name in names:
             state = points.get(name)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bms.engine import image as image_module
-from bms.engine.image import GOOD, ProcessImage
+from bms.engine.image import BAD, GOOD, ProcessImage
 from redundancy.framing import HEADER, MAC_SIZE, Opener, Sealer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -83,3 +83,40 @@ def test_apply_rows_follows_the_sequence():
     assert not target.apply_rows(delta["from"] + 1, delta["seq"], delta["points"])
     assert target.apply_rows(delta["from"], delta["seq"], delta["points"])
     assert states(target) == states(source)
+
+
+def test_read_times_reach_the_standby_image_without_a_seq_or_a_delta():
+    active, standby = filled(6), ProcessImage()
+    stream = active.cursor(track_reads=True)
+    snapshot = over_the_link(active.snapshot_rows())
+    standby.load_rows(snapshot["seq"], snapshot["points"])
+    active.observe(["p1", "p2"], BAD, T0 + timedelta(hours=1))  # p1, p2 fail: a change, by delta
+    names = ("p0", "p1", "p2", "p4")
+    read_at = T0 + timedelta(hours=2)
+    active.observe(names, GOOD, T0 + timedelta(hours=1, minutes=30))
+    active.observe(names, GOOD, read_at)  # the same request read again: only the latest time travels
+    seq = active.seq
+    delta = over_the_link(stream.take_rows())
+    assert standby.apply_rows(delta["from"], delta["seq"], delta["points"])
+    reads = stream.take_reads()
+    assert reads == [(read_at, list(names))]
+    assert stream.take_reads() == []
+    moved = standby.apply_reads(over_the_link({"reads": reads})["reads"])
+    assert active.seq == standby.seq == seq  # read times are not changes
+    assert moved == 2  # p0 and p4; p1 and p2 are bad on both sides and keep the time of their last good read
+    for name, state in active.points.items():
+        assert standby.points[name].source_time == state.source_time, name
+    # Never backwards: an old read time arriving late changes nothing.
+    assert standby.apply_reads([(T0, ["p0"])]) == 0 and standby.points["p0"].source_time == read_at
+
+
+def test_only_cursors_that_ask_for_it_collect_read_times():
+    image = filled(3)
+    publisher = image.cursor()
+    link = image.cursor(track_reads=True)
+    image.observe(("p0",), GOOD, T0 + timedelta(hours=1))
+    assert publisher.reads is None and publisher.take_reads() == []
+    assert link.take_reads() == [(T0 + timedelta(hours=1), ["p0"])]
+    link.close()
+    image.observe(("p0",), GOOD, T0 + timedelta(hours=2))
+    assert image.read_trackers == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from channels.layers import InMemoryChannelLayer
@@ -57,3 +57,14 @@ async def test_a_node_in_control_never_takes_state_from_its_partner(standby):
     standby.machine.enter(Decision(Role.ACTIVE, 6, "test"), 0.0)
     await standby.replicator.on_message(delta(epoch=9, value=3.0))
     assert "p" not in standby.engine.image.points
+
+
+async def test_read_times_from_the_current_epoch_move_good_points_and_a_lower_epoch_is_rejected(standby):
+    await standby.replicator.on_message(delta(epoch=5, value=2.0))
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    reads = {"t": "reads", "s": 1, "node": "main", "reads": [[later, ["p", "unknown"]]]}
+    await standby.replicator.on_message({**reads, "e": 4})
+    assert standby.engine.image.points["p"].source_time < later and standby.replicator.stale_rejected == 1
+    await standby.replicator.on_message({**reads, "e": 5})
+    assert standby.engine.image.points["p"].source_time == later
+    assert standby.engine.image.seq == 1  # no change, no seq
