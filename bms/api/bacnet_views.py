@@ -4,7 +4,8 @@
 ``{"point", "device", "address", "priority_array": {"1": value|null, ... "16": ...},
 "active_priority", "relinquish_default"}``. It is a direct, read-only request
 to the device (like ``manage.py bacnet priority``); the engine's process
-image does not hold priority arrays.
+image does not hold priority arrays. Only the active node talks to devices:
+a standby answers 503 with the active node's name and address.
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ from bms.api.views import api_login_required, error
 from bms.points.bacnet_tools import read_priority_array
 from bms.points.models import Point
 from drivers.base import CommunicationError, DriverError
+from redundancy.nodeview import node_view
 
 
 @require_GET
 @api_login_required
 def priority_array(request, name: str):
+    view = node_view(request)
+    if not view.is_active:
+        # No field I/O on a node that is not active, not even a read: the device is the active node's.
+        where = f"; read it on the active node {view.active_node}" if view.active_node else ""
+        where += f" at {view.active_url}" if where and view.active_url else ""
+        message = f"This node ({view.node}) is {view.role.replace('_', ' ')} and does not talk to devices{where}"
+        body = {"error": "standby", "message": message, "active_node": view.active_node, "active_url": view.active_url}
+        return JsonResponse(body, status=503)
     point = Point.objects.select_related("device").filter(name=name).first()
     if point is None:
         return error("unknown_point", f"there is no point named {name!r}", 404)

@@ -151,3 +151,20 @@ def test_admin_pages_carry_the_banner(client, as_backup, engineer):
     assert "bms/pair.css" in page
     client.logout()
     assert "Read-only" in client.get("/admin/login/").content.decode()
+
+
+def test_standby_reads_no_priority_array_from_a_device_and_says_where_to(client, as_backup, operator, db):
+    # No field I/O on a standby, reads included: the device (a port nobody listens on) is never asked.
+    device = Device.objects.create(name="ahu", driver="bacnet", host="127.0.0.1", port=1, options={"device_id": 9})
+    from bms.points.models import Point
+
+    Point.objects.create(device=device, name="valve", address="analog-value:1", data_type="float32", writable=True)
+    as_backup.set_role("standby", epoch=7)
+    client.force_login(operator)
+    response = client.get("/api/points/valve/priority-array")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "standby" and body["active_node"] == "main" and body["active_url"] == MAIN_URL
+    assert body["message"] == (
+        f"This node (backup) is standby and does not talk to devices; read it on the active node main at {MAIN_URL}"
+    )
