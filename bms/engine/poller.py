@@ -13,7 +13,8 @@ is reported once per outage; per-point refusals mark only those points
 A stale value is never shown as good: each successful read moves a point's
 ``source_time`` (the time of its last successful read) even when its value
 did not change, and a watchdog beside the poll loop marks ``stale`` every
-good point whose last read is older than ``stale_after`` (device option;
+good point whose last read is older than ``stale_after`` on the monotonic
+clock, so a step of the wall clock neither hides nor invents one (device option;
 default three poll intervals, at least one second). That covers a poll
 that hangs (a device that accepts the connection but answers nothing until
 the timeout and retries run out) and an overloaded engine. The first poll
@@ -36,7 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, ProcessImage
@@ -59,14 +60,16 @@ EventSink = Callable[[str, str, str, str], None]  # kind, source, message, sever
 
 
 class _Answer:
-    """One request's names, the raw values last applied from it in full, and when its source times last moved."""
+    """One request's names, the raw values last applied from it in full, when it last answered and when its
+    source times last moved."""
 
-    __slots__ = ("names", "refreshed_at", "values")
+    __slots__ = ("names", "read_at", "refreshed_at", "values")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
         self.values: Sequence[RawValue | None] | None = None
         self.refreshed_at = -math.inf
+        self.read_at = -math.inf  # time.monotonic() of the last answer
 
 
 def _not_a_number(value: RawValue) -> str:
@@ -137,9 +140,14 @@ class DevicePoller:
         self.stale_points: set[str] = set()
         self._watchdog: asyncio.Task | None = None
         self._polling_since: float | None = None
-        self.started_at: datetime | None = None  # wall clock, like the source times it is compared with
-        # id of a request's names tuple -> what this poller last applied from it (see the module docstring)
-        self._answers: dict[int, _Answer] = {}
+        self.started_at: float | None = None  # time.monotonic() of start()
+        # A request's names tuple -> what this poller last applied from it (see the module docstring), and the
+        # same entries by id() of the tuple: the lookup on every answer, no hashing of 100 names (drivers that
+        # build a new, equal tuple per answer fall back to the hash once per answer).
+        self._answers: dict[tuple[str, ...], _Answer] = {}
+        self._answers_by_id: dict[int, _Answer] = {}
+        # monotonic time of the last good reading of points read outside batches (a device's pushed readings)
+        self._pushed_at: dict[str, float] = {}
         self.refresh_every = self.stale_after / 10
 
     @property
@@ -153,8 +161,9 @@ class DevicePoller:
     def start(self) -> None:
         # The image may have been written by someone else while this poller was stopped (replication on a
         # standby): compare the next answers with the image, not with what this poller saw before.
-        self._answers.clear()
-        self.started_at = datetime.now(UTC)
+        self._forget_answers()
+        self._pushed_at.clear()
+        self.started_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
         self._watchdog = asyncio.create_task(self._watch_staleness(), name=f"stale:{self.name}")
 
@@ -217,13 +226,10 @@ class DevicePoller:
         image, points, bad_points = self.image, self.points, self.bad_points
         update = image.update
         changed = self._apply_readings(dict(special), when) if special else False
-        # Keyed by id, not by the tuple: hashing a 100-name tuple on every answer costs more than the rest.
-        # The entry holds the tuple, so the id cannot be reused while the entry exists.
-        answer = self._answers.get(id(names))
+        # By id first: hashing a 100-name tuple on every answer costs more than the rest of this method.
+        answer = self._answers_by_id.get(id(names))
         if answer is None or answer.names is not names:
-            if len(self._answers) >= MAX_REMEMBERED_REQUESTS:
-                self._answers.clear()
-            answer = self._answers[id(names)] = _Answer(names)
+            answer = self._answer_for(names)
         last = answer.values
         candidates: Sequence[int]
         if last is not None and batch.changed is not None:
@@ -245,7 +251,7 @@ class DevicePoller:
             if bad_points and name in bad_points:
                 self._point_ok(name)
         answer.values = None if special else values  # after special readings, the next answer is applied in full
-        now = time.monotonic()
+        now = answer.read_at = time.monotonic()
         if now - answer.refreshed_at >= self.refresh_every:
             answer.refreshed_at = now
             good = names if not special else [name for name in names if name not in special]
@@ -307,6 +313,9 @@ class DevicePoller:
                     self._point_ok(name)
         fresh = [name for name, reading in readings.items() if reading.ok]
         self.image.observe(fresh, GOOD, when)  # the unchanged ones were read too: their source time moves
+        read_at = time.monotonic()
+        for name in fresh:
+            self._pushed_at[name] = read_at
         if self.stale_points:
             self._read_again(fresh)
         return changed
@@ -321,28 +330,39 @@ class DevicePoller:
         period = min(1.0, max(0.05, self.stale_after / 4))
         while True:
             await asyncio.sleep(period)
-            self.check_stale(datetime.now(UTC))
+            self.check_stale()
 
-    def check_stale(self, now: datetime) -> list[str]:
-        """Show as stale every good point not read successfully for ``stale_after``; return those points."""
-        cutoff = now - timedelta(seconds=self.stale_after)
-        if self.started_at is None or self.started_at >= cutoff:
-            # A point's age counts from when this poller became responsible for it: after a takeover the
-            # image holds the old active node's times, and a point must not flash stale (with an event)
-            # before the new poller has had stale_after to read it.
+    def check_stale(self, now: float | None = None) -> list[str]:
+        """Show as stale every good point not read successfully for ``stale_after``; return those points.
+
+        Ages are measured on the monotonic clock (``now``: ``time.monotonic()``), not from the points'
+        wall-clock source times: a clock step (NTP at boot) must neither hide a hung poll nor invent one.
+        A point's age counts from when this poller became responsible for it: after a takeover the image
+        holds the old active node's times, and a point must not flash stale (with an event) before the
+        new poller has had ``stale_after`` to read it.
+        """
+        now = time.monotonic() if now is None else now
+        limit = now - self.stale_after
+        if self.started_at is None or self.started_at >= limit:
             return []
+        last = dict.fromkeys(self.points, self.started_at)
+        for answer in self._answers.values():
+            read_at = answer.read_at
+            for name in answer.names:
+                if last.get(name, math.inf) < read_at:
+                    last[name] = read_at
+        for name, read_at in self._pushed_at.items():
+            if last.get(name, math.inf) < read_at:
+                last[name] = read_at
         states = self.image.points
         old = [
             name
-            for name in self.points
-            if (state := states.get(name)) is not None
-            and state.quality == GOOD
-            and state.source_time is not None
-            and state.source_time < cutoff
+            for name, read_at in last.items()
+            if read_at < limit and (state := states.get(name)) is not None and state.quality == GOOD
         ]
         if not old:
             return []
-        marked = self.image.observe(old, STALE, now)
+        marked = self.image.observe(old, STALE, datetime.now(UTC))
         self._refresh_soon()  # the next answers show them good again at once
         if not self.stale_points:
             waiting = ""
@@ -354,6 +374,24 @@ class DevicePoller:
         self.stale_points.update(marked)
         self.on_change()
         return marked
+
+    def _answer_for(self, names: tuple[str, ...]) -> _Answer:
+        answer = self._answers.get(names)
+        if answer is None:
+            if len(self._answers) >= MAX_REMEMBERED_REQUESTS:
+                self._forget_answers()
+            answer = self._answers[names] = _Answer(names)
+        else:
+            # an equal tuple in a new object: index the entry by the new one (the dict key keeps the old one alive,
+            # so its id cannot be reused meanwhile)
+            self._answers_by_id.pop(id(answer.names), None)
+            answer.names = names
+        self._answers_by_id[id(names)] = answer
+        return answer
+
+    def _forget_answers(self) -> None:
+        self._answers.clear()
+        self._answers_by_id.clear()
 
     def _refresh_soon(self) -> None:
         for answer in self._answers.values():
