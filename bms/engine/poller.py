@@ -146,8 +146,9 @@ class DevicePoller:
         # build a new, equal tuple per answer fall back to the hash once per answer).
         self._answers: dict[tuple[str, ...], _Answer] = {}
         self._answers_by_id: dict[int, _Answer] = {}
-        # monotonic time of the last good reading of points read outside batches (a device's pushed readings)
-        self._pushed_at: dict[str, float] = {}
+        # time.monotonic() of the last good reading of points read outside batches (a device's pushed readings)
+        # or of requests no longer remembered
+        self._read_at: dict[str, float] = {}
         self.refresh_every = self.stale_after / 10
 
     @property
@@ -161,8 +162,9 @@ class DevicePoller:
     def start(self) -> None:
         # The image may have been written by someone else while this poller was stopped (replication on a
         # standby): compare the next answers with the image, not with what this poller saw before.
-        self._forget_answers()
-        self._pushed_at.clear()
+        self._answers.clear()
+        self._answers_by_id.clear()
+        self._read_at.clear()
         self.started_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
         self._watchdog = asyncio.create_task(self._watch_staleness(), name=f"stale:{self.name}")
@@ -315,7 +317,7 @@ class DevicePoller:
         self.image.observe(fresh, GOOD, when)  # the unchanged ones were read too: their source time moves
         read_at = time.monotonic()
         for name in fresh:
-            self._pushed_at[name] = read_at
+            self._read_at[name] = read_at
         if self.stale_points:
             self._read_again(fresh)
         return changed
@@ -351,7 +353,7 @@ class DevicePoller:
             for name in answer.names:
                 if last.get(name, math.inf) < read_at:
                     last[name] = read_at
-        for name, read_at in self._pushed_at.items():
+        for name, read_at in self._read_at.items():
             if last.get(name, math.inf) < read_at:
                 last[name] = read_at
         states = self.image.points
@@ -390,6 +392,11 @@ class DevicePoller:
         return answer
 
     def _forget_answers(self) -> None:
+        # keep their read times: forgetting must not make the watchdog think the points were never read
+        for answer in self._answers.values():
+            for name in answer.names:
+                if self._read_at.get(name, -math.inf) < answer.read_at:
+                    self._read_at[name] = answer.read_at
         self._answers.clear()
         self._answers_by_id.clear()
 

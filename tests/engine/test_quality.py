@@ -1,18 +1,20 @@
 """Quality in the engine: source time of unchanged values, stale values, and broken devices beside good ones."""
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 
+from bms.engine import poller as poller_module
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, UNCERTAIN, ProcessImage
 from bms.engine.poller import DevicePoller, stale_limit
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
 from bms.points.models import Device, Point
-from drivers.base import DeviceSpec, PointSpec
+from drivers.base import Batch, DeviceSpec, PointSpec
 from tests.engine.conftest import eventually
 from tests.support.raw_modbus import ANSWER, SHORT, SILENT, RawModbusServer
 
@@ -240,9 +242,28 @@ async def test_a_wall_clock_step_back_does_not_hide_a_hung_poll(raw, polled):
     # NTP steps the clock back an hour after the last good read: the point's source time now lies an hour
     # "in the future". Staleness is measured on the monotonic clock, so the hung poll still shows in time.
     device = await raw()
-    poller, image, events = polled(device_config(device.port, timeout=5.0, retries=0, stale_after=0.3))
+    _, image, events = polled(device_config(device.port, timeout=5.0, retries=0, stale_after=0.3))
     await eventually(lambda: image.points["t"].quality == GOOD)
     device.mode = SILENT
     image.points["t"].source_time = datetime.now(UTC) + timedelta(hours=1)
     await eventually(lambda: image.points["t"].quality == STALE, 3.0, "stale despite the clock step")
     assert events.count(("values_stale", "dev")) == 1
+
+
+def test_requests_the_poller_stops_remembering_keep_their_read_times(monkeypatch):
+    monkeypatch.setattr(poller_module, "MAX_REMEMBERED_REQUESTS", 2)
+    spec = DeviceSpec("dev", "127.0.0.1", 1, timeout=1.0)
+    points = tuple(
+        PointConfig(PointSpec(name, f"hr:{index}", "int16"), Scaling("int16"), 0.0, "dev")
+        for index, name in enumerate("abc")
+    )
+    image = ProcessImage()
+    image.define(list("abc"))
+    poller = DevicePoller(DeviceConfig(spec, "modbus", 0.05, points), image, lambda: None, lambda *_: None)
+    poller.started_at = time.monotonic() - 60  # running for a minute
+    for index, name in enumerate("abc"):  # the third request overflows the memory of two
+        poller._apply_batch(Batch((name,), (index,)))
+    assert all(image.points[name].quality == GOOD for name in "abc")
+    now = time.monotonic()
+    assert poller.check_stale(now + poller.stale_after / 2) == []  # all three were just read
+    assert sorted(poller.check_stale(now + poller.stale_after + 1)) == ["a", "b", "c"]
