@@ -265,7 +265,7 @@ class Replicator:
 
     async def _on_reads(self, body: dict[str, Any]) -> None:
         if self.image_synced:
-            self.image.apply_reads([(when, names) for when, names in body["reads"]])
+            self.image.apply_reads(body["reads"])  # [when, names] pairs as msgpack gives them
 
     async def _on_config(self, body: dict[str, Any]) -> None:
         try:

@@ -72,6 +72,11 @@ class _Answer:
         self.read_at = -math.inf  # time.monotonic() of the last answer
 
 
+def _finite(value: RawValue) -> bool:
+    # NaN - NaN and inf - inf are NaN (true); a finite number, int or bool minus itself is 0 (false).
+    return not value - value
+
+
 def _not_a_number(value: RawValue) -> str:
     # A device that sends NaN or infinity is saying "no valid measurement" (a broken sensor, a range error),
     # not giving a value: the point goes bad and keeps its last value. It also keeps NaN out of the image,
@@ -245,7 +250,7 @@ class DevicePoller:
             if value is None or (last is not None and value == last[index]):
                 continue
             name = names[index]
-            if value - value:  # NaN or infinite (finite values give 0): see _not_a_number
+            if value - value:  # not _finite(value), inlined: this loop is the hot path
                 changed |= self._point_bad(name, _not_a_number(value), when)
                 continue
             point = points[name]
@@ -263,7 +268,7 @@ class DevicePoller:
                 by_name = dict(zip(names, values, strict=True))
                 for name in again:
                     raw = by_name[name]
-                    if raw - raw:
+                    if not _finite(raw):
                         continue  # not a number: stays bad
                     point = points[name]
                     changed |= update(name, point.scaling.to_engineering(raw), GOOD, when, point.deadband)
@@ -305,7 +310,7 @@ class DevicePoller:
             value = reading.value
             if not reading.ok:
                 changed |= self._point_bad(name, reading.error or "read failed", when)
-            elif value is not None and value - value:
+            elif value is not None and not _finite(value):
                 changed |= self._point_bad(name, _not_a_number(value), when)
             else:
                 changed |= self.image.update(
