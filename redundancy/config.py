@@ -8,6 +8,7 @@ node, and the standby must not receive its partner's view of who is who.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -15,6 +16,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 MIN_SECRET_LENGTH = 16
 MIN_PERIOD_MS = 50
+PLACEHOLDER_MARK = "change-me"  # compared lower-case
+EXAMPLE_ENV_FILES = (Path(__file__).resolve().parents[1] / "docker" / "pair.env.example",)
+KNOWN_PLACEHOLDERS = frozenset({"CHANGE-ME-sync-link-secret"})  # docker/pair.env.example's, if the file is absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,8 @@ class PairConfig:
     db_sync: bool
     comment: str
     partner_comment: str
+    flap_window: float = 60.0  # 0: no flap damping
+    max_takeover_delay: float | None = None  # None: roles.DEFAULT_MAX_DELAY_FACTOR x timeout
 
     @property
     def witness_configured(self) -> bool:
@@ -72,10 +78,26 @@ class PairConfig:
                 "period_ms": round(self.period * 1000),
                 "timeout_ms": round(self.timeout * 1000),
                 "retries": self.retries,
+                "flap_window_ms": round(self.flap_window * 1000),
                 "activate": self.activate,
                 "comment": self.partner_comment,
             },
         }
+
+
+def example_secrets() -> set[str]:
+    """The sync secrets written in the example env file(s) shipped with the code: never acceptable as real ones."""
+    found = set(KNOWN_PLACEHOLDERS)
+    for path in EXAMPLE_ENV_FILES:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue  # an installation without the docker folder still refuses the known values
+        for line in lines:
+            name, sep, value = line.strip().partition("=")
+            if sep and name.strip() == "BMS_SYNC_SECRET" and value.strip():
+                found.add(value.strip())
+    return found
 
 
 def pair_configured() -> bool:
@@ -99,6 +121,23 @@ def _number(name: str, value: str, low: float, kind: type = float) -> Any:
     return number
 
 
+def heartbeat_timeout() -> float:
+    """The heartbeat timeout in seconds, for the web side (defaults where a value is missing or bad).
+
+    The web side must not fail a request on a setting the engine would refuse
+    at start-up anyway; :func:`load` is the strict reader.
+    """
+    try:
+        period_ms = float(getattr(settings, "BMS_HEARTBEAT_PERIOD_MS", "") or 1000)
+    except (TypeError, ValueError):
+        period_ms = 1000.0
+    try:
+        timeout_ms = float(getattr(settings, "BMS_HEARTBEAT_TIMEOUT_MS", "") or 3 * period_ms)
+    except (TypeError, ValueError):
+        timeout_ms = 3 * period_ms
+    return max(timeout_ms, 2 * MIN_PERIOD_MS) / 1000
+
+
 def _flag(name: str, value: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
@@ -117,6 +156,12 @@ def load() -> PairConfig:
         raise ImproperlyConfigured(
             f"BMS_SYNC_SECRET must be set to the same secret on both nodes (at least {MIN_SECRET_LENGTH} characters)"
         )
+    if PLACEHOLDER_MARK in secret.lower() or secret in example_secrets():
+        # A secret everyone can read in the repository keys nothing: whoever reaches the sync port could join.
+        raise ImproperlyConfigured(
+            "BMS_SYNC_SECRET is a placeholder (it contains CHANGE-ME or is the value of docker/pair.env.example): "
+            'set a secret of your own on both nodes, e.g. python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
     partner = s.BMS_PARTNER_NAME or ("backup" if s.BMS_NODE_NAME == "main" else "main")
     if partner == s.BMS_NODE_NAME:
         raise ImproperlyConfigured(f"BMS_PARTNER_NAME must differ from BMS_NODE_NAME ({partner!r})")
@@ -130,6 +175,9 @@ def load() -> PairConfig:
     if s.BMS_WITNESS_ADDRESS:
         witness_host, witness_port = split_address(s.BMS_WITNESS_ADDRESS, "BMS_WITNESS_ADDRESS")
     preferred = _flag("BMS_PREFERRED", s.BMS_PREFERRED) if s.BMS_PREFERRED else s.BMS_NODE_NAME == "main"
+    max_delay_ms = s.BMS_FLAP_MAX_DELAY_MS
+    if max_delay_ms:
+        max_delay_ms = _number("BMS_FLAP_MAX_DELAY_MS", max_delay_ms, timeout_ms)
     return PairConfig(
         node=s.BMS_NODE_NAME,
         partner=partner,
@@ -153,4 +201,6 @@ def load() -> PairConfig:
         db_sync=_flag("BMS_DB_SYNC", s.BMS_DB_SYNC),
         comment=s.BMS_REDUNDANCY_COMMENT,
         partner_comment=s.BMS_PARTNER_COMMENT,
+        flap_window=_number("BMS_FLAP_WINDOW_MS", s.BMS_FLAP_WINDOW_MS, 0) / 1000,
+        max_takeover_delay=max_delay_ms / 1000 if max_delay_ms else None,
     )

@@ -1,4 +1,4 @@
-"""The sync link's transport: authenticated TCP connections between the two nodes (and to the witness).
+"""The sync link's transport: authenticated, encrypted TCP connections between the two nodes (and to the witness).
 
 Each node listens (:class:`LinkServer`) and also dials its partner
 (:class:`LinkDialer`), so there are normally two connections, one each way.
@@ -6,10 +6,18 @@ Either carries messages in both directions; a node sends on its own
 outgoing connection when it is up and on the incoming one otherwise (see
 :class:`Peer`). A connection is usable only after the handshake:
 
-1. dialer → listener: HELLO ``{node, nonce}`` sealed with the hello key (secret only);
+1. dialer → listener: HELLO ``{node, nonce}`` authenticated with the hello key (secret only);
 2. listener → dialer: HELLO ``{node, nonce}``, likewise;
-3. both derive the session key from the secret and both nonces; every
-   further frame is sealed with it and numbered (see :mod:`redundancy.framing`).
+3. both derive the session key from the secret and both nonces, and from it
+   one key per direction; every further frame is encrypted with it and
+   numbered (see :mod:`redundancy.framing`, ADR 0009).
+
+Before the handshake is complete a peer is a stranger, and what it can make
+the listener hold is bounded: the HELLO body is limited to a few KB (checked
+from the header), the whole handshake has a deadline, and at most
+:data:`MAX_PENDING_PER_SOURCE` connections per source address and
+:data:`MAX_PENDING` in all may be handshaking at once; any further one is
+closed at once and counted as ``busy``.
 
 Anything wrong (wrong secret, garbage, oversize, replayed or reordered
 frames, an unknown node name) is counted, logged (rate-limited) and ends
@@ -32,17 +40,23 @@ from redundancy.framing import (
     DEFAULT_MAX_BODY,
     HEADER,
     HELLO,
-    MAC_SIZE,
+    HELLO_MAX_BODY,
+    VERSION,
     FrameError,
     Opener,
     Sealer,
+    SessionOpener,
+    SessionSealer,
     hello_key,
     session_key,
 )
 
 log = logging.getLogger(__name__)
-HANDSHAKE_TIMEOUT = 2.0
+HANDSHAKE_TIMEOUT = 2.0  # for the whole handshake, both sides
 NONCE_SIZE = 16
+# Connections still handshaking: a partner needs one (two while it reconnects), the witness setup one per node.
+MAX_PENDING_PER_SOURCE = 4
+MAX_PENDING = 16
 
 MessageHandler = Callable[["Connection", dict[str, Any]], Awaitable[None] | None]
 
@@ -59,8 +73,10 @@ class RejectLog:
         reason = error.reason if isinstance(error, FrameError) else "protocol"
         self.counts[reason] += 1
         now = time.monotonic()
-        if now - self._last.get((reason, source), -1e9) >= self.interval:
-            self._last[(reason, source)] = now
+        # Rate-limited per address, not per address:port: a flood of connections comes from ever new ports.
+        key = (reason, source.rpartition(":")[0] or source)
+        if now - self._last.get(key, -1e9) >= self.interval:
+            self._last[key] = now
             log.warning("sync link: rejected a connection from %s: %s (%s)", source, error, reason)
 
 
@@ -72,8 +88,8 @@ class Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: str,
-        sealer: Sealer,
-        opener: Opener,
+        sealer: SessionSealer,
+        opener: SessionOpener,
         outgoing: bool,
     ) -> None:
         self.reader = reader
@@ -113,10 +129,8 @@ class Connection:
 
     async def receive(self) -> dict[str, Any]:
         header = await self.reader.readexactly(HEADER.size)
-        _, _, length = self.opener.parse_header(header)
-        payload = await self.reader.readexactly(length)
-        mac = await self.reader.readexactly(MAC_SIZE)
-        body = self.opener.open(header, payload, mac)
+        _, _, length = self.opener.parse_header(header)  # the size is checked before the body is read
+        body = self.opener.open_frame(header, await self.reader.readexactly(length))
         self.frames_in += 1
         self.last_heard = time.monotonic()
         return body
@@ -127,16 +141,14 @@ class Connection:
             self.writer.close()
 
 
-async def _read_frame(reader: asyncio.StreamReader, opener: Opener, kind: int) -> dict[str, Any]:
+async def _read_hello(reader: asyncio.StreamReader, opener: Opener) -> dict[str, Any]:
     header = await reader.readexactly(HEADER.size)
-    _, _, length = opener.parse_header(header)
-    payload = await reader.readexactly(length)
-    mac = await reader.readexactly(MAC_SIZE)
-    return opener.open(header, payload, mac, expected_kind=kind)
+    _, _, length = opener.parse_header(header)  # HELLO_MAX_BODY: a stranger cannot make us read more
+    return opener.open_frame(header, await reader.readexactly(length + opener.trailer), expected_kind=HELLO)
 
 
 def _hello_body(node: str, nonce: bytes) -> dict[str, Any]:
-    return {"t": "hello", "node": node, "nonce": nonce, "version": 1}
+    return {"t": "hello", "node": node, "nonce": nonce, "version": VERSION}
 
 
 def _check_hello(body: dict[str, Any], accept: Callable[[str], bool]) -> tuple[str, bytes]:
@@ -162,7 +174,11 @@ async def handshake(
     max_body: int,
     outgoing: bool,
 ) -> Connection:
-    """Exchange HELLOs (the dialer speaks first) and return the connection with its session keys."""
+    """Exchange HELLOs (the dialer speaks first) within the deadline; return the connection with its session keys.
+
+    ``max_body`` is the limit of session frames, granted only after the
+    peer proved it holds the secret; its HELLO is held to HELLO_MAX_BODY.
+    """
     mine, theirs = (b"c>s", b"s>c") if outgoing else (b"s>c", b"c>s")
     key = hello_key(secret)
     nonce = os.urandom(NONCE_SIZE)
@@ -171,14 +187,25 @@ async def handshake(
         writer.write(Sealer(key, mine).seal(_hello_body(node, nonce), kind=HELLO))
         await writer.drain()
 
-    if outgoing:
-        await say_hello()
-    hello = await asyncio.wait_for(_read_frame(reader, Opener(key, theirs, max_body), HELLO), HANDSHAKE_TIMEOUT)
-    peer, peer_nonce = _check_hello(hello, accept)
-    if not outgoing:
-        await say_hello()
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        if outgoing:
+            await say_hello()
+        hello = await _read_hello(reader, Opener(key, theirs, HELLO_MAX_BODY))
+        peer, peer_nonce = _check_hello(hello, accept)
+        if not outgoing:
+            await say_hello()
     session = session_key(secret, *((nonce, peer_nonce) if outgoing else (peer_nonce, nonce)))
-    return Connection(reader, writer, peer, Sealer(session, mine), Opener(session, theirs, max_body), outgoing)
+    return Connection(
+        reader, writer, peer, SessionSealer(session, mine), SessionOpener(session, theirs, max_body), outgoing
+    )
+
+
+def _handshake_error(exc: BaseException) -> FrameError:
+    if isinstance(exc, FrameError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return FrameError("handshake", f"no handshake within {HANDSHAKE_TIMEOUT:g} s")
+    return FrameError("handshake", str(exc) or type(exc).__name__)
 
 
 class LinkEndpoint:
@@ -229,12 +256,29 @@ class LinkEndpoint:
 
 
 class LinkServer(LinkEndpoint):
-    """Accepts connections on the sync port; each must complete the handshake within a deadline."""
+    """Accepts connections on the sync port; each must complete the handshake within a deadline.
 
-    def __init__(self, host: str, port: int, *args: Any, **kwargs: Any) -> None:
+    At most ``max_pending_per_source`` connections from one address and
+    ``max_pending`` in all may be handshaking at once; any further one is
+    closed as soon as it is accepted (reason ``busy``). Authenticated
+    connections do not count: only the partner can make them.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *args: Any,
+        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+        max_pending: int = MAX_PENDING,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.host = host
         self.port = port
+        self.max_pending_per_source = max_pending_per_source
+        self.max_pending = max_pending
+        self.pending: Counter[str] = Counter()  # handshaking connections per source address
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task] = set()
 
@@ -256,16 +300,34 @@ class LinkServer(LinkEndpoint):
         task = asyncio.current_task()
         self._handlers.add(task)
         info = writer.get_extra_info("peername")
-        source = f"{info[0]}:{info[1]}" if info else "?"
+        address = str(info[0]) if info else "?"
+        source = f"{address}:{info[1]}" if info else "?"
         try:
+            in_all = sum(self.pending.values())
+            if self.pending[address] >= self.max_pending_per_source or in_all >= self.max_pending:
+                self.rejects.reject(
+                    source,
+                    FrameError(
+                        "busy",
+                        f"too many connections still handshaking ({self.pending[address]} from {address}, "
+                        f"{in_all} in all; limits {self.max_pending_per_source} and {self.max_pending})",
+                    ),
+                )
+                writer.transport.abort()  # at once: nothing of this one is read or kept
+                return
+            self.pending[address] += 1
             try:
                 connection = await handshake(
                     reader, writer, self.node, self.secret, self.accept, self.max_body, outgoing=False
                 )
             except (FrameError, TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-                self.rejects.reject(source, exc if isinstance(exc, FrameError) else FrameError("handshake", str(exc)))
+                self.rejects.reject(source, _handshake_error(exc))
                 writer.close()
                 return
+            finally:
+                self.pending[address] -= 1
+                if self.pending[address] <= 0:
+                    del self.pending[address]
             await self.serve_connection(connection)
         except asyncio.CancelledError:
             # The server is stopping. Ending normally matters: asyncio's stream
