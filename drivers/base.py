@@ -38,6 +38,14 @@ class CommunicationError(DriverError):
     """
 
 
+class WriteUncertain(CommunicationError):
+    """A write request was sent (or may have been) but no answer came: the device may or may not have applied it.
+
+    The command's outcome is then ``unknown``, never ``failed``: an operator
+    told "failed" might repeat a write the device already executed.
+    """
+
+
 class PointError(DriverError):
     """The device answered, but refused this particular point or block."""
 

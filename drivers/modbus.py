@@ -23,8 +23,9 @@ a handful of C calls, not 125 Python ones.
 
 Device options: ``word_order``, ``byte_order``, ``max_gap`` (largest hole,
 in registers or bits, that the planner reads through; default 8),
-``retries`` (times a timed-out request is sent again before the device is
-declared unreachable; default 1), ``read_back`` and ``write_multiple`` (see
+``retries`` (times a timed-out *read* is sent again before the device is
+declared unreachable; default 1; a write is never sent again: the device may
+have applied it and only the answer was lost), ``read_back`` and ``write_multiple`` (see
 below). Point options: ``word_order``, ``byte_order``, ``read_back``,
 ``write_multiple``.
 
@@ -622,6 +623,17 @@ class ModbusDriver(Driver):
         if parsed.table not in WRITABLE_TABLES:
             raise PointError(f"{point.name}: table {parsed.table} is read-only in Modbus")
         client = self._require_client()
+        # One request in flight per connection (the poller's lock), so switching the
+        # transaction manager's retries off for this write affects no other request.
+        client.ctx.retries = 0
+        try:
+            await self._write(client, point, parsed, value)
+        finally:
+            client.ctx.retries = self.retries
+
+    async def _write(
+        self, client: AsyncModbusTcpClient, point: PointSpec, parsed: ModbusAddress, value: RawValue
+    ) -> None:
         multiple = self._option(point, "write_multiple", self.write_multiple)
         encoding = self._encoding(point)
         if parsed.table == "co":

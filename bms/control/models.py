@@ -13,22 +13,30 @@ class Command(HistoryRow):
 
     The row is the carrier of the command: the engine picks pending rows up
     from the database, so a lost wake-up message delays a command but never
-    loses it. ``status`` moves pending -> executing -> succeeded | failed; a
-    command found ``executing`` when the engine starts is marked ``unknown``
-    and never re-sent, because the device may or may not have received it.
+    loses it. ``status`` moves pending -> executing -> succeeded | failed |
+    unknown | expired. A command is **bound** to the node that accepted it
+    and the epoch it was active in (``accepted_by``, ``accepted_epoch``): only
+    that node, in that epoch, may send it, before ``expires_at``. Any other
+    node (a successor after a failover, the same node after a restart in a new
+    epoch) settles it instead: ``expired`` if it was still pending, ``unknown``
+    if it was being sent. ``observed`` marks the outcome recorded by the node
+    that could send it: it knows what the device answered, so no other
+    version ever replaces it (:meth:`merge_rank`, ADR 0008).
     Every change of status takes a new history stamp, so the standby holds
     the latest version of each command (natural key: ``command_id``).
     """
 
     NATURAL_KEY = ("command_id",)
+    MERGE_FIELDS = ("status", "observed")
 
     PENDING = "pending"
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     UNKNOWN = "unknown"
-    STATUSES = [(s, s) for s in (PENDING, EXECUTING, SUCCEEDED, FAILED, UNKNOWN)]
-    FINAL = (SUCCEEDED, FAILED, UNKNOWN)
+    EXPIRED = "expired"
+    STATUSES = [(s, s) for s in (PENDING, EXECUTING, SUCCEEDED, FAILED, UNKNOWN, EXPIRED)]
+    FINAL = (SUCCEEDED, FAILED, UNKNOWN, EXPIRED)
 
     command_id = models.CharField(max_length=64, unique=True)
     point = models.ForeignKey("points.Point", null=True, on_delete=models.SET_NULL, related_name="commands")
@@ -40,6 +48,16 @@ class Command(HistoryRow):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150, blank=True)
     accepted_by = models.CharField(max_length=64, help_text="node that accepted the command")
+    accepted_epoch = models.BigIntegerField(
+        default=0, help_text="fencing epoch in which the accepting node was active; only it may send the command"
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="not started by then: the command ends expired and is never sent"
+    )
+    observed = models.BooleanField(
+        default=False,
+        help_text="outcome recorded by the node that could send the command (it saw the device answer)",
+    )
     status = models.CharField(max_length=16, choices=STATUSES, default=PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -52,6 +70,20 @@ class Command(HistoryRow):
     def __str__(self) -> str:
         return f"{self.command_id}: {self.point_name} := {self.value} ({self.status})"
 
+    @classmethod
+    def merge_rank(cls, record: dict) -> int:
+        """How much a version of a command knows, for the history merge (higher wins before epoch and seq).
+
+        2: an outcome recorded by the node that could send it (what the
+        device answered, or that it was never sent); 1: an outcome recorded
+        by another node or after a restart (``unknown``, ``expired``), which
+        knows only that *it* did not send the command; 0: progress
+        (``pending``, ``executing``).
+        """
+        if record.get("status") not in cls.FINAL:
+            return 0
+        return 2 if record.get("observed") else 1
+
     def as_dict(self) -> dict:
         return {
             "command_id": self.command_id,
@@ -63,7 +95,15 @@ class Command(HistoryRow):
             "source": self.source,
             "user": self.username,
             "created_at": self.created_at.isoformat() if self.created_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "lifetime_seconds": (
+                round((self.expires_at - self.created_at).total_seconds(), 1)
+                if self.expires_at and self.created_at
+                else None
+            ),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "accepted_by": self.accepted_by,
+            "accepted_epoch": self.accepted_epoch,
         }
 
 

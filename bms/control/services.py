@@ -10,25 +10,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from bms.control.models import AuditEntry, Command
 from bms.engine import bus
-from bms.engine.scaling import Scaling, ValueRejected, validate_value
+from bms.engine.scaling import WIDEST_INT_MAX, WIDEST_INT_MIN, Scaling, ValueRejected, preview, validate_value
 from bms.points.models import Point
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
 COMMAND_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 SOURCES = ("web", "api", "code", "schedule", "logic")
+#: how much of a refused request's value the audit trail keeps
+RECORDED_CHARS = 200
+MAX_LIFETIME = 3600.0
 
 
 class CommandRejected(Exception):
@@ -72,20 +78,28 @@ def submit_write(
     command_id: object = None,
     priority: object = None,
     source: str = "api",
+    epoch: int = 0,
+    lifetime: object = None,
 ) -> Submission:
-    """Validate and record a write; raise :class:`CommandRejected` (and record nothing but an audit line)."""
+    """Validate and record a write; raise :class:`CommandRejected` (and record nothing but an audit line).
+
+    ``epoch``: the fencing epoch this node is active in (the caller read it
+    with the role, e.g. from the node view); the command is bound to it, so
+    only this node in this epoch will ever send it. ``lifetime``: seconds
+    within which it must be started (default ``BMS_COMMAND_LIFETIME_SECONDS``).
+    """
     username = getattr(user, "username", "") or ""
     try:
-        return _submit(user, point_name, value, command_id, priority, source)
+        return _submit(user, point_name, value, command_id, priority, source, epoch, lifetime)
     except CommandRejected as exc:
         AuditEntry.objects.create(
             user=user if getattr(user, "pk", None) else None,
             username=username,
             action="write.rejected",
-            target=str(point_name)[:128],
+            target=_text(point_name if isinstance(point_name, str) else preview(point_name), 128),
             detail={
                 "code": exc.code,
-                "message": exc.message,
+                "message": _text(exc.message, 300),
                 "value": _jsonable(value),
                 "command_id": _jsonable(command_id),
             },
@@ -94,7 +108,15 @@ def submit_write(
         raise
 
 
-def _submit(user, point_name, value, command_id, priority, source) -> Submission:
+def _lifetime(lifetime: object) -> timedelta:
+    if lifetime is None:
+        return timedelta(seconds=settings.BMS_COMMAND_LIFETIME_SECONDS)
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or not 0.1 <= lifetime <= MAX_LIFETIME:
+        raise CommandRejected("invalid", f"lifetime must be a number of seconds from 0.1 to {MAX_LIFETIME:.0f}")
+    return timedelta(seconds=float(lifetime))
+
+
+def _submit(user, point_name, value, command_id, priority, source, epoch, lifetime) -> Submission:
     if source not in SOURCES:
         raise ValueError(f"unknown command source {source!r}")
     if source in ("web", "api"):
@@ -104,6 +126,8 @@ def _submit(user, point_name, value, command_id, priority, source) -> Submission
             raise CommandRejected("forbidden", f"user {user.username} may not write values")
     if not isinstance(point_name, str) or not point_name:
         raise CommandRejected("invalid", "name the point to write")
+    if "\x00" in point_name:  # no point has one (PostgreSQL cannot store it), and the lookup would fail
+        raise CommandRejected("unknown_point", f"there is no point named {preview(point_name)}")
     if command_id is None:
         command_id = uuid.uuid4().hex
     if not isinstance(command_id, str) or not COMMAND_ID_PATTERN.match(command_id):
@@ -112,6 +136,7 @@ def _submit(user, point_name, value, command_id, priority, source) -> Submission
         isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 16
     ):
         raise CommandRejected("invalid", "priority must be a whole number from 1 to 16")
+    lifespan = _lifetime(lifetime)
 
     point = Point.objects.select_related("device").filter(name=point_name).first()
     if point is None:
@@ -154,6 +179,8 @@ def _submit(user, point_name, value, command_id, priority, source) -> Submission
                 user=user if getattr(user, "pk", None) else None,
                 username=getattr(user, "username", "") or "",
                 accepted_by=settings.BMS_NODE_NAME,
+                accepted_epoch=epoch,
+                expires_at=timezone.now() + lifespan,
             )
             AuditEntry.objects.create(
                 user=command.user,
@@ -196,8 +223,26 @@ def wait_for_outcome(command: Command, timeout: float) -> Command:
 
 
 def _jsonable(value: object) -> object:
-    try:
-        json.dumps(value, allow_nan=False)  # PostgreSQL's json refuses NaN and Infinity
+    """A short, JSON-safe stand-in for a value a client sent, as the audit trail records it.
+
+    Whatever arrives is recorded bounded, so the row can always be stored,
+    sent to the partner (msgpack packs 64-bit integers at most, and a frame
+    has a size limit) and shown: numbers only if they fit 64 bits and are
+    finite, strings cut to :data:`RECORDED_CHARS`, containers as a short
+    preview, NUL and unencodable characters escaped (ADR 0011).
+    """
+    if value is None or isinstance(value, bool):
         return value
-    except (TypeError, ValueError):
-        return repr(value)
+    if isinstance(value, int):
+        return value if WIDEST_INT_MIN <= value <= WIDEST_INT_MAX else preview(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # PostgreSQL's json refuses NaN and Infinity
+    if isinstance(value, str):
+        return _text(value)
+    return _text(preview(value, RECORDED_CHARS))
+
+
+def _text(text: str, limit: int = RECORDED_CHARS) -> str:
+    # PostgreSQL text and jsonb cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8 (database, msgpack).
+    text = text[: limit + 1].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,4 +1,4 @@
-"""Executes recorded commands: claim (at most once), fence, write, record the outcome.
+"""Executes recorded commands: claim (at most once, only its own epoch's), fence, write, record the outcome.
 
 The database row is the command; a channel-layer message only wakes this
 executor early. Without it, pending commands are still found by the
@@ -12,26 +12,36 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
+
 from bms.control.models import Command
 from bms.engine import store
+from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.poller import DevicePoller
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait
-from drivers.base import DriverError
+from drivers.base import DriverError, WriteUncertain
 
 log = logging.getLogger(__name__)
 
 RunInDb = Callable[..., Awaitable[Any]]
 #: awaited after a command is claimed and before it is sent: the redundancy
 #: layer uses it to make sure the standby knows the command is executing, so
-#: that a takeover marks it unknown instead of sending it a second time. False:
-#: that could not be made sure of, and the command must not be sent.
+#: that a takeover marks it unknown instead of reporting it never sent. False:
+#: the command must not be sent.
 Barrier = Callable[[Command], Awaitable[bool]]
 UNCONFIRMED = "the standby did not confirm this command in time, so it was not sent (to rule out a double execution)"
+EXPIRED_AT_SEND = "its lifetime ended before it could be sent, so it was never sent; submit it again if still wanted"
+NOT_ACTIVE = "this node lost control before sending it, so the write was not sent"
+
+
+def _expired(command: Command) -> bool:
+    return command.expires_at is not None and timezone.now() >= command.expires_at
 
 
 class CommandExecutor:
-    """Picks up pending commands and executes each at most once."""
+    """Picks up pending commands bound to this node's current epoch and executes each at most once (ADR 0008)."""
 
     def __init__(
         self,
@@ -39,14 +49,17 @@ class CommandExecutor:
         pollers: Callable[[], dict[str, DevicePoller]],
         role: RoleGate,
         scan_interval: float = 0.5,
+        node: str | None = None,
     ) -> None:
         self.run_in_db = run_in_db
         self.pollers = pollers
         self.role = role
         self.scan_interval = scan_interval
+        self.node = node or settings.BMS_NODE_NAME
         self.barrier: Barrier | None = None
         self.executed = 0
         self.scans = 0
+        self._claim_delay = settings.BMS_FAULT_CLAIM_DELAY_MS / 1000 if settings.BMS_ALLOW_FAULT_INJECTION else 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -70,22 +83,33 @@ class CommandExecutor:
             if not self.role.active:
                 continue
             try:
+                # Rows the former active node was sending, delivered after this node took control.
+                await self.run_in_db(store.settle_foreign_executing, self.node, self.role.epoch)
                 for pk in await self.run_in_db(store.pending_command_ids):
                     await self.execute(pk)
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the engine; commands wait in the database anyway
             except Exception:
                 log.exception("command scan failed; retrying at the next scan")
 
     async def execute(self, pk: int) -> None:
         epoch = self.role.epoch
-        command = await self.run_in_db(store.claim_command, pk)
+        if self._claim_delay:
+            log.warning(
+                "fault injection: holding command %s for %.0f ms before claiming it", pk, self._claim_delay * 1000
+            )
+            await asyncio.sleep(self._claim_delay)
+        if not self.role.may_write(epoch):
+            return  # not now: in doubt after a stall, or no longer active; the next scan (or a successor) settles it
+        command = await self.run_in_db(store.claim_command, pk, self.node, epoch)
         if command is None:
             return
         if self.barrier is not None and not await self.barrier(command):
             status, error = Command.FAILED, UNCONFIRMED
         else:
             status, error = await self._send(command, epoch)
+        self.executed += 1  # before the outcome is stored: whoever sees the outcome sees the count
         await self.run_in_db(store.finish_command, pk, status, error)
-        self.executed += 1
         log.info("command %s %s := %r: %s %s", command.command_id, command.point_name, command.value, status, error)
 
     async def _send(self, command: Command, epoch: int) -> tuple[str, str]:
@@ -94,8 +118,14 @@ class CommandExecutor:
             if point is None:
                 continue
             try:
-                await poller.write(point, command.value, lambda: self.role.may_write(epoch), command.priority)
-            except (DriverError, PermissionError, ValueError) as exc:
+                await poller.write(
+                    point, command.value, lambda: self.role.may_write(epoch) and not _expired(command), command.priority
+                )
+            except WriteUncertain as exc:
+                return Command.UNKNOWN, f"{exc}; the device may have received the write: check it before repeating it"
+            except PermissionError:
+                return (Command.EXPIRED, EXPIRED_AT_SEND) if _expired(command) else (Command.FAILED, NOT_ACTIVE)
+            except (DriverError, ValueError) as exc:
                 return Command.FAILED, str(exc)
             except Exception as exc:
                 # A driver bug: the request may or may not have left, so the

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, ProcessImage
 from bms.engine.tasks import Alarm, cancel_and_wait
-from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading
+from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading, WriteUncertain
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,19 @@ def next_slot(previous: float, now: float, interval: float) -> tuple[float, int]
         return next_at, 0
     missed = math.floor((now - next_at) / interval) + 1
     return next_at + missed * interval, missed
+
+
+def next_due(due: float, now: float, interval: float) -> tuple[float, int]:
+    """The regular poll time after a poll that ended at ``now``, when the regular one was ``due``.
+
+    A poll that ran early (asked for after a write) leaves the regular slot
+    where it is: otherwise every early poll would push the schedule one
+    interval into the future, and writes faster than the interval would stop
+    polling altogether.
+    """
+    if now < due:
+        return due, 0
+    return next_slot(due, now, interval)
 
 
 def stale_limit(poll_interval: float, options: dict | None = None) -> float:
@@ -192,7 +205,7 @@ class DevicePoller:
             await self.poll_once()
             self.cycles += 1
             now = loop.time()
-            next_at, missed = next_slot(next_at, now, interval)
+            next_at, missed = next_due(next_at, now, interval)
             if missed and interval >= MIN_REPORTED_INTERVAL:
                 log.debug(
                     "device %s: poll overran %d slot(s); interval %.3f s is too short", self.name, missed, interval
@@ -438,5 +451,11 @@ class DevicePoller:
             await self._ensure_connected()
             if not may_send():
                 raise PermissionError("this node is no longer active; the write was not sent")
-            await self.driver.write(point.spec, raw, priority)
+            try:
+                await self.driver.write(point.spec, raw, priority)
+            except WriteUncertain:
+                raise
+            except CommunicationError as exc:
+                # The request may have left before the link failed or the answer timed out.
+                raise WriteUncertain(str(exc)) from exc
         self.poll_soon()

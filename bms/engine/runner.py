@@ -14,14 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connections
 
 from bms.engine import bus, store
 from bms.engine.commands import CommandExecutor
 from bms.engine.config import EngineConfig
+from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseHealth, DatabaseUnavailable
+from bms.engine.eventlog import EventOutbox
 from bms.engine.image import ProcessImage
 from bms.engine.poller import DevicePoller
-from bms.engine.publisher import Publisher
+from bms.engine.publisher import Publisher, SendFailures
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.tasks import cancel_and_wait
 
@@ -52,16 +55,35 @@ class Engine:
         self.pollers: dict[str, DevicePoller] = {}
         self.commands = CommandExecutor(self.run_in_db, lambda: self.pollers, self.role, command_scan_interval)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
+        self.db_health = DatabaseHealth()
+        self.events = EventOutbox(self.run_in_db, settings.BMS_NODE_NAME, settings.BMS_EVENT_BUFFER)
         self._tasks: list[asyncio.Task] = []
 
     async def run_in_db(self, func: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
+        """Run a blocking database call on the engine's database thread.
+
+        Raises :class:`DatabaseUnavailable` (logged once per outage, by
+        :attr:`db_health`) when the database cannot be reached, so periodic
+        callers can wait quietly for it to return.
+        """
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
+        except UNAVAILABLE_ERRORS as exc:
+            if self.db_health.failed(exc):
+                self.events.outage_began(self.db_health.reason, self.db_health.down_since)
+            raise DatabaseUnavailable(self.db_health.reason) from exc
+        if not self.db_health.available:
+            outage = self.db_health.succeeded()
+            if outage is not None:
+                self.events.outage_ended(outage)
+        return result
 
     async def start(self) -> None:
         await self.reload()
         if self.role.active:
             await self.take_control()
         self.publisher.start()
+        self.events.start()
         self.commands.start()
         self._tasks = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
@@ -80,6 +102,7 @@ class Engine:
         self.pollers.clear()
         await self.publisher.flush()
         await self.publisher.stop()
+        await self.events.stop()
         await self.run_in_db(connections.close_all)
         self._db.shutdown(wait=True)
 
@@ -89,9 +112,11 @@ class Engine:
         Called at start-up for a single node, and by the redundancy layer on
         takeover or handover, after it persisted the new epoch.
         """
-        interrupted = await self.run_in_db(store.mark_interrupted_commands)
-        if interrupted:
-            log.warning("%d command(s) were in flight when control moved; marked unknown, not resent", interrupted)
+        settled = await self.run_in_db(store.mark_interrupted_commands, self.commands.node, self.role.epoch)
+        if settled:
+            log.warning(
+                "%d command(s) in flight or waiting when control moved: settled (unknown or expired), not sent", settled
+            )
         await self.reload()
         for poller in self.pollers.values():
             if not poller.running:
@@ -126,9 +151,7 @@ class Engine:
         log.info("configuration revision %d loaded", config.revision)
 
     def _log_event(self, kind: str, source: str, message: str, severity: str) -> None:
-        when = datetime.now(UTC)
-        task = asyncio.ensure_future(self.run_in_db(store.log_event, kind, source, message, severity, when))
-        task.add_done_callback(_report_failure)
+        self.events.record(kind, source, message, severity, datetime.now(UTC))
 
     async def _watch_config(self) -> None:
         while True:
@@ -137,20 +160,25 @@ class Engine:
                 revision = await self.run_in_db(store.config_revision)
                 if self.config is None or revision != self.config.revision:
                     await self.reload()
+            except DatabaseUnavailable:
+                pass  # logged once per outage; the running configuration stays
             except Exception:
                 log.exception("configuration reload failed; keeping the running configuration")
 
     async def _serve_requests(self) -> None:
+        failures = SendFailures("serving engine channel requests", traceback=True)
         while True:
             try:
                 await self._serve_one(await self.layer.receive(self.channel))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # The channel layer is down or a reply could not be sent; the
-                # requester times out and retries, so keep serving.
-                log.exception("engine channel request failed")
+                # requester times out and retries, so keep serving (logged once per run).
+                failures.failed(exc)
                 await asyncio.sleep(0.5)
+            else:
+                failures.worked()
 
     async def _serve_one(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -160,8 +188,3 @@ class Engine:
             self.commands.wake()
         else:
             log.warning("engine channel: ignoring message of type %r", kind)
-
-
-def _report_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("writing an event failed: %s", task.exception())

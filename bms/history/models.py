@@ -60,10 +60,14 @@ class HistoryRow(models.Model):
 
     ``NATURAL_KEY`` names the fields that identify a row on both nodes: the
     stamp itself for append-only rows; a model whose rows change over time
-    (commands) names its own key and takes a new stamp per change.
+    (commands) names its own key and takes a new stamp per change, and may
+    rank versions by what they know (:meth:`merge_rank`) before the epoch,
+    origin and seq order.
     """
 
     NATURAL_KEY: tuple[str, ...] = ("origin", "origin_seq")
+    #: fields :meth:`merge_rank` reads (a mutable row's versions are compared on them first)
+    MERGE_FIELDS: tuple[str, ...] = ()
 
     origin = models.CharField(max_length=64, help_text="node that wrote this row (or its latest change)")
     epoch = models.BigIntegerField(default=0, help_text="fencing epoch when it was written")
@@ -80,6 +84,11 @@ class HistoryRow(models.Model):
         with transaction.atomic():
             self.origin, self.epoch, self.origin_seq = next_stamp()
             super().save(*args, **kwargs)
+
+    @classmethod
+    def merge_rank(cls, record: dict) -> int:
+        """Rank of one version of a mutable row in the merge (higher wins, before epoch and seq); 0 by default."""
+        return 0
 
 
 def stamped_update(queryset: models.QuerySet, **fields) -> int:

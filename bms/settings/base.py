@@ -93,6 +93,15 @@ BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.0
 BMS_PUBLISH_BURST = int(os.environ.get("BMS_PUBLISH_BURST", "8"))
 BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1.0"))
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))
+# Events wait in the engine's memory while its database is away; beyond this many the oldest are dropped (counted).
+BMS_EVENT_BUFFER = int(os.environ.get("BMS_EVENT_BUFFER", "10000"))
+# A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
+# accepted before a pause or a failover must not reach the device long after the operator gave up.
+BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))
+# Test-only fault injection (tests/system): hold each pending command this long before claiming it,
+# so a test can pause the node at exactly that step. Ignored unless BMS_ALLOW_FAULT_INJECTION=1.
+BMS_ALLOW_FAULT_INJECTION = os.environ.get("BMS_ALLOW_FAULT_INJECTION", "") == "1"
+BMS_FAULT_CLAIM_DELAY_MS = float(os.environ.get("BMS_FAULT_CLAIM_DELAY_MS", "0") or 0)
 
 # The hot-standby pair (redundancy/config.py reads and checks these; docs/redundancy.md explains them).
 # Without BMS_PARTNER_ADDRESS the node runs alone and is always active.
@@ -109,6 +118,8 @@ BMS_HEARTBEAT_TIMEOUT_MS = os.environ.get("BMS_HEARTBEAT_TIMEOUT_MS", "")  # def
 BMS_HEARTBEAT_RETRIES = os.environ.get("BMS_HEARTBEAT_RETRIES", "3")
 BMS_STARTUP_ALLOWANCE_MS = os.environ.get("BMS_STARTUP_ALLOWANCE_MS", "")  # default: 2 x timeout + 2 s
 BMS_HOLD_DOWN_MS = os.environ.get("BMS_HOLD_DOWN_MS", "10000")
+BMS_FLAP_WINDOW_MS = os.environ.get("BMS_FLAP_WINDOW_MS", "60000")  # link losses remembered this long; 0: no damping
+BMS_FLAP_MAX_DELAY_MS = os.environ.get("BMS_FLAP_MAX_DELAY_MS", "")  # default: 8 x timeout
 BMS_FAILBACK = os.environ.get("BMS_FAILBACK", "auto")
 BMS_WITNESS_ADDRESS = os.environ.get("BMS_WITNESS_ADDRESS", "")
 BMS_REDUNDANCY_ACTIVATE = os.environ.get("BMS_REDUNDANCY_ACTIVATE", "1")

@@ -71,7 +71,7 @@
         }
         seq = msg.seq;
         apply(msg.points);
-      } else if (msg.type === "error") {
+      } else if (msg.type === "error" || msg.type === "status") {
         setStatus(msg.message, "conn-warn");
         return;
       } else if (msg.type === "role") {
@@ -84,6 +84,14 @@
     };
     socket.onclose = (event) => {
       seq = null;
+      if (event.code === 4503) {
+        // The node is up but its channel layer (Redis) is not: no live data until it returns. Retry slowly,
+        // and still check whether another node has become active meanwhile.
+        follow.start();
+        setStatus("live updates interrupted (server channel layer down); retrying…", "conn-bad");
+        setTimeout(connect, 3000);
+        return;
+      }
       if (follow.start()) setStatus("connection lost; looking for the active node…", "conn-bad");
       else setStatus("disconnected, retrying…", "conn-bad");
       setTimeout(connect, retryDelay);
@@ -155,10 +163,17 @@
         resultEl.textContent = `Written: ${formatValue(body.value, target.kind)} ${target.unit}`;
         resultEl.className = "ok";
       } else if (body.status === "failed") {
-        resultEl.textContent = `The device did not accept it: ${body.error}`;
+        resultEl.textContent = `Not written: ${body.error}`;
+        resultEl.className = "error";
+      } else if (body.status === "expired") {
+        resultEl.textContent = `Not sent: ${body.error}`;
+        resultEl.className = "error";
+      } else if (body.status === "unknown") {
+        resultEl.textContent = `Outcome unknown: ${body.error}`;
         resultEl.className = "error";
       } else {
-        resultEl.textContent = `Command ${body.status}; it will be executed when the engine picks it up.`;
+        const until = body.expires_at ? ` (sent only if started before ${body.expires_at})` : "";
+        resultEl.textContent = `Command ${body.status}${until}; see the command log for its outcome.`;
       }
     } catch (err) {
       resultEl.textContent = "Could not reach the server: " + err;

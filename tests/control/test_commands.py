@@ -1,5 +1,7 @@
 """The one write path: permission, validation, idempotency, audit; and execution by a real engine."""
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
@@ -170,7 +172,7 @@ async def test_a_command_interrupted_by_a_crash_is_marked_unknown_not_resent(pla
     submission = await sync_to_async(submit_write)(
         user=None, point_name="zone1_setpoint", value=24.0, command_id="crash-1", source="code"
     )
-    claimed = await sync_to_async(store.claim_command)(submission.command.pk)  # the engine died after this
+    claimed = await sync_to_async(store.claim_command)(submission.command.pk, "main", 0)  # the engine died after this
     assert claimed.status == Command.EXECUTING
     node = Engine(layer, config_check_interval=0.05, command_scan_interval=0.05)
     await node.start()
@@ -201,3 +203,75 @@ async def test_a_command_the_standby_did_not_confirm_is_not_sent(engine, plant):
     )
     assert command.status == Command.FAILED and "not sent" in command.error
     assert await plant.get("zone3_setpoint") == before
+
+
+class ActiveIn(RoleGate):
+    """An active node in a given epoch (what the pair hands the engine after a takeover)."""
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    @property
+    def active(self) -> bool:
+        return True
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+
+async def test_a_command_bound_to_an_earlier_epoch_is_never_sent_and_ends_expired(plant, layer):
+    # Accepted by this node while it was active in epoch 4; control moved since (now epoch 5).
+    submission = await sync_to_async(submit_write)(
+        user=None, point_name="zone1_setpoint", value=24.0, command_id="old-epoch-1", source="code", epoch=4
+    )
+    node = Engine(layer, role=ActiveIn(5), config_check_interval=0.05, command_scan_interval=0.05)
+    await node.start()
+    try:
+        command = await eventually(
+            lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
+            db=True,
+            message="settled",
+        )
+        assert (command.status, command.observed) == (Command.EXPIRED, False)
+        assert "not sent by main" in command.error and "epoch 4" in command.error
+        await eventually(lambda: node.commands.scans >= 3, message="more scans")
+        assert await plant.get("zone1_setpoint") == 21.0
+    finally:
+        await node.stop()
+
+
+async def test_a_command_not_started_within_its_lifetime_is_expired_and_never_sent(plant, layer):
+    submission = await sync_to_async(submit_write)(
+        user=None, point_name="zone2_setpoint", value=24.0, command_id="late-1", source="code", lifetime=0.1
+    )
+    assert (submission.command.expires_at - submission.command.created_at).total_seconds() < 0.2
+    await asyncio.sleep(0.3)  # the engine is not running yet: a paused node
+    node = Engine(layer, config_check_interval=0.05, command_scan_interval=0.05)
+    await node.start()
+    try:
+        command = await eventually(
+            lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
+            db=True,
+            message="settled",
+        )
+        assert (command.status, command.observed) == (Command.EXPIRED, True)
+        assert "lifetime" in command.error
+        assert await plant.get("zone2_setpoint") == 21.0
+    finally:
+        await node.stop()
+
+
+def test_a_lifetime_out_of_bounds_is_refused(demo):
+    for lifetime in (0, -1, 1e9, "5", True):
+        with pytest.raises(CommandRejected) as refused:
+            submit_write(user=demo, point_name="zone1_setpoint", value=22.5, lifetime=lifetime)
+        assert refused.value.code == "invalid" and "lifetime" in refused.value.message
+    assert not Command.objects.exists()
+
+
+def test_the_answer_shows_the_lifetime_and_binding(demo):
+    command = submit_write(user=demo, point_name="zone1_setpoint", value=22.5, epoch=3, lifetime=7).command
+    shown = command.as_dict()
+    assert (shown["lifetime_seconds"], shown["accepted_epoch"], shown["accepted_by"]) == (7.0, 3, "main")
+    assert shown["expires_at"] == command.expires_at.isoformat()

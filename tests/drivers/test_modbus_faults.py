@@ -51,6 +51,22 @@ async def test_a_silent_device_is_asked_retries_plus_one_times_then_lost(device,
     assert not driver.connected  # the link is rebuilt on the next poll, never reused half-synchronised
 
 
+@pytest.mark.parametrize("retries", [1, 2])
+async def test_a_write_is_sent_once_even_with_retries_since_only_its_answer_may_be_lost(device, driver_to, retries):
+    driver = await driver_to(retries=retries)
+    device.mode = SILENT  # the device may apply the write and lose the answer: sending it again could double it
+    with pytest.raises(CommunicationError):
+        await driver.write(PointSpec("a", "hr:0", "uint16"), 5)
+    assert device.requests == 1
+    device.mode = "answer"
+    await driver.connect()
+    requests = device.requests
+    with pytest.raises(CommunicationError):  # reads keep their retries after a write
+        device.mode = SILENT
+        await driver.read(POINTS)
+    assert device.requests - requests == retries + 1
+
+
 async def test_a_device_answering_garbage_is_a_communication_error(device, driver_to):
     driver = await driver_to(retries=0)
     device.mode = GARBAGE

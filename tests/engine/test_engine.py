@@ -133,3 +133,17 @@ async def test_a_dead_device_is_retried_with_backoff_not_every_cycle(engine, pla
     await eventually(lambda: poller.cycles >= cycles + 30, message="30 poll cycles")  # ~1.5 s at 50 ms
     # Backoff 0.5 s, 1 s, ...: a handful of attempts where the cycles alone would have made 30.
     assert poller.connect_attempts - attempts <= 4
+
+
+async def test_writes_faster_than_the_poll_interval_keep_polling_on_schedule(engine, plant):
+    device = await Device.objects.aget(name="plant")
+    device.poll_interval = 0.5
+    await sync_to_async(device.save)()
+    await eventually(lambda: engine.pollers["plant"].config.poll_interval == 0.5, message="0.5 s interval")
+    poller = engine.pollers["plant"]
+    for _ in range(20):  # an early poll asked for every 50 ms for a second, as writes do
+        poller.poll_soon()
+        await asyncio.sleep(0.05)
+    burst_end = poller.cycles
+    # On the old schedule each early poll pushed the next regular one 0.5 s further: 10 s without a read.
+    await eventually(lambda: poller.cycles >= burst_end + 3, wait=3.0, message="regular polls after the burst")

@@ -95,6 +95,16 @@ def test_the_poll_grid_never_drifts_and_skips_overrun_slots():
     assert slot == pytest.approx(100.0)
 
 
+def test_early_polls_after_writes_never_push_the_regular_schedule_into_the_future():
+    from bms.engine.poller import next_due
+
+    due = 11.0  # the regular poll of a 1 s interval
+    for n in range(52):  # 52 writes in 20 s, each asking for an early poll that takes 0.05 s
+        due, missed = next_due(due, 10.0 + n * 0.01 + 0.05, 1.0)
+        assert (due, missed) == (11.0, 0)
+    assert next_due(due, 11.02, 1.0) == (12.0, 0)  # the regular poll itself moves on along the grid
+
+
 async def test_an_unreachable_channel_layer_is_logged_once_not_per_message(caplog):
     class DownLayer:
         """A channel layer whose server is gone (what channels_redis raises when Redis is down)."""

@@ -50,7 +50,7 @@ HISTORY_TABLES = {
 #: columns that name rows local to each database (primary keys, references to users and points)
 LOCAL_COLUMNS = {"id", "user_id", "point_id"}
 ROLE_CHANGE = re.compile(r"^(\w+) -> (\w+) \(epoch (\d+)\): (.*)$", re.S)
-FINAL = ("succeeded", "failed", "unknown")
+FINAL = ("succeeded", "failed", "unknown", "expired")
 
 
 def admin(sql: str) -> None:
@@ -293,7 +293,8 @@ class PairNode:
 
     def commands(self) -> dict[str, dict[str, Any]]:
         rows = self.query(
-            "SELECT command_id, point_name, value, status, error, origin, epoch, origin_seq FROM control_command"
+            "SELECT command_id, point_name, value, status, error, observed, accepted_by, accepted_epoch, "
+            "origin, epoch, origin_seq FROM control_command"
         )
         return {row["command_id"]: row for row in rows}
 
@@ -337,10 +338,12 @@ class PairNode:
             self._session = HttpSession(self.base_url, "demo", "demo")
         return self._session
 
-    def submit(self, point: str, value: float, command_id: str) -> tuple[int | None, dict[str, Any]]:
+    def submit(self, point: str, value: float, command_id: str, **extra: Any) -> tuple[int | None, dict[str, Any]]:
         """POST a write to this node's API; (None, {"error": ...}) if the node did not answer."""
         try:
-            return self.session().post_json(f"/api/points/{point}/write", {"value": value, "command_id": command_id})
+            return self.session().post_json(
+                f"/api/points/{point}/write", {"value": value, "command_id": command_id, **extra}
+            )
         except Exception as exc:  # a dead or frozen node: the caller records what happened
             self._session = None
             return None, {"error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,86 @@
+"""The active node's database goes away for a while (issue 15 item 4), with a real node and real PostgreSQL.
+
+The node reaches PostgreSQL through a TCP proxy the test controls: cutting it
+closes every connection and refuses new ones, which is what the node sees
+when its database host stops. Meanwhile its device stops answering and comes
+back (SIGSTOP/SIGCONT of the simulator), so events happen during the outage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from urllib.parse import urlparse
+
+import psycopg
+import pytest
+
+from tests.support import services
+from tests.support.processes import Node, Simulator, wait_until
+from tests.support.proxy import Proxy
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture
+def proxied_node():
+    """A node on its own device, whose database connections go through a proxy: ``(node, proxy, device)``."""
+    device = Simulator()
+    url = urlparse(services.DATABASE_URL)
+    proxy = Proxy(url.port or 5432)
+    node = Node(device.port, poll_interval=0.2)
+    try:
+        node.env["DATABASE_URL"] = services.database_url(node.db_name).replace(
+            f"{url.hostname}:{url.port or 5432}", f"127.0.0.1:{proxy.port}"
+        )
+        with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
+            conn.execute("UPDATE points_device SET timeout = 0.5")  # a silent device is declared lost quickly
+        node.start()
+        yield node, proxy, device
+    finally:
+        proxy.restore()
+        node.drop()
+        proxy.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(device.process.pid, signal.SIGCONT)
+        device.stop()
+        print(f"node log: {node.log_path}")
+
+
+def events(node) -> list[tuple[str, str]]:
+    with psycopg.connect(services.database_url(node.db_name)) as conn:
+        return [tuple(row) for row in conn.execute("SELECT kind, message FROM events_event ORDER BY time, id")]
+
+
+def test_events_raised_while_the_database_is_away_are_written_when_it_returns(proxied_node):
+    node, proxy, device = proxied_node
+    session = node.session()
+    wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
+    before = len(events(node))
+    proxy.cut()
+    cut_at = time.monotonic()
+    os.kill(device.process.pid, signal.SIGSTOP)  # the device falls silent during the outage
+    time.sleep(4.0)  # long enough for the poller to declare it lost (timeout and retries)
+    os.kill(device.process.pid, signal.SIGCONT)
+    time.sleep(2.0)  # and to see it back
+    proxy.restore()
+    outage = time.monotonic() - cut_at
+    kinds = wait_until(
+        lambda: (found := [kind for kind, _ in events(node)[before:]]) and "database_available" in found and found,
+        30,
+        0.2,
+        "the held events written",
+    )
+    print(f"database away {outage:.1f} s; events written afterwards: {kinds}")
+    assert kinds[0] == "database_unavailable", kinds
+    assert "database_available" in kinds
+    # Communication lost and restored while the database was away: recorded, in order.
+    lost = next(i for i, kind in enumerate(kinds) if kind == "comm_lost")
+    restored = next(i for i, kind in enumerate(kinds) if kind == "comm_restored")
+    assert 0 < lost < restored, kinds
+    log = node.log_text()
+    # Said once, then counted: not a traceback per failed call.
+    assert log.count("database unavailable:") == 1, log[-3000:]
+    assert log.count("Traceback") <= 2, log[-3000:]
