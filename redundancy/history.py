@@ -8,10 +8,19 @@ row's natural key, so a batch sent twice (a connection lost before the
 acknowledgement) changes nothing. New tables (trend samples, the alarm
 journal) join by subclassing ``HistoryRow``: nothing here names them.
 Blocking functions: run them on the engine's database thread.
+
+A row that cannot be encoded for the sync link (msgpack refuses it, or it is
+larger than a frame may carry) is *quarantined*: recorded in
+:class:`~redundancy.models.QuarantinedRow` with an event, and skipped from
+then on, so it cannot stop the rows behind it (ADR 0011). The backlog is
+what the peer has not acknowledged, counted above its acknowledged cursors.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from django.apps import apps
@@ -19,10 +28,32 @@ from django.db import models, transaction
 from django.db.models import Max, Q
 from django.db.models.constants import OnConflict
 
+from bms.events.models import Event
 from bms.history.models import HistoryRow
+from redundancy import framing
+from redundancy.models import QuarantinedRow
 
+log = logging.getLogger(__name__)
 BATCH = 500
+#: packed bytes of one history message: well below the link's frame limit (16 MiB), so a message always fits
+MESSAGE_BYTES = 4 * 1024 * 1024
+#: a single row larger than this cannot share a message fairly with others: it is quarantined as too large
+ROW_BYTES = 1024 * 1024
+QUARANTINE_EVENT = "history_quarantined"
 Cursors = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One replication round: the batches to send, the rows the peer has not acknowledged, rows quarantined."""
+
+    batches: list[dict[str, Any]]
+    waiting: dict[tuple[str, str], int]  # (table, origin): rows not acknowledged
+    quarantined: int
+
+    @property
+    def backlog(self) -> int:
+        return sum(self.waiting.values())
 
 
 def replicated_models() -> dict[str, type[HistoryRow]]:
@@ -50,23 +81,122 @@ def _fields(model: type[models.Model]) -> list[models.Field]:
 def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any]], int]:
     """Rows the peer (holding ``cursors``) lacks, at most ``limit``; and how many are still waiting after them.
 
-    Returns batches as ``{"table", "origin", "rows": [[field values...]], "fields": [...]}``.
+    Returns batches as ``{"table", "origin", "after", "rows": [[field values...]], "fields": [...]}``;
+    ``after`` is the cursor the rows follow, so the receiver can tell a batch that does not continue
+    what it holds (an earlier batch was lost) from one that does. Rows that cannot be encoded are
+    quarantined and left out; a message never grows beyond :data:`MESSAGE_BYTES`.
     """
     batches: list[dict[str, Any]] = []
     budget = limit
+    room = MESSAGE_BYTES
     backlog = 0
     for label, model in replicated_models().items():
         fields = [field.attname for field in _fields(model)]
         have = cursors.get(label, {})
         for origin in model.objects.values_list("origin", flat=True).distinct().order_by("origin"):
-            pending = model.objects.filter(origin=origin, origin_seq__gt=have.get(origin, 0))
-            rows = list(pending.order_by("origin_seq").values_list(*fields)[:budget]) if budget > 0 else []
+            after = have.get(origin, 0)
+            pending = _sendable(model, label, origin, after)
+            rows = list(pending.order_by("origin_seq").values_list(*fields)[:budget]) if budget > 0 and room > 0 else []
+            taken = len(rows)
             if rows:
-                batches.append({"table": label, "origin": origin, "fields": fields, "rows": rows})
-                budget -= len(rows)
+                rows, size, cut = _encodable(label, origin, fields, rows, room)
+                room -= size
+                if cut:
+                    budget = 0  # the message is full: what is left waits for the next round
+            if rows:
+                batches.append({"table": label, "origin": origin, "after": after, "fields": fields, "rows": rows})
+                budget -= taken
             if budget <= 0:
                 backlog += pending.count() - len(rows)
     return batches, backlog
+
+
+def _sendable(model: type[HistoryRow], label: str, origin: str, after: int) -> models.QuerySet:
+    """Rows of one table and origin above ``after``, without the quarantined ones."""
+    skipped = QuarantinedRow.objects.filter(table=label, origin=origin, origin_seq__gt=after).values("origin_seq")
+    return model.objects.filter(origin=origin, origin_seq__gt=after).exclude(origin_seq__in=skipped)
+
+
+def _packed_size(rows: list[tuple]) -> int:
+    # Packed inside the same nesting as the real message ({"batches": [{"rows": [row]}]}), so a value
+    # near msgpack's nesting limit is judged as it will really be sent.
+    return len(framing.pack({"t": "history", "batches": [{"rows": rows}]}))
+
+
+def _encodable(
+    label: str, origin: str, fields: list[str], rows: list[tuple], room: int
+) -> tuple[list[tuple], int, bool]:
+    """The rows that can be sent, their packed size, and whether the message is full (rows were held back).
+
+    The whole batch is packed once; only when that fails or is too large are the rows packed one by
+    one, to find and quarantine the bad ones and to stop at the message's size.
+    """
+    try:
+        size = _packed_size(rows)
+        if size <= room:
+            return rows, size, False
+    except Exception:  # msgpack raises OverflowError, ValueError, TypeError, UnicodeEncodeError...
+        pass
+    seq_at = fields.index("origin_seq")
+    kept: list[tuple] = []
+    used = 0
+    for row in rows:
+        try:
+            size = _packed_size([row])
+        except Exception as exc:
+            quarantine(label, origin, int(row[seq_at]), f"cannot be encoded: {type(exc).__name__}: {exc}")
+            continue
+        if size > ROW_BYTES:
+            quarantine(label, origin, int(row[seq_at]), f"too large to send: {size} bytes packed")
+            continue
+        if used + size > room:
+            return kept, used, True
+        kept.append(row)
+        used += size
+    return kept, used, False
+
+
+def quarantine(label: str, origin: str, origin_seq: int, reason: str) -> bool:
+    """Record that a row will not be replicated, with a warning event, once per row; True if it is new."""
+    reason = reason[:300]
+    with transaction.atomic():
+        _, created = QuarantinedRow.objects.get_or_create(
+            table=label, origin=origin, origin_seq=origin_seq, defaults={"reason": reason}
+        )
+        if created:
+            Event.objects.create(
+                time=datetime.now(UTC),
+                kind=QUARANTINE_EVENT,
+                source=label[:128],
+                severity=Event.WARNING,
+                message=f"{label} row {origin}/{origin_seq} is not replicated to the partner: {reason}",
+            )
+    if created:
+        log.warning("history row %s %s/%d quarantined: %s", label, origin, origin_seq, reason)
+    return created
+
+
+def waiting(acked: Cursors) -> dict[tuple[str, str], int]:
+    """Per table and origin, the rows the peer has not acknowledged (above its cursor, quarantined ones aside)."""
+    streams: dict[tuple[str, str], int] = {}
+    for label, model in replicated_models().items():
+        have = acked.get(label, {})
+        for origin in model.objects.values_list("origin", flat=True).distinct().order_by("origin"):
+            count = _sendable(model, label, origin, have.get(origin, 0)).count()
+            if count:
+                streams[(label, origin)] = count
+    return streams
+
+
+def unacknowledged(acked: Cursors) -> int:
+    """Rows the peer has not acknowledged: every row above its acknowledged cursors, quarantined ones aside."""
+    return sum(waiting(acked).values())
+
+
+def outgoing(cursors: Cursors, acked: Cursors, limit: int = BATCH) -> Outgoing:
+    """One round of the sender: what to send above ``cursors``, and what waits above ``acked``."""
+    batches, _ = rows_after(cursors, limit)
+    return Outgoing(batches, waiting(acked), QuarantinedRow.objects.count())
 
 
 def store_rows(batch: dict[str, Any]) -> int:
@@ -92,15 +222,19 @@ def store_rows(batch: dict[str, Any]) -> int:
     return top or 0
 
 
-def _version(record: dict[str, Any]) -> tuple[int, str, int]:
-    """The order of a mutable row's versions: the later epoch wins; within one, the origin, then its seq.
+def _version(model: type[HistoryRow], record: dict[str, Any]) -> tuple[int, int, str, int]:
+    """The order of a mutable row's versions: what it knows (the model's rank), then epoch, origin and seq.
 
-    Both nodes apply the same order, so concurrent versions of one command
-    (the deposed node's and its successor's) converge to the same row on
-    both, whatever order they arrive in, and an older version sent back
-    (a node's own rows return from its peer) never overwrites a newer one.
+    For commands the rank puts the outcome recorded by the node that sent
+    the command above any version written elsewhere: a successor's
+    ``unknown`` or ``expired`` knows less than the sender's ``succeeded``,
+    even from a later epoch (ADR 0008). Otherwise the later epoch wins;
+    within one, the origin, then its seq. Both nodes apply the same order,
+    so concurrent versions of one command converge to the same row on both,
+    whatever order they arrive in, and an older version sent back (a node's
+    own rows return from its peer) never overwrites a newer one.
     """
-    return int(record["epoch"]), str(record["origin"]), int(record["origin_seq"])
+    return model.merge_rank(record), int(record["epoch"]), str(record["origin"]), int(record["origin_seq"])
 
 
 def _upsert_newer(model: type[HistoryRow], key: list[str], records: list[dict[str, Any]]) -> None:
@@ -110,16 +244,17 @@ def _upsert_newer(model: type[HistoryRow], key: list[str], records: list[dict[st
     wanted = Q()
     for record in records:
         wanted |= Q(**{name: record[name] for name in key})
+    compared = ("epoch", "origin", "origin_seq", *model.MERGE_FIELDS)
     stored = {
-        tuple(row[: len(key)]): _version(dict(zip(("epoch", "origin", "origin_seq"), row[len(key) :], strict=True)))
-        for row in model.objects.select_for_update().filter(wanted).values_list(*key, "epoch", "origin", "origin_seq")
+        tuple(row[: len(key)]): _version(model, dict(zip(compared, row[len(key) :], strict=True)))
+        for row in model.objects.select_for_update().filter(wanted).values_list(*key, *compared)
     }
     newest: dict[tuple, dict[str, Any]] = {}
     for record in records:
         ident = tuple(record[name] for name in key)
-        if ident in stored and _version(record) <= stored[ident]:
+        if ident in stored and _version(model, record) <= stored[ident]:
             continue
-        if ident not in newest or _version(record) > _version(newest[ident]):
+        if ident not in newest or _version(model, record) > _version(model, newest[ident]):
             newest[ident] = record
     _insert_as_sent(model, list(newest.values()), OnConflict.UPDATE, key)
 
@@ -132,11 +267,12 @@ def _insert_as_sent(
     ``bulk_create`` would run ``pre_save``, which replaces ``auto_now_add``
     times (an audit entry's time, a command's created_at) with this node's
     clock, so the two databases would differ. A raw insert keeps them.
+    Fields the sender did not send (a partner running an older release)
+    take their model default, never NULL.
     """
     if not records:
         return
-    by_attname = {field.attname: field for field in _fields(model)}
-    fields = [by_attname[name] for name in records[0]]
+    fields = _fields(model)
     update = [field for field in fields if field.name not in (key or ())] if key else None
     unique = [model._meta.get_field(name) for name in key] if key else None
     model._base_manager._insert(

@@ -93,8 +93,14 @@ def render(view: NodeView) -> str:
     out.family(
         "bms_redundancy_history_backlog",
         "gauge",
-        "History rows waiting to be sent to the partner.",
+        "History rows the partner has not acknowledged (sent or not).",
         [(pair_labels, sync.get("history_backlog"))],
+    )
+    out.family(
+        "bms_sync_quarantined_rows",
+        "gauge",
+        "History rows this node cannot send to the partner (see the history_quarantined events).",
+        [(pair_labels, sync.get("history_quarantined"))],
     )
     out.family(
         "bms_redundancy_failovers_total",

@@ -13,6 +13,9 @@
   compare hashes (heartbeats carry them) for *Verified*.
 * **History** (both ways): cursors on link-up, then batches of rows above
   the peer's cursor, acknowledged by the peer (:mod:`redundancy.history`).
+  A batch the peer could not store is refused (``history_nack``) and rows
+  not acknowledged in time are sent again; the backlog counts every row the
+  peer has not acknowledged (ADR 0011).
 
 Data from a sender whose epoch is lower than ours is rejected and logged:
 a deposed active node cannot overwrite the state of its successor.
@@ -70,7 +73,18 @@ class Replicator:
         # history, both ways
         self.peer_cursors: history.Cursors | None = None  # what we believe the peer holds (sent, optimistic)
         self.acked: history.Cursors = {}
+        self._acked_known = False  # acked came from the peer's cursors at least once (else the backlog is unknown)
+        # Rows the peer has not acknowledged (ADR 0011): above ``acked``, not above ``peer_cursors``.
         self.backlog = 0
+        self.quarantined = 0
+        self.resends = 0
+        self.store_failures = 0
+        # when rows above the acknowledged cursors were sent and no acknowledgement has moved since
+        self._unacked_since: float | None = None
+        # per (table, origin) with rows not acknowledged: since when no acknowledgement of that stream moved
+        self._waiting_since: dict[tuple[str, str], float] = {}
+        # receiver side: per table and origin, everything up to here is stored (or deliberately skipped)
+        self.received: history.Cursors = {}
         self.rows_sent = 0
         self.rows_received = 0
         self._cursors_due = False
@@ -79,6 +93,10 @@ class Replicator:
         # stalled database never delays reading the link (and its heartbeats).
         self._database_work: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._acked_changed = asyncio.Event()
+        # the command barrier (see command_barrier)
+        self.barrier_dropped = False
+        self._dropped_at_seq = 0
+        self.sent_unconfirmed = 0
 
     def tasks(self) -> list[asyncio.Task]:
         return [
@@ -96,6 +114,23 @@ class Replicator:
     @property
     def config_verified(self) -> bool:
         return bool(self.config_hash) and self.config_hash == self.partner_hash
+
+    @property
+    def resend_after(self) -> float:
+        """How long sent rows may stay unacknowledged before they are sent again."""
+        return max(2.0, self.service.config.timeout)
+
+    @property
+    def history_stuck(self) -> bool:
+        """Some stream's rows wait for the peer and its acknowledgement has not moved for longer than the resend
+        delay (per stream: traffic on other tables must not hide one that is stuck)."""
+        now = time.monotonic()
+        return any(now - since > self.resend_after for since in self._waiting_since.values())
+
+    def _note_waiting(self, waiting: dict[tuple[str, str], int]) -> None:
+        now = time.monotonic()
+        self._waiting_since = {stream: self._waiting_since.get(stream, now) for stream in waiting}
+        self.backlog = sum(waiting.values())
 
     @property
     def caught_up(self) -> bool:
@@ -316,36 +351,117 @@ class Replicator:
         if not self.service.config.db_sync:
             return
         cursors = await self.engine.run_in_db(history.local_cursors)
+        # What we announce is what we hold: batches from the peer must continue from there (see _on_history).
+        for table, origins in cursors.items():
+            held = self.received.setdefault(table, {})
+            for origin, top in origins.items():
+                held[origin] = max(held.get(origin, 0), int(top))
         await self.service.send("cursors", cursors=cursors)
 
     async def _on_cursors(self, body: dict[str, Any]) -> None:
         cursors = body.get("cursors") or {}
         self.peer_cursors = {table: dict(origins) for table, origins in cursors.items()}
         self.acked = {table: dict(origins) for table, origins in cursors.items()}
+        self._acked_known = True
+        self._unacked_since = None
         self._history_wake.set()
 
     async def _on_history(self, body: dict[str, Any]) -> None:
-        acks = []
+        acks, nacks = [], []
         for batch in body.get("batches", []):
+            table, origin = batch["table"], batch["origin"]
+            held = self.received.setdefault(table, {}).get(origin, 0)
+            after = batch.get("after")
+            if after is not None and int(after) > held:
+                # An earlier batch of this stream was not stored: storing this one would leave a hole below
+                # our top that no cursor could ever see again. Refuse it; the sender rewinds to what we hold.
+                nacks.append([table, origin, held])
+                continue
             try:
                 top = await self.engine.run_in_db(history.store_rows, batch)
-            except Exception:
-                log.exception("storing replicated %s rows failed; they will be sent again", batch.get("table"))
-                return
-            self.rows_received += len(batch["rows"])
-            acks.append([batch["table"], batch["origin"], top])
+            except Exception as exc:
+                self.store_failures += 1
+                if self.store_failures == 1 or self.store_failures % 100 == 0:
+                    log.warning(
+                        "storing replicated %s rows of %s failed (%s: %s); the partner sends them again (failure %d)",
+                        table,
+                        origin,
+                        type(exc).__name__,
+                        exc,
+                        self.store_failures,
+                        exc_info=self.store_failures == 1,
+                    )
+                nacks.append([table, origin, held])
+                continue
+            rows = batch["rows"]
+            last = int(rows[-1][batch["fields"].index("origin_seq")]) if rows else 0
+            # The whole batch is processed: rows stored, and older versions skipped because a newer one is here.
+            top = max(held, int(top), last)
+            self.received[table][origin] = top
+            self.rows_received += len(rows)
+            acks.append([table, origin, top])
+            # The sender holds what it sent: never echo these rows back to it, nor count them as waiting for it.
             if self.peer_cursors is not None:
-                # The sender holds what it sent: never echo these rows back to it.
-                sent = self.peer_cursors.setdefault(batch["table"], {})
-                sent[batch["origin"]] = max(sent.get(batch["origin"], 0), top)
+                sent = self.peer_cursors.setdefault(table, {})
+                sent[origin] = max(sent.get(origin, 0), top)
+            stored = self.acked.setdefault(table, {})
+            stored[origin] = max(stored.get(origin, 0), top)
         if acks:
             await self.service.send("history_ack", acks=acks)
+        if nacks:
+            await self.service.send("history_nack", nacks=nacks)
 
     async def _on_history_ack(self, body: dict[str, Any]) -> None:
+        moved = []
         for table, origin, top in body.get("acks", []):
             current = self.acked.setdefault(table, {})
-            current[origin] = max(current.get(origin, 0), int(top))
+            if int(top) > current.get(origin, 0):
+                current[origin] = int(top)
+                moved.append((table, origin))
+        if moved:
+            now = time.monotonic()
+            for stream in moved:
+                if stream in self._waiting_since:
+                    self._waiting_since[stream] = now
+            self._unacked_since = now if self._outstanding() else None
+            self._history_wake.set()  # count the backlog again now: heartbeats must not report acknowledged rows
         self._acked_changed.set()
+
+    async def _on_history_nack(self, body: dict[str, Any]) -> None:
+        """The partner could not store a batch (or it did not continue what it holds): send from its cursor again."""
+        for table, origin, held in body.get("nacks", []):
+            stored = self.acked.setdefault(table, {})
+            stored[origin] = max(stored.get(origin, 0), int(held))
+            sent = (self.peer_cursors or {}).get(table)
+            if sent is not None and sent.get(origin, 0) > stored[origin]:
+                sent[origin] = stored[origin]
+                self.resends += 1
+        self._acked_changed.set()
+
+    def _outstanding(self) -> bool:
+        """Rows were sent above what the peer acknowledged."""
+        return any(
+            top > self.acked.get(table, {}).get(origin, 0)
+            for table, origins in (self.peer_cursors or {}).items()
+            for origin, top in origins.items()
+        )
+
+    def _rewind_unacknowledged(self, now: float) -> None:
+        """Rows sent but not acknowledged within the resend delay are sent again from the acknowledged cursors."""
+        if self._unacked_since is None or now - self._unacked_since < self.resend_after or self.peer_cursors is None:
+            return
+        self._unacked_since = None
+        if not self._outstanding():
+            return
+        for table, origins in self.peer_cursors.items():
+            stored = self.acked.get(table, {})
+            for origin in origins:
+                origins[origin] = min(origins[origin], stored.get(origin, 0))
+        self.resends += 1
+        log.warning(
+            "history rows sent to the partner were not acknowledged within %.1f s; sending them again",
+            self.resend_after,
+        )
 
     async def _history_loop(self) -> None:
         while True:
@@ -365,39 +481,82 @@ class Replicator:
                 log.exception("history replication round failed; retrying")
 
     async def push_history(self) -> None:
-        if self.peer_cursors is None or not self.service.config.db_sync:
+        if not self.service.config.db_sync:
+            self._note_waiting({})
             return
-        batches, self.backlog = await self.engine.run_in_db(history.rows_after, self.peer_cursors)
-        if not batches:
+        if self.peer_cursors is None:
+            if self._acked_known:
+                # No link: the rows keep waiting for the peer, and the backlog says how many.
+                self._note_waiting(await self.engine.run_in_db(history.waiting, self.acked))
             return
-        if not await self.service.send("history", batches=batches):
+        self._rewind_unacknowledged(time.monotonic())
+        outgoing = await self.engine.run_in_db(history.outgoing, self.peer_cursors, self.acked)
+        self._note_waiting(outgoing.waiting)
+        self.quarantined = outgoing.quarantined
+        if not outgoing.batches or self.peer_cursors is None:  # the link may have gone while the database worked
             return
-        for batch in batches:
+        if not await self.service.send("history", batches=outgoing.batches):
+            return
+        for batch in outgoing.batches:
             top = batch["rows"][-1][batch["fields"].index("origin_seq")]
-            self.peer_cursors.setdefault(batch["table"], {})[batch["origin"]] = top
+            sent = self.peer_cursors.setdefault(batch["table"], {})
+            sent[batch["origin"]] = max(sent.get(batch["origin"], 0), top)
             self.rows_sent += len(batch["rows"])
-        if self.backlog:
-            self._history_wake.set()
+        if self._unacked_since is None:
+            self._unacked_since = time.monotonic()
+        self._history_wake.set()  # there may be more: the next round sends it, or finds nothing and waits
 
     async def command_barrier(self, command: Command) -> bool:
-        """Wait (up to the heartbeat timeout) until the standby has stored this version of the command.
+        """Wait until the standby has stored this version of the command, within bounds; True: send it.
 
-        False if a connected standby did not confirm: the command must not be
-        sent, because that standby may take over holding it as ``pending`` and
-        send it again. True at once when no standby is connected.
+        The barrier exists so that a standby taking over finds every command
+        whose write may have started as ``executing`` and reports it
+        ``unknown`` rather than "not sent". It never decides *whether* the
+        command is sent twice: a command is bound to the node and epoch that
+        accepted it, so no other node ever sends it (ADR 0008). Its bounds
+        (ADR 0007, revised): no wait without a standby in sync; a standby not
+        heard is waited for only until it has been silent for one timeout;
+        a standby that is heard but does not confirm within one timeout is
+        dropped from the barrier (the write goes ahead, logged and counted)
+        until it has acknowledged everything again.
         """
         if self.peer_cursors is None or not self.service.connected:
             return True  # no standby in sync (a cut link without witness is the documented residual risk)
+        if self.barrier_dropped:
+            if self.acked.get("control.command", {}).get(command.origin, 0) < self._dropped_at_seq:
+                self.sent_unconfirmed += 1
+                return True
+            self.barrier_dropped = False
+            log.info("the standby confirms commands again; writes wait for it again")
         self._history_wake.set()
-        deadline = time.monotonic() + self.service.config.timeout
+        timeout = self.service.config.timeout
+        deadline = time.monotonic() + timeout
         while self.acked.get("control.command", {}).get(command.origin, 0) < command.origin_seq:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.service.connected:
-                log.warning("command %s: the standby did not confirm it; not sent", command.command_id)
-                return False
+            now = time.monotonic()
+            heard = self.service.partner.last_heard
+            silent_until = (heard if heard is not None else now - timeout) + timeout
+            if now >= silent_until or not self.service.connected:
+                self.sent_unconfirmed += 1
+                log.warning(
+                    "command %s: the standby has been silent for the timeout; sending without its confirmation",
+                    command.command_id,
+                )
+                return True
+            if now >= deadline:
+                # Back in the barrier once the standby has stored this command (and so all before it).
+                self.barrier_dropped = True
+                self._dropped_at_seq = command.origin_seq
+                self.sent_unconfirmed += 1
+                log.warning(
+                    "command %s: the standby is heard but did not confirm within %.0f ms; sending without it, and "
+                    "not waiting for it again until it has caught up",
+                    command.command_id,
+                    timeout * 1000,
+                )
+                return True
             self._acked_changed.clear()
             try:
-                await asyncio.wait_for(self._acked_changed.wait(), remaining)
+                await asyncio.wait_for(self._acked_changed.wait(), min(deadline, silent_until) - now)
             except TimeoutError:
                 pass
         return True

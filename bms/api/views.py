@@ -12,6 +12,7 @@ import json
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,6 +20,7 @@ from bms.control.models import Command
 from bms.control.services import CommandRejected, submit_write, wait_for_outcome
 from bms.points.models import Point
 from bms.realtime.snapshot import EngineUnavailable, fetch_snapshot
+from redundancy.nodeview import node_view
 
 
 def error(code: str, message: str, status: int) -> JsonResponse:
@@ -80,7 +82,12 @@ def point_detail(request, name: str):
 def point_write(request, name: str):
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except RequestDataTooBig:
+        return error("malformed", "the body is too large", 413)
+    except RecursionError:
+        # json.loads gives up on deep nesting with RecursionError, which is not a ValueError.
+        return error("malformed", "the body is nested too deeply", 400)
+    except ValueError:  # also a bad encoding, and an integer longer than Python converts (4300 digits)
         return error("malformed", "the body must be JSON", 400)
     if not isinstance(body, dict) or "value" not in body:
         return error("malformed", 'send a JSON object with "value" (and optionally "command_id", "priority")', 400)
@@ -92,6 +99,8 @@ def point_write(request, name: str):
             command_id=body.get("command_id"),
             priority=body.get("priority"),
             source="web" if request.headers.get("X-BMS-Client") == "web-manager" else "api",
+            epoch=node_view(request).epoch,
+            lifetime=body.get("lifetime"),
         )
     except CommandRejected as exc:
         return error(exc.code, exc.message, exc.status)
@@ -99,6 +108,8 @@ def point_write(request, name: str):
     payload = command.as_dict() | {"repeated": not submission.created}
     if command.status == Command.FAILED:
         return JsonResponse(payload, status=502)
+    if command.status == Command.EXPIRED:
+        return JsonResponse(payload, status=504)
     return JsonResponse(payload, status=200 if command.status in Command.FINAL else 202)
 
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from drivers.base import RawValue
 
 INTEGER_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64")
+#: the widest integer any register holds; a larger one is refused before it meets float() or a message
+WIDEST_INT_MIN, WIDEST_INT_MAX = -(2**63), 2**64 - 1
+PREVIEW_CHARS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +78,11 @@ def validate_value(
             return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise ValueRejected("wrong_type", f"expected true or false, got {value!r}")
+        raise ValueRejected("wrong_type", f"expected true or false, got {preview(value)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueRejected("wrong_type", f"expected a number, got {value!r}")
+        raise ValueRejected("wrong_type", f"expected a number, got {preview(value)}")
+    if isinstance(value, int) and not WIDEST_INT_MIN <= value <= WIDEST_INT_MAX:
+        raise ValueRejected("out_of_range", f"{preview(value)} is too large for any device register")
     if not math.isfinite(value):
         raise ValueRejected("wrong_type", f"expected a finite number, got {value!r}")
     if min_value is not None and value < min_value:
@@ -92,3 +97,40 @@ def validate_value(
         low, high = sorted(scaling.to_engineering(bound) for bound in raw_range)
         raise ValueRejected("out_of_range", f"{value} does not fit the device register ({low:g} to {high:g})")
     return float(value) if scaling.data_type.startswith("float") or not scaling.identity else round(value)
+
+
+def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """A short, printable description of any value, for messages: never the whole of a huge or deep value.
+
+    Containers show a few items two levels deep; an integer too long to print
+    says how many digits it has; NUL and other control characters are escaped.
+    """
+    text = _preview(value, 0)
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _preview(value: object, depth: int) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if WIDEST_INT_MIN <= value <= WIDEST_INT_MAX:
+            return str(value)
+        digits = int(value.bit_length() * 0.30103) + 1  # str() of a huge int is slow, and refused past 4300 digits
+        return f"{'-' if value < 0 else ''}<integer of about {digits} digits>"
+    if isinstance(value, str):
+        return repr(value[:PREVIEW_CHARS])
+    if isinstance(value, list | tuple | dict):
+        if depth >= 2:
+            return "[...]" if not isinstance(value, dict) else "{...}"
+        if isinstance(value, dict):
+            items = [f"{_preview(k, depth + 1)}: {_preview(v, depth + 1)}" for k, v in list(value.items())[:4]]
+            more = ", ..." if len(value) > 4 else ""
+            return "{" + ", ".join(items) + more + "}"
+        items = [_preview(item, depth + 1) for item in list(value[:4])]
+        more = ", ..." if len(value) > 4 else ""
+        return "[" + ", ".join(items) + more + "]"
+    try:
+        return repr(value)[:PREVIEW_CHARS]
+    except Exception:  # a repr that fails must not turn a refusal into a server error
+        return f"<{type(value).__name__}>"

@@ -1,0 +1,74 @@
+"""The standby's database goes away while the active node keeps writing (issue 15 item 1).
+
+The backup reaches its PostgreSQL database through a TCP proxy the test
+controls; cutting it is what the backup sees when its database host stops.
+The active node must keep executing writes (waiting at most one timeout for
+the standby that cannot store them), show the rows the standby lacks as its
+backlog, and send them again until the standby has stored them.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.support import services
+from tests.support.pair import ZONE_REGISTER, setpoint_writes
+from tests.support.processes import wait_until
+from tests.support.proxy import Proxy
+
+pytestmark = [pytest.mark.system, pytest.mark.pair]
+
+
+def proxied_database(node) -> Proxy:
+    """Route ``node``'s database connections through a new proxy (before the node starts)."""
+    url = urlparse(services.DATABASE_URL)
+    port = url.port or 5432
+    proxy = Proxy(port)
+    node.env["DATABASE_URL"] = services.database_url(node.db_name).replace(
+        f"{url.hostname}:{port}", f"127.0.0.1:{proxy.port}"
+    )
+    return proxy
+
+
+def backlog(node) -> int:
+    return int((node.state()["status"] or {}).get("sync", {}).get("history_backlog") or 0)
+
+
+def test_writes_go_on_while_the_standbys_database_is_away_and_its_rows_arrive_afterwards(make_pair, pair_device):
+    pair = make_pair(period_ms=100)
+    proxy = proxied_database(pair.backup)
+    try:
+        pair.up()
+        pair.main.session()  # logged in before the timings below
+        since = time.time()
+        proxy.cut()
+        values, took = [], []
+        for n in range(8):
+            value = 18.0 + n / 4
+            started = time.monotonic()
+            status, body = pair.main.submit("zone1_setpoint", value, f"standby-db-down-{n}")
+            took.append(time.monotonic() - started)
+            assert status == 200 and body["status"] == "succeeded", (n, status, body)
+            values.append(value)
+            time.sleep(1.0)
+        seen_backlog = wait_until(lambda: backlog(pair.main), 10, message="the backlog shows the rows")
+        status = pair.main.state()["status"]["sync"]
+        print(
+            f"standby database away: write times {[round(t * 1000) for t in took]} ms; backlog {seen_backlog}; "
+            f"barrier {status.get('command_barrier')}, sent unconfirmed {status.get('commands_sent_unconfirmed')}"
+        )
+        # At most one timeout for the standby that cannot store, then not waited for until it caught up.
+        assert max(took) < pair.timeout + 1.0, took
+        assert sorted(took)[len(took) // 2] < pair.timeout / 2, took  # the others did not wait for it
+        assert pair.roles() == {"main": "active", "backup": "standby"} or pair.backup.role() == "unknown"
+    finally:
+        proxy.restore()
+    digest = pair.wait_history_identical(60)
+    wait_until(lambda: backlog(pair.main) == 0, 20, message="the backlog drains")
+    assert digest["main"]["counts"]["control.command"] >= 8
+    counts = setpoint_writes(pair.write_log, since - 1)
+    assert all(counts[(ZONE_REGISTER["zone1_setpoint"], value)] == 1 for value in values), counts
+    proxy.close()
