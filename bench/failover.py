@@ -357,6 +357,9 @@ class Bench:
             "BMS_HEARTBEAT_TIMEOUT_MS": str(options.timeout_ms),
             "BMS_HOLD_DOWN_MS": str(options.hold_down_ms),
             "BMS_FAILBACK": "auto",
+            # Each round's restart is a link loss to the survivor; flap damping (ADR 0010) would
+            # stretch later rounds' takeovers, and this bench measures the undamped failover.
+            "BMS_FLAP_WINDOW_MS": "0",
             "BMS_LOG_LEVEL": "INFO",
         }
         self.nodes = {

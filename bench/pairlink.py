@@ -93,6 +93,8 @@ class FakeEngine:
             return {}
         if function == history.rows_after:
             return [], 0
+        if function == history.outgoing:
+            return history.Outgoing([], {}, 0)
         raise RuntimeError(f"the bench engine has no database for {function!r}")
 
 

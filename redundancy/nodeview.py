@@ -4,9 +4,10 @@ Every page, the read-only guard, ``/healthz``, the redundancy page, the API,
 ``/metrics`` and the ``redundancy`` command read the role through
 :func:`node_view`. A node without a partner (``BMS_PARTNER_ADDRESS`` empty,
 or redundancy not activated) runs alone and is always active in epoch 0. A
-pair node whose row is missing or stale (the engine wrote nothing for a few
-seconds) does not know its role: it reports ``unknown`` and refuses changes
-like a standby.
+pair node whose row is missing or stale (no liveness beat from the engine
+for the heartbeat timeout: the engine is frozen or dead, and the partner may
+already have taken control) does not know its role: it reports ``unknown``,
+refuses changes like a standby and answers 503 on ``/healthz/active``.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class NodeView:
         """One sentence for an operator who tried to change something here."""
         if self.role == UNKNOWN:
             age = self.age_seconds
-            why = "no status from its redundancy service" + (f" for {age:.0f} s" if age is not None else " yet")
+            why = "no status from its redundancy service" + (f" for {age:.1f} s" if age is not None else " yet")
             head = f"This node ({self.node}) does not know its role ({why}), so it accepts no changes"
         else:
             head = f"This node ({self.node}) is {self.role.replace('_', ' ')}"

@@ -30,10 +30,19 @@ Rules, in order:
   timeout): the better-placed node takes control: a standby that is in sync
   before a node that is starting, then the preferred node, then the lower
   name. Both nodes rank alike, so exactly one of them acts.
+
+Flap damping (ADR 0010): the service reports when the partner is heard again
+after a link loss (every connection to it dropped, or a silence of at least
+the timeout). Each loss within the flap window doubles the silence a node
+demands before it takes control (capped); the demand decays back to the
+timeout as losses age out of the window. A node that left control within the
+hold-down demands one doubling more. Automatic failback waits until the link
+has been steady for the hold-down and is not flapping.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -48,6 +57,10 @@ class Role(StrEnum):
 
 
 OWNS_FIELD = (Role.ACTIVE, Role.HANDING_OVER)
+#: the damped takeover delay's default ceiling, in timeouts (BMS_FLAP_MAX_DELAY_MS overrides it)
+DEFAULT_MAX_DELAY_FACTOR = 8
+#: losses within the window from which the link counts as flapping (automatic failback waits)
+FLAPPING_LOSSES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +95,57 @@ class Decision:
 
 @dataclass(slots=True)
 class Timing:
-    """The configured times, in seconds."""
+    """The configured times, in seconds; ``flap_window`` 0 turns flap damping off."""
 
     timeout: float
     startup_allowance: float
     hold_down: float
     handover_timeout: float
+    flap_window: float = 60.0
+    max_takeover_delay: float | None = None  # None: DEFAULT_MAX_DELAY_FACTOR x timeout
+
+    @property
+    def takeover_delay_cap(self) -> float:
+        cap = self.max_takeover_delay
+        if cap is None:
+            cap = DEFAULT_MAX_DELAY_FACTOR * self.timeout
+        return max(cap, self.timeout)
+
+
+class FlapDamper:
+    """Remembers the link losses of the last ``window`` seconds (pure: the caller passes the time).
+
+    A loss is recorded when the partner is heard again, so an outage in
+    progress never counts towards the delay that ends it: the first failure
+    after a quiet window is taken over after the plain timeout.
+    """
+
+    def __init__(self, timeout: float, window: float) -> None:
+        self.timeout = timeout
+        self.window = window
+        self.losses: deque[float] = deque()
+        self._dropped = False
+
+    def link_dropped(self) -> None:
+        self._dropped = True
+
+    def heard_again(self, now: float, silent_for: float) -> bool:
+        """The partner is heard after ``silent_for`` seconds; True if that ends a link loss (now recorded)."""
+        lost = self._dropped or silent_for >= self.timeout
+        self._dropped = False
+        if lost and self.window > 0:
+            self.losses.append(now)
+        return lost
+
+    def recent(self, now: float) -> int:
+        """Losses within the window before ``now``."""
+        while self.losses and now - self.losses[0] >= self.window:
+            self.losses.popleft()
+        return len(self.losses)
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.losses[-1] if self.losses else None
 
 
 class RoleMachine:
@@ -113,12 +171,57 @@ class RoleMachine:
         self.started_at = now
         self.entered_at = now
         self.settled = False  # been standby or in control since start-up
+        self.left_control_at: float | None = None  # last step-down or completed handover
+        self.damper = FlapDamper(timing.timeout, timing.flap_window)
 
     def enter(self, decision: Decision, now: float) -> None:
+        if self.role in OWNS_FIELD and decision.role not in OWNS_FIELD:
+            self.left_control_at = now
         self.role = decision.role
         self.epoch = decision.epoch
         self.entered_at = now
         self.settled = self.settled or decision.role == Role.STANDBY or decision.role in OWNS_FIELD
+
+    # -- observations of the link (flap damping) -------------------------------------------------------------------
+
+    def link_dropped(self) -> None:
+        """Every connection to the partner closed (the outage is recorded when the partner is heard again)."""
+        if self.settled:
+            self.damper.link_dropped()
+
+    def partner_heard(self, now: float, silent_for: float) -> bool:
+        """The partner is heard again after ``silent_for`` seconds; True if a link loss was recorded.
+
+        Losses count only once this node has settled: until then the startup
+        allowance, not the damper, governs how long a silence is tolerated.
+        """
+        return self.settled and self.damper.heard_again(now, silent_for)
+
+    def link_losses(self, now: float) -> int:
+        return self.damper.recent(now) if self.timing.flap_window > 0 else 0
+
+    def takeover_delay(self, now: float) -> float:
+        """How long the partner must be silent before this node takes control (the damped timeout)."""
+        timing = self.timing
+        if timing.flap_window <= 0:
+            return timing.timeout
+        doublings = self.link_losses(now)
+        if self.left_control_at is not None and now - self.left_control_at < timing.hold_down:
+            # It just gave control away (higher epoch, or a handover): taking it straight
+            # back is how a flapping link turns into ping-pong.
+            doublings += 1
+        return min(timing.timeout * 2 ** min(doublings, 32), timing.takeover_delay_cap)
+
+    def flapping(self, now: float) -> bool:
+        return self.link_losses(now) >= FLAPPING_LOSSES
+
+    def link_steady(self, now: float) -> bool:
+        """No loss for the hold-down and not flapping: an automatic failback may start."""
+        if self.timing.flap_window <= 0:
+            return True
+        last = self.damper.last_loss
+        recent_loss = last is not None and now - last < self.timing.hold_down
+        return not recent_loss and not self.flapping(now)
 
     def observe_epoch(self, epoch: int) -> bool:
         """Adopt a higher epoch seen on the partner while not in control; True if it moved."""
@@ -163,6 +266,11 @@ class RoleMachine:
         if self.role == Role.HANDING_OVER:
             if now - self.entered_at < self.timing.handover_timeout:
                 return None
+            silent = facts.peer
+            if peer is None and silent is not None and silent.silent_for < self.takeover_delay(now):
+                # The partner may have taken the handover before it fell silent:
+                # resuming control is a takeover and waits like one.
+                return None
             if peer is None and not self._witness_allows(facts):
                 return Decision(Role.ISOLATED, self.epoch, "handover not confirmed and the witness does not agree")
             return Decision(
@@ -179,6 +287,7 @@ class RoleMachine:
             and peer.preferred
             and not self.preferred
             and now - self.entered_at >= self.timing.hold_down
+            and self.link_steady(now)
         ):
             return Decision(Role.HANDING_OVER, self.epoch, f"failback: preferred node {peer.node} has caught up")
         return None
@@ -209,17 +318,32 @@ class RoleMachine:
         now = facts.now
         if not self.settled and now - self.started_at < self.timing.startup_allowance:
             return None
+        delay = self.takeover_delay(now)
+        if peer is not None and peer.silent_for < delay:
+            return None
         if peer is None:
             what = f"partner not heard within the startup allowance of {self.timing.startup_allowance:.1f} s"
         else:
             silent_ms, timeout_ms = peer.silent_for * 1000, self.timing.timeout * 1000
-            what = f"partner {peer.node} silent for {silent_ms:.0f} ms (timeout {timeout_ms:.0f} ms)"
+            what = f"partner {peer.node} silent for {silent_ms:.0f} ms (timeout {timeout_ms:.0f} ms"
+            if delay > self.timing.timeout:
+                what += f", damped to {delay * 1000:.0f} ms: {self._damping_cause(now)}"
+            what += ")"
         if not self._witness_allows(facts):
             if self.role == Role.ISOLATED:
                 return None
             return Decision(Role.ISOLATED, self.epoch, f"{what}, but the witness does not confirm it is gone")
         suffix = "; the witness confirms" if self.witness_configured else ""
         return Decision(Role.ACTIVE, max(self.epoch, peer.epoch if peer else 0) + 1, f"{what}{suffix}; taking control")
+
+    def _damping_cause(self, now: float) -> str:
+        causes = []
+        losses = self.link_losses(now)
+        if losses:
+            causes.append(f"{losses} link loss{'es' if losses > 1 else ''} within {self.timing.flap_window:.0f} s")
+        if self.left_control_at is not None and now - self.left_control_at < self.timing.hold_down:
+            causes.append("left control within the hold-down")
+        return ", ".join(causes)
 
     def _witness_allows(self, facts: Facts) -> bool:
         return not self.witness_configured or facts.witness is True

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bms.engine import bus, store
+from bms.engine import bus
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait
 from redundancy import state
@@ -129,7 +129,14 @@ class PairService:
         cfg = self.config
         epoch = await self.engine.run_in_db(state.load_epoch)
         now = time.monotonic()
-        timing = Timing(cfg.timeout, cfg.startup_allowance, cfg.hold_down, cfg.handover_timeout)
+        timing = Timing(
+            cfg.timeout,
+            cfg.startup_allowance,
+            cfg.hold_down,
+            cfg.handover_timeout,
+            flap_window=cfg.flap_window,
+            max_takeover_delay=cfg.max_takeover_delay,
+        )
         self.machine = RoleMachine(
             cfg.node, cfg.preferred, epoch, timing, cfg.failback_auto, cfg.witness_configured, now
         )
@@ -215,13 +222,21 @@ class PairService:
                 connection.address,
             )
             self.replicator.link_up()
+            # Heard at once rather than up to a period later: after a short cut the
+            # partner's silence ends as soon as the link is back.
+            self._last_heartbeat = 0.0
         else:
             log.info("sync link: connection with %s (%s) closed", connection.peer, connection.address)
             if not self.connected:
                 self.replicator.link_down()
+                if self.machine is not None:
+                    self.machine.link_dropped()
 
     async def _on_message(self, connection: Connection, body: dict[str, Any]) -> None:
-        self.partner.last_heard = time.monotonic()
+        now = time.monotonic()
+        if self.partner.last_heard is not None and self.machine is not None:
+            self._note_heard_again(now, now - self.partner.last_heard)
+        self.partner.last_heard = now
         kind = body["t"]
         if kind == "hb":
             self._on_heartbeat(body)
@@ -229,6 +244,17 @@ class PairService:
             await self._on_handover(body)
         else:
             await self.replicator.on_message(body)
+
+    def _note_heard_again(self, now: float, silent_for: float) -> None:
+        if self.machine.partner_heard(now, silent_for):
+            log.warning(
+                "sync link: partner %s back after %.0f ms: link loss %d within %.0f s; takeover delay now %.0f ms",
+                self.config.partner,
+                silent_for * 1000,
+                self.machine.link_losses(now),
+                self.config.flap_window,
+                self.machine.takeover_delay(now) * 1000,
+            )
 
     def _on_heartbeat(self, body: dict[str, Any]) -> None:
         try:
@@ -434,10 +460,8 @@ class PairService:
         self.role_changes.appendleft(entry)
         severity = "warning" if kind == "role_change" and old in OWNS_FIELD else "info"
         log.log(logging.WARNING if severity == "warning" else logging.INFO, "redundancy: %s", message)
-        try:
-            await self.engine.run_in_db(store.log_event, kind, self.config.node, message, severity, when)
-        except Exception:
-            log.exception("could not write the role change to the event log")
+        # Through the engine's outbox: a role change is recorded even while the database is away.
+        self.engine.events.record(kind, self.config.node, message, severity, when)
         await self._publish_role()
 
     async def _publish_role(self) -> None:
@@ -477,14 +501,39 @@ class PairService:
             state.save_status, str(self.machine.role), self.machine.epoch, name, url, self.status()
         )
 
+    @property
+    def beat_interval(self) -> float:
+        """How often the engine shows the web side it is alive: well within the timeout the web side allows."""
+        return min(self.config.period, self.config.timeout / 3, STATUS_INTERVAL)
+
     async def _status_loop(self) -> None:
+        """The node state row: the whole status every STATUS_INTERVAL, a liveness beat in the slots between.
+
+        Writes are awaited one at a time on a fixed schedule, so a slot that
+        comes while the previous write is still running (a slow database) is
+        skipped, never queued behind it.
+        """
+        interval = self.beat_interval
+        origin = time.monotonic()
+        next_status = origin + STATUS_INTERVAL
         while True:
-            await asyncio.sleep(STATUS_INTERVAL)
+            await asyncio.sleep(interval - (time.monotonic() - origin) % interval)
+            if self.machine.role in OWNS_FIELD and not self.write_allowed():
+                # After a stall this node may have been replaced: the row ages (the
+                # web side says "unknown") until the role loop has heard the partner.
+                continue
+            now = time.monotonic()
             try:
-                await self.write_status()
-                if await self.engine.run_in_db(state.take_switchover_request):
-                    log.info("switchover requested by an operator")
-                    self.request_switchover()
+                if now >= next_status:
+                    # Half a slot of slack: slots wake a little late or early, and the full
+                    # status must not slip to every other one.
+                    next_status = now + STATUS_INTERVAL - interval / 2
+                    await self.write_status()
+                    if await self.engine.run_in_db(state.take_switchover_request):
+                        log.info("switchover requested by an operator")
+                        self.request_switchover()
+                else:
+                    await self.engine.run_in_db(state.beat)
             except Exception:
                 log.exception("writing the redundancy status failed")
 

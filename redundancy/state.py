@@ -51,6 +51,16 @@ def save_status(role: str, epoch: int, active_node: str, active_url: str, status
 
 
 @with_fresh_connection
+def beat() -> None:
+    """The engine's liveness beat: touch ``updated_at`` only (one small UPDATE, no status document).
+
+    The web side trusts the role in the row for one heartbeat timeout after
+    the engine's last sign of life (:meth:`NodeState.fresh`).
+    """
+    NodeState.objects.filter(node=settings.BMS_NODE_NAME).update(updated_at=timezone.now())
+
+
+@with_fresh_connection
 def take_switchover_request() -> bool:
     """True (once) if an operator asked for a switchover since the last call."""
     return bool(

@@ -38,6 +38,7 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
     failed = dialer.failed_attempts if dialer is not None else 0
     active_name, active_url = service.active_node()
     partner_seq = int(hb.get("s", 0) or 0)
+    verified = replicator.config_verified and not replicator.history_stuck
     return {
         "node": cfg.node,
         "role": str(machine.role),
@@ -54,9 +55,14 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
             "connected_client": outgoing,
             "enable_db_sync": cfg.db_sync,
             "database": database_label(),
-            "verified": replicator.config_verified,
+            # Equal configuration hashes are not "in sync" while history rows are stuck (ADR 0011).
+            "verified": verified,
             "config_hash": replicator.config_hash,
             "comment": cfg.comment,
+            # Flap damping (ADR 0010): the silence this node now demands before it takes control.
+            "takeover_delay_ms": round(machine.takeover_delay(now) * 1000),
+            "link_losses": machine.link_losses(now),
+            "flapping": machine.flapping(now),
         },
         "partners": [
             {
@@ -73,7 +79,7 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
                 "fault": (not alive) and failed >= cfg.retries,
                 "fault_reason": (dialer.last_error if dialer and not alive else ""),
                 "database": "in sync" if replicator.backlog == 0 and alive else f"{replicator.backlog} row(s) behind",
-                "verified": replicator.config_verified,
+                "verified": verified,
                 "comment": cfg.partner_comment,
                 "role": str(peer.role) if alive else "unknown",
                 "epoch": peer.epoch if peer else None,
@@ -90,11 +96,17 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
             "image_synced": replicator.image_synced,
             "caught_up": replicator.caught_up,
             "history_backlog": replicator.backlog,
+            "history_stuck": replicator.history_stuck,
+            "history_quarantined": replicator.quarantined,
+            "history_resends": replicator.resends,
+            "history_store_failures": replicator.store_failures,
             "history_rows_sent": replicator.rows_sent,
             "history_rows_received": replicator.rows_received,
             "deltas_applied": replicator.deltas_applied,
             "snapshots_applied": replicator.snapshots_applied,
             "stale_epoch_rejected": replicator.stale_rejected,
+            "commands_sent_unconfirmed": replicator.sent_unconfirmed,
+            "command_barrier": "dropped" if replicator.barrier_dropped else "on",
             "frames_rejected": dict(service.rejects.counts),
         },
         "witness": {

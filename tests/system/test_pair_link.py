@@ -77,7 +77,7 @@ def test_link_cut_with_witness_the_standby_goes_isolated_never_active(make_pair)
     assert all(c.node == "backup" for c in changes), changes
 
 
-def test_a_flapping_link_faster_than_the_timeout_causes_at_most_one_failover(make_pair):
+def test_a_flapping_link_faster_than_the_timeout_causes_no_failover(make_pair):
     pair = make_pair(period_ms=200, proxied=True)  # timeout 600 ms
     pair.up()
     started = time.time()
@@ -87,13 +87,19 @@ def test_a_flapping_link_faster_than_the_timeout_causes_at_most_one_failover(mak
         pair.restore()
         time.sleep(pair.timeout)
     time.sleep(2 * pair.timeout)
-    takeovers = [c for c in pair.all_role_changes() if c.time >= started and c.new == "active"]
-    print(f"flapping link (10 cuts of {pair.timeout / 4 * 1000:.0f} ms): {len(takeovers)} takeover(s)")
-    assert len(takeovers) <= 1, takeovers
+    changes = [c for c in pair.all_role_changes() if c.time >= started]
+    losses = pair.backup.state()["status"]["this"].get("link_losses")
+    print(f"flapping link (10 cuts of {pair.timeout / 4 * 1000:.0f} ms): role changes {changes}, {losses} loss(es)")
+    # None of the cuts lasts the timeout: nobody takes control. Every cut is seen (the damper counts it).
+    assert changes == []
+    assert losses >= 5
+    assert pair.roles() == {"main": "active", "backup": "standby"}
 
 
 def test_short_stalls_of_the_active_node_cause_at_most_one_failover(make_pair):
-    pair = make_pair(period_ms=100)  # timeout 300 ms
+    # A 15 s flap window: long enough to cover the stalls, short enough that a failback held back by
+    # repeated losses still happens within this test.
+    pair = make_pair(period_ms=100, extra_env={"BMS_FLAP_WINDOW_MS": "15000"})  # timeout 300 ms
     pair.up()
     started = time.time()
     for _ in range(10):
@@ -102,11 +108,25 @@ def test_short_stalls_of_the_active_node_cause_at_most_one_failover(make_pair):
         pair.main.sigcont()
         time.sleep(3 * pair.timeout)
     time.sleep(2 * pair.timeout)
-    takeovers = [c for c in pair.all_role_changes() if c.time >= started and c.new == "active"]
-    print(f"10 stalls of {pair.timeout / 2 * 1000:.0f} ms: {len(takeovers)} takeover(s)")
-    assert len(takeovers) <= 1, takeovers
-    final = pair.roles()
-    assert sorted(final.values()) == ["active", "standby"] or len(takeovers) == 1, final
+    # The pair settles as it started: a failover, if a stall outlasted the timeout on a loaded machine, is
+    # followed by one failback once the link is steady.
+    pair.wait_for_roles(45, main="active", backup="standby")
+    changes = [c for c in pair.all_role_changes() if c.time >= started]
+    failovers = [c for c in changes if c.new == "active" and not c.reason.startswith("handover from")]
+    print(f"10 stalls of {pair.timeout / 2 * 1000:.0f} ms: {len(failovers)} failover(s); role changes {changes}")
+    assert len(failovers) <= 1, failovers
+    if not failovers:
+        assert changes == []  # a stall shorter than the timeout changes nothing
+    else:
+        # Only the failover's consequences: main steps down and resyncs, then one failback.
+        assert [(c.node, c.new) for c in changes] == [
+            ("backup", "active"),
+            ("main", "syncing"),
+            ("main", "standby"),
+            ("backup", "handing_over"),
+            ("main", "active"),
+            ("backup", "standby"),
+        ], changes
 
 
 def _send_and_wait_close(port: int, data: bytes, timeout: float = 5.0) -> bytes:

@@ -1,0 +1,134 @@
+"""The web side of a frozen engine stops vouching for its role (issue 8, item 4), in the production layout.
+
+``runengine`` and ``runbms --no-engine`` run apart; the web process learns
+the role only from the node state row. The engine touches that row at least
+every min(period, timeout / 3); once the row is older than the heartbeat
+timeout the web side says ``unknown``, refuses writes with 503 and answers
+503 on ``/healthz/active``. The probes run across the moment the row
+expires, so an error page there would show up as a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from tests.support.processes import wait_until
+
+pytestmark = [pytest.mark.system, pytest.mark.pair]
+
+
+def get(url: str) -> tuple[int, dict]:
+    """GET ``url``; (status, JSON body), or (status, {"text": ...}) for a body that is not JSON."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, {"text": raw[:300].decode(errors="replace")}
+
+
+class Probe:
+    """Asks one endpoint again and again on its own thread; remembers (time, status, body) of each answer."""
+
+    def __init__(self, ask) -> None:
+        self.ask = ask
+        self.answers: list[tuple[float, int | None, dict]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, body = self.ask()
+            self.answers.append((time.time(), status, body))
+            time.sleep(0.01)
+
+    def first(self, check, after: float) -> float | None:
+        """Time of the first answer after ``after`` for which ``check(status, body)`` holds."""
+        return next((at for at, status, body in list(self.answers) if at >= after and check(status, body)), None)
+
+
+def test_a_frozen_engine_makes_the_web_side_unknown_within_the_timeout_and_it_recovers(make_pair):
+    # Manual failback: after the thaw main stays standby, so the test can see its web side say so.
+    pair = make_pair(split=True, period_ms=100, command_wait_s=0.5, failback="manual")  # timeout 300 ms
+    pair.up()
+    main = pair.main
+    status, body = get(f"{main.base_url}/healthz")
+    assert (status, body["role"]) == (200, "active"), body
+    status, body = main.submit("zone1_setpoint", 21.5, "liveness-before")
+    assert status == 200 and body.get("status") == "succeeded", body
+
+    writes = iter(range(10**6))
+    health = Probe(lambda: get(f"{main.base_url}/healthz"))
+    active = Probe(lambda: get(f"{main.base_url}/healthz/active"))
+    write = Probe(lambda: main.submit("zone1_setpoint", 22.0, f"liveness-{next(writes)}"))
+    with health, active, write:
+        wait_until(lambda: len(write.answers) >= 2 and len(health.answers) >= 5, 30, message="probes running")
+        stopped_at = main.sigstop(engine_only=True)
+
+        def all_refused() -> bool:
+            return (
+                health.first(lambda s, b: b.get("role") == "unknown", stopped_at) is not None
+                and active.first(lambda s, b: s != 200, stopped_at) is not None
+                and write.first(lambda s, b: s == 503, stopped_at) is not None
+            )
+
+        wait_until(all_refused, 30, message="the web side of the frozen engine says unknown and refuses")
+        time.sleep(0.5)  # a few more answers after the change, to see that it holds
+        pair.wait_for_roles(30, backup="active")
+        continued_at = main.sigcont(engine_only=True)
+        # The thawed engine hears the backup's higher epoch and steps down; the web side follows the row.
+        pair.wait_for_roles(60, main="standby", backup="active")
+        wait_until(
+            lambda: health.first(lambda s, b: b.get("role") == "standby", continued_at) is not None,
+            30,
+            message="the web side reports standby",
+        )
+        time.sleep(0.3)
+
+    unknown = health.first(lambda s, b: b.get("role") == "unknown", stopped_at) - stopped_at
+    inactive = active.first(lambda s, b: s != 200, stopped_at) - stopped_at
+    refused = write.first(lambda s, b: s == 503, stopped_at) - stopped_at
+    timeout = pair.timeout
+    print(
+        f"engine SIGSTOP, timeout {timeout * 1000:.0f} ms: /healthz unknown after {unknown * 1000:.0f} ms,"
+        f" /healthz/active not 200 after {inactive * 1000:.0f} ms, write 503 after {refused * 1000:.0f} ms;"
+        f" answers: healthz {Counter((s, b.get('role')) for _, s, b in health.answers)},"
+        f" active {Counter(s for _, s, _ in active.answers)}, writes {Counter(s for _, s, _ in write.answers)}"
+    )
+    # The row's last touch came at most one beat before the stop; a write that was already being handled when
+    # the row expired waits for its outcome (0.5 s) first. Margins for a loaded machine, far below the 5 s of old.
+    assert unknown < timeout + 0.7, unknown
+    assert inactive < timeout + 0.7, inactive
+    assert refused < timeout + 0.5 + 1.0, refused
+    # No error page at the moment of expiry or after: every answer is one of the expected ones.
+    assert {s for _, s, _ in health.answers} == {200}
+    assert {s for _, s, _ in active.answers} <= {200, 503}
+    assert {s for _, s, _ in write.answers} <= {200, 202, 503}, [
+        a for a in write.answers if a[1] not in (200, 202, 503)
+    ]
+    # Once unknown, it stays so until the engine is back: no flicker back to active while frozen.
+    frozen = [(at, b.get("role")) for at, _, b in health.answers if stopped_at + unknown <= at < continued_at]
+    assert frozen and all(role == "unknown" for _, role in frozen), frozen
+    # Recovered: the web side follows the engine again and says standby, and refuses writes as a standby.
+    status, body = main.submit("zone1_setpoint", 22.5, "liveness-after")
+    assert status == 503 and body.get("role") == "standby", body
+    status, body = get(f"{pair.backup.base_url}/healthz/active")
+    assert (status, body["role"]) == (200, "active"), body
