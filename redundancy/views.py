@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from bms.realtime import layer_health
 from redundancy import follow as follow_tokens
 from redundancy import metrics as pair_metrics
 from redundancy import operations
@@ -53,15 +54,20 @@ def _cross_origin(response: HttpResponse) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness: this node answers; with its role, epoch and the active node as it knows them."""
-    return _cross_origin(JsonResponse(node_view(request).health()))
+    """Liveness: this node answers; with its role, epoch, the active node as it knows them, and its channel layer."""
+    return _cross_origin(JsonResponse(layer_health.add_to_health(node_view(request).health())))
 
 
 @require_GET
 def healthz_active(request: HttpRequest) -> HttpResponse:
-    """200 only on the active node (for load balancers), 503 elsewhere; same body as ``/healthz``."""
+    """200 only on the active node (for load balancers), 503 elsewhere; same body as ``/healthz``.
+
+    A down channel layer leaves the code alone (``status`` says ``degraded``):
+    the node still serves and commands, and the standby could not do better.
+    """
     view = node_view(request)
-    return _cross_origin(JsonResponse(view.health(), status=200 if view.is_active else 503))
+    body = layer_health.add_to_health(view.health())
+    return _cross_origin(JsonResponse(body, status=200 if view.is_active else 503))
 
 
 @require_GET

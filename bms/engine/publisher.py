@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from bms.engine.bus import LIVE_DELTA, LIVE_GROUP
@@ -31,7 +32,7 @@ class Publisher:
         self.min_interval = min_interval
         self.burst = max(1, burst)
         self._dirty = asyncio.Event()
-        self.failures = 0
+        self.send_failures = SendFailures("publishing live changes")
         self._tokens = float(self.burst)
         self._refilled_at = 0.0
         self._task: asyncio.Task | None = None
@@ -73,10 +74,47 @@ class Publisher:
             await self.layer.group_send(LIVE_GROUP, {"type": LIVE_DELTA, **delta})
         except Exception as exc:
             # Subscribers will see the seq gap and ask for a snapshot; the image is intact.
-            self.failures += 1
-            if self.failures == 1 or self.failures % 500 == 0:
-                log.error("publishing live changes failed (%d time(s) in a row): %s", self.failures, exc)
+            self.send_failures.failed(exc)
             return
-        if self.failures:
-            log.warning("publishing live changes works again after %d failure(s)", self.failures)
-            self.failures = 0
+        self.send_failures.worked()
+
+    @property
+    def failures(self) -> int:
+        """Failed sends in a row (0 while the channel layer works)."""
+        return self.send_failures.count
+
+
+class SendFailures:
+    """Failed channel-layer sends in a row: the first is logged with its reason, the rest counted, the end noted.
+
+    With Redis down every send fails, each one as fast as the connection is
+    refused; a log line (let alone a traceback) for each would bury the log.
+    """
+
+    def __init__(self, what: str, remind_every: int = 500, traceback: bool = False) -> None:
+        self.what = what
+        self.remind_every = remind_every
+        self.traceback = traceback  # on the first failure only: for callers whose errors may be bugs, not outages
+        self.count = 0
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.since = time.monotonic()
+            log.error(
+                "%s failed: %s: %s (further failures are counted)",
+                self.what,
+                type(exc).__name__,
+                exc,
+                exc_info=exc if self.traceback else None,
+            )
+        elif self.count % self.remind_every == 0:
+            log.error("%s still failing: %d time(s) in a row: %s", self.what, self.count, exc)
+
+    def worked(self) -> None:
+        if self.count:
+            away = time.monotonic() - (self.since or time.monotonic())
+            log.warning("%s works again after %d failure(s) in %.1f s", self.what, self.count, away)
+            self.count = 0
+            self.since = None

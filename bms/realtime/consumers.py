@@ -8,6 +8,17 @@ Server -> client:
   ``{"type": "snapshot", "seq": S, "points": {name: state}}``
   ``{"type": "delta", "from": A, "seq": B, "points": {name: state | null}}``  (``from`` = the seq the client must have)
   ``{"type": "error", "code": ..., "message": ...}``  the socket stays open
+  ``{"type": "status", "channel_layer": "down", "message": ...}``  live updates stopped; the close follows
+
+Channel-layer outage (production: Redis stopped or unreachable). Live data
+cannot flow, so the server says so instead of falling silent: a connected
+client gets the ``status`` message above within about two seconds (one
+process-wide probe a second, :mod:`bms.realtime.layer_health`) and the socket
+is closed with code ``4503`` (``CLOSE_LAYER_DOWN``; Daphne 4.2 does not pass
+the close reason on, so the status message carries it). A connection
+attempted during the outage is accepted only to get the same message and
+close, never an HTTP 500. Clients should reconnect after a few seconds;
+once Redis answers again a new connection starts with a snapshot as usual.
 """
 
 from __future__ import annotations
@@ -20,18 +31,57 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from bms.engine import bus
+from bms.realtime import layer_health
+from bms.realtime.layer_health import LAYER_ERRORS
 
 log = logging.getLogger(__name__)
 SNAPSHOT_TIMEOUT = 3.0
 MAX_MESSAGE_BYTES = 65536
 
 
+def _authenticated(scope: dict[str, Any]) -> bool:
+    user = scope.get("user")
+    return user is not None and user.is_authenticated
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     """One visualization client; requires a logged-in user (origin is checked in front of it)."""
 
+    accepted = False
+    layer_down = False  # set once the client has been told; nothing more is sent
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels subscribes the consumer's own channel before the handshake
+        # is even read; with Redis down that raised, and Daphne answered 500.
+        if scope["type"] == "websocket" and not await layer_health.is_up():
+            await self._refuse_unavailable(scope, receive, send)
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        except LAYER_ERRORS:
+            if hasattr(self, "channel_name"):
+                raise  # not the subscription at the start; connect/disconnect handle their own
+            await self._refuse_unavailable(scope, receive, send)
+
+    async def _refuse_unavailable(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Answer the handshake with the outage status and close code (anonymous users get 4401 as always)."""
+        if (await receive()).get("type") != "websocket.connect":
+            return
+        if not _authenticated(scope):
+            await send({"type": "websocket.close", "code": 4401})
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(_status_down(_probe_reason()))})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": layer_health.CLOSE_LAYER_DOWN,
+                "reason": layer_health.CLOSE_LAYER_DOWN_REASON,
+            }
+        )
+
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if not _authenticated(self.scope):
             await self.close(code=4401)
             return
         self.engine_seq: int | None = None  # last engine seq folded in; None while awaiting a snapshot
@@ -40,14 +90,41 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.selected: set[str] | None = None
         self.buffered: list[dict[str, Any]] = []
         self.snapshot_timer: asyncio.Task | None = None
-        await self.channel_layer.group_add(bus.LIVE_GROUP, self.channel_name)
+        try:
+            await self.channel_layer.group_add(bus.LIVE_GROUP, self.channel_name)
+        except LAYER_ERRORS as exc:
+            await self.channel_layer_down(f"{type(exc).__name__}: {exc}")
+            return
         await self.accept()
+        self.accepted = True
+        watch = layer_health.watch()
+        if watch is not None:
+            watch.add(self)
         await self.request_snapshot()
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "snapshot_timer", None):
             self.snapshot_timer.cancel()
-        await self.channel_layer.group_discard(bus.LIVE_GROUP, self.channel_name)
+        watch = layer_health.watch()
+        if watch is not None:
+            watch.discard(self)
+        try:
+            await self.channel_layer.group_discard(bus.LIVE_GROUP, self.channel_name)
+        except LAYER_ERRORS:
+            pass  # the layer is down: its subscription is gone with the connection
+
+    async def channel_layer_down(self, reason: str) -> None:
+        """The channel layer cannot carry live data: tell the client and close, so it reconnects later."""
+        if self.layer_down:
+            return
+        self.layer_down = True
+        if getattr(self, "snapshot_timer", None):
+            self.snapshot_timer.cancel()
+        if not self.accepted:
+            await self.accept()
+            self.accepted = True
+        await self.send(text_data=json.dumps(_status_down(reason)))
+        await self.close(code=layer_health.CLOSE_LAYER_DOWN, reason=layer_health.CLOSE_LAYER_DOWN_REASON)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections on Django's one shared sync
@@ -71,20 +148,25 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def request_snapshot(self) -> None:
         self.engine_seq = None
         await self._ask_engine_for_snapshot()
+        if self.layer_down:
+            return
         if self.snapshot_timer:
             self.snapshot_timer.cancel()
         self.snapshot_timer = asyncio.ensure_future(self._snapshot_watchdog())
 
     async def _snapshot_watchdog(self) -> None:
-        while self.engine_seq is None:
+        while self.engine_seq is None and not self.layer_down:
             await asyncio.sleep(SNAPSHOT_TIMEOUT)
-            if self.engine_seq is None:
+            if self.engine_seq is None and not self.layer_down:
                 await self.send_error("engine_unavailable", "the engine is not answering; retrying")
                 await self._ask_engine_for_snapshot()
 
     async def _ask_engine_for_snapshot(self) -> None:
         request = {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name}
-        await self.channel_layer.send(bus.engine_channel(), request)
+        try:
+            await self.channel_layer.send(bus.engine_channel(), request)
+        except LAYER_ERRORS as exc:
+            await self.channel_layer_down(f"{type(exc).__name__}: {exc}")
 
     async def live_snapshot(self, event: dict[str, Any]) -> None:
         if self.engine_seq is not None:
@@ -177,7 +259,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.request_snapshot()
 
     async def send_json(self, content: dict[str, Any]) -> None:
+        if self.layer_down:
+            return  # closed with the outage status; the client will reconnect
         await self.send(text_data=json.dumps(content, separators=(",", ":")))
 
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+
+def _status_down(reason: str) -> dict[str, Any]:
+    message = "live updates interrupted: the channel layer is unavailable; reconnect in a few seconds"
+    return {"type": "status", "channel_layer": layer_health.DOWN, "message": message, "reason": reason}
+
+
+def _probe_reason() -> str:
+    checker = layer_health.probe()
+    return checker.reason if checker is not None else ""

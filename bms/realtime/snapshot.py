@@ -9,6 +9,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from bms.engine import bus
+from bms.realtime.layer_health import LAYER_ERRORS
 
 
 class EngineUnavailable(RuntimeError):
@@ -18,11 +19,14 @@ class EngineUnavailable(RuntimeError):
 async def fetch_snapshot(wait_seconds: float = 3.0) -> dict[str, Any]:
     """Return ``{"seq", "points"}`` from the engine, or raise :class:`EngineUnavailable`."""
     layer = get_channel_layer()
-    reply_to = await layer.new_channel()
+    try:
+        reply_to = await layer.new_channel()
+    except LAYER_ERRORS as exc:
+        raise EngineUnavailable(f"the channel layer is unavailable ({exc}); live values are unavailable") from exc
     try:
         await layer.send(bus.engine_channel(), {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
         reply = await asyncio.wait_for(layer.receive(reply_to), wait_seconds)
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, *LAYER_ERRORS) as exc:
         raise EngineUnavailable("the engine did not answer; live values are unavailable") from exc
     finally:
         await release_channel(layer, reply_to)

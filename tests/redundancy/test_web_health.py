@@ -8,7 +8,10 @@ from django.contrib.auth.models import User
 
 from tests.redundancy.pairweb import BACKUP_URL, MAIN_URL
 
-HEALTH_KEYS = {"node", "role", "epoch", "active_node", "active_url", "partner", "partner_url", "pair", "status"}
+HEALTH_KEYS = {
+    *("node", "role", "epoch", "active_node", "active_url", "partner", "partner_url", "pair", "status"),
+    "channel_layer",  # "ok" | "down" (bms.realtime.layer_health); always "ok" with the in-memory layer
+}
 
 
 def test_health_of_a_node_alone(client, settings, db):
@@ -27,6 +30,7 @@ def test_health_of_a_node_alone(client, settings, db):
         "partner_url": "",
         "pair": False,
         "status": "ok",
+        "channel_layer": "ok",
     }
     assert client.get("/healthz/active").status_code == 200
 
