@@ -43,6 +43,21 @@ class Node:
         )
         if self.pair is not None:
             self.pair.attach(self.engine)
+        self._share_memory_with_the_web_side()
+
+    def _share_memory_with_the_web_side(self) -> None:
+        """In the embedded shape the web side runs in this process: it may answer from the engine's memory."""
+        from redundancy import nodeview
+
+        health = self.engine.db_health
+        nodeview.use_memory(
+            self.pair.memory_row if self.pair is not None else None,
+            lambda: (
+                ""
+                if health.available
+                else f"database unavailable since {health.down_since:%H:%M:%S} UTC: {health.reason}"
+            ),
+        )
 
     async def start(self) -> None:
         await self.engine.start()

@@ -49,6 +49,7 @@ class PairConfig:
     partner_comment: str
     flap_window: float = 60.0  # 0: no flap damping
     max_takeover_delay: float | None = None  # None: roles.DEFAULT_MAX_DELAY_FACTOR x timeout
+    clock_skew_warn: float = 1.0  # seconds of partner clock offset above which an event warns
 
     @property
     def witness_configured(self) -> bool:
@@ -203,4 +204,5 @@ def load() -> PairConfig:
         partner_comment=s.BMS_PARTNER_COMMENT,
         flap_window=_number("BMS_FLAP_WINDOW_MS", s.BMS_FLAP_WINDOW_MS, 0) / 1000,
         max_takeover_delay=max_delay_ms / 1000 if max_delay_ms else None,
+        clock_skew_warn=_number("BMS_CLOCK_SKEW_WARN_MS", s.BMS_CLOCK_SKEW_WARN_MS, 1) / 1000,
     )

@@ -83,6 +83,13 @@ def render(view: NodeView) -> str:
         "Seconds since anything was heard from the partner.",
         [(pair_labels, None if age_ms is None else age_ms / 1000)],
     )
+    offset_ms = partner.get("clock_offset_ms")
+    out.family(
+        "bms_redundancy_partner_clock_offset_seconds",
+        "gauge",
+        "The partner's wall clock minus this node's, measured from the heartbeats.",
+        [(pair_labels, None if offset_ms is None else offset_ms / 1000)],
+    )
     lag_ms = sync.get("lag_ms")
     out.family(
         "bms_redundancy_sync_lag_seconds",

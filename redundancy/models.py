@@ -29,6 +29,10 @@ class NodeState(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     switchover_requested_at = models.DateTimeField(null=True, blank=True)
     switchover_requested_by = models.CharField(max_length=150, blank=True)
+    take_control_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="an operator asked this node to take control although it may be stale"
+    )
+    take_control_requested_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         permissions = [("switchover", "Can hand control to the partner node (redundancy switchover)")]

@@ -12,11 +12,13 @@ refuses changes like a standby and answers 503 on ``/healthz/active``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -26,6 +28,20 @@ from redundancy.models import NodeState
 UNKNOWN = "unknown"
 ACTIVE = "active"
 _REQUEST_ATTRIBUTE = "_bms_node_view"
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+# When the engine runs in this process (the embedded shape, ``runbms``), the composition root
+# (bms.node) registers where its state lives in memory, so that this node can still say what it is
+# while its database is away. In a web process on its own only the last row read is known.
+_memory_row: Callable[[], NodeState] | None = None
+_database_problem: Callable[[], str] | None = None
+_last_row: NodeState | None = None
+
+
+def use_memory(row: Callable[[], NodeState] | None, database_problem: Callable[[], str] | None) -> None:
+    """Register the in-process engine's view of this node (``row``) and of its database (None: none here)."""
+    global _memory_row, _database_problem
+    _memory_row, _database_problem = row, database_problem
 
 
 def pair_mode() -> bool:
@@ -55,6 +71,7 @@ class NodeView:
     fresh: bool
     updated_at: datetime | None
     status: dict[str, Any] = field(default_factory=dict)
+    degraded: str = ""  # why this node cannot serve normally (its database is away), "" if it can
 
     @property
     def is_active(self) -> bool:
@@ -86,7 +103,8 @@ class NodeView:
             "partner": self.partner if self.pair else "",
             "partner_url": self.partner_url,
             "pair": self.pair,
-            "status": "ok",
+            "status": "degraded" if self.degraded else "ok",
+            "database": self.degraded or "ok",
         }
 
     def where_to_write(self) -> str:
@@ -123,11 +141,35 @@ def _standalone() -> NodeView:
 
 
 def load_view() -> NodeView:
-    """Read this node's view from the database (one query in pair mode, none alone)."""
+    """Read this node's view from the database (one query in pair mode, none alone).
+
+    With the database away it answers from memory, marked ``degraded``: the
+    in-process engine's state if there is one, else the last row read (which
+    turns ``unknown`` once older than the heartbeat timeout, like any row).
+    """
+    global _last_row
+    problem = _database_problem() if _database_problem is not None else ""
     if not pair_mode():
-        return _standalone()
-    row = NodeState.current()
-    fresh = row.fresh()
+        view = _standalone()
+        view.degraded = problem
+        return view
+    try:
+        row = NodeState.current()
+    except DATABASE_ERRORS as exc:
+        problem = problem or "database unavailable: " + (" ".join(str(exc).split())[:200] or type(exc).__name__)
+        if _memory_row is not None:
+            view = _view_of(_memory_row(), fresh=True)  # the engine in this process: its state is now
+        else:
+            view = _view_of(_last_row or NodeState(node=settings.BMS_NODE_NAME))
+    else:
+        _last_row = row
+        view = _view_of(row)
+    view.degraded = problem
+    return view
+
+
+def _view_of(row: NodeState, fresh: bool | None = None) -> NodeView:
+    fresh = row.fresh() if fresh is None else fresh
     status = row.status if isinstance(row.status, dict) else {}
     partners = status.get("partners") or [{}]
     partner_url = (partners[0].get("url") if fresh else "") or settings.BMS_PARTNER_URL
@@ -142,7 +184,7 @@ def load_view() -> NodeView:
         partner_url=partner_url.rstrip("/"),
         public_url=settings.BMS_PUBLIC_URL.rstrip("/"),
         fresh=fresh,
-        updated_at=row.updated_at if row.pk is not None else None,
+        updated_at=row.updated_at if row.pk is not None or fresh else None,
         status=status,
     )
 

@@ -18,6 +18,7 @@ from redundancy.nodeview import ACTIVE, NodeView
 
 ROLE_HISTORY = 20
 SWITCHOVER_ACTION = "redundancy.switchover"
+TAKE_CONTROL_ACTION = "redundancy.take_control"
 
 
 def role_history(limit: int = ROLE_HISTORY) -> list[dict[str, Any]]:
@@ -108,4 +109,32 @@ def request_switchover(view: NodeView, username: str, source: str, user: Any = N
     return (
         f"Switchover requested: {view.node} asks the active node {view.partner} to hand control over;"
         " this node becomes active within a few seconds."
+    )
+
+
+def take_control_refusal(view: NodeView) -> str | None:
+    """Why "take control although stale" makes no sense now, or None if it may be asked for."""
+    if not view.pair:
+        return f"{view.node} has no partner: it is always active"
+    if view.role in (ACTIVE, "handing_over"):
+        return f"this node ({view.node}) is already {view.role}"
+    if view.role == "standby":
+        return f"this node ({view.node}) is standby behind an active partner: use a switchover instead"
+    return None
+
+
+def request_take_control(view: NodeView, username: str, source: str, user: Any = None) -> str:
+    """Ask a node that waits for its partner to take control anyway (audited); return what happens."""
+    with transaction.atomic():
+        state.request_take_control(username)
+        AuditEntry.objects.create(
+            user=user,
+            username=username[:150],
+            action=TAKE_CONTROL_ACTION,
+            target=view.node,
+            detail={"source": source, "role": view.role, "epoch": view.epoch, "partner": view.partner},
+        )
+    return (
+        f"Take-control requested: if {view.node} still cannot hear {view.partner}, it takes control within a few "
+        "seconds with the state it has. Commands the partner executed after this node stopped are not known here."
     )

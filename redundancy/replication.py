@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bms.engine import bus
+from bms.engine.dbhealth import DatabaseUnavailable
 from bms.points.models import ConfigRevision
 from redundancy import configsync, history
 from redundancy.roles import OWNS_FIELD, Role
@@ -215,6 +216,8 @@ class Replicator:
                 await getattr(self, f"_on_{body['t']}")(body)
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the engine's database health
             except Exception:
                 log.exception("handling a replicated %s message failed", body["t"])
 
@@ -295,7 +298,9 @@ class Replicator:
         self.applied_at = time.monotonic()
         sent = body.get("ts")
         if isinstance(sent, datetime):
-            self.lag_ms = (datetime.now(UTC) - sent).total_seconds() * 1000
+            # ``ts`` is the sender's wall clock: take the measured offset out, so a skewed clock is no lag.
+            offset = self.service.clock.offset or 0.0
+            self.lag_ms = ((datetime.now(UTC) - sent).total_seconds() + offset) * 1000
         self.engine.publisher.notify()
 
     async def _on_reads(self, body: dict[str, Any]) -> None:
@@ -477,6 +482,8 @@ class Replicator:
                 await self.push_history()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the engine's database health
             except Exception:
                 log.exception("history replication round failed; retrying")
 

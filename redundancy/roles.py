@@ -73,6 +73,7 @@ class PeerView:
     preferred: bool
     caught_up: bool
     silent_for: float
+    stale: bool = False  # it started without being able to show it holds the latest state
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,9 @@ class Facts:
     witness: bool | None = None  # witness confirms the partner is gone; None: no verdict (or none configured)
     switchover_requested: bool = False
     caught_up: bool = False  # this node holds the active partner's image, configuration and history
+    # the witness last heard the partner out of control or in a lower epoch: this node holds the latest state
+    witness_current: bool | None = None
+    take_control_requested: bool = False  # an operator's explicit, audited "take control although stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ class Decision:
     role: Role
     epoch: int
     reason: str
+    severity: str = ""  # "" : the service's default for the change; "error": an alarm-level change
 
 
 @dataclass(slots=True)
@@ -160,8 +165,12 @@ class RoleMachine:
         failback_auto: bool,
         witness_configured: bool,
         now: float,
+        stale_reason: str = "",
     ) -> None:
         self.node = node
+        # Non-empty: this node cannot show it holds the latest state (it was not in control when it
+        # stopped), so it never takes control alone at start-up (corosync's wait_for_all).
+        self.stale_reason = stale_reason
         self.preferred = preferred
         self.epoch = epoch
         self.timing = timing
@@ -299,9 +308,15 @@ class RoleMachine:
 
     # -- nobody in control -----------------------------------------------------------------------------------------
 
+    @property
+    def stale(self) -> bool:
+        """Started without being able to show it holds the latest state, and not in sync since."""
+        return bool(self.stale_reason) and not self.settled
+
     def _decide_nobody_active(self, peer: PeerView) -> Decision | None:
-        mine = _placement(self.role) + _rank(self.preferred, self.node)
-        theirs = _placement(peer.role) + _rank(peer.preferred, peer.node)
+        # A node that may lack the other's latest state ranks after one that holds it, whatever its preference.
+        mine = (int(self.stale), *_placement(self.role), *_rank(self.preferred, self.node))
+        theirs = (int(peer.stale), *_placement(peer.role), *_rank(peer.preferred, peer.node))
         if mine < theirs:
             return Decision(
                 Role.ACTIVE,
@@ -329,12 +344,35 @@ class RoleMachine:
             if delay > self.timing.timeout:
                 what += f", damped to {delay * 1000:.0f} ms: {self._damping_cause(now)}"
             what += ")"
+        epoch = max(self.epoch, peer.epoch if peer else 0) + 1
+        if self.stale:
+            if facts.take_control_requested:
+                return Decision(
+                    Role.ACTIVE,
+                    epoch,
+                    f"{what}; an operator made this node take control although {self.stale_reason}",
+                    severity="error",
+                )
+            if facts.witness_current is not True:
+                if self.role == Role.ISOLATED:
+                    return None
+                partner = peer.node if peer else "the partner"
+                return Decision(
+                    Role.ISOLATED,
+                    self.epoch,
+                    f"{what}; not taking control alone: {self.stale_reason}. Waiting for {partner}, for a witness "
+                    "that confirms this node holds the latest state, or for an operator "
+                    "(python manage.py redundancy take-control)",
+                    severity="error",
+                )
+            what += "; the witness confirms this node holds the latest state"
         if not self._witness_allows(facts):
             if self.role == Role.ISOLATED:
                 return None
-            return Decision(Role.ISOLATED, self.epoch, f"{what}, but the witness does not confirm it is gone")
+            why = "the witness still hears it" if facts.witness is False else "the witness is unreachable"
+            return Decision(Role.ISOLATED, self.epoch, f"{what}, but {why}: not taking control")
         suffix = "; the witness confirms" if self.witness_configured else ""
-        return Decision(Role.ACTIVE, max(self.epoch, peer.epoch if peer else 0) + 1, f"{what}{suffix}; taking control")
+        return Decision(Role.ACTIVE, epoch, f"{what}{suffix}; taking control")
 
     def _damping_cause(self, now: float) -> str:
         causes = []

@@ -24,11 +24,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bms.engine import bus
+from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait
 from redundancy import state
+from redundancy.clock import ClockOffset
 from redundancy.config import PairConfig
 from redundancy.link import Connection, LinkDialer, LinkServer, RejectLog
+from redundancy.models import NodeState
 from redundancy.replication import Replicator
 from redundancy.roles import OWNS_FIELD, Decision, Facts, PeerView, Role, RoleMachine, Timing
 
@@ -86,6 +89,7 @@ class PartnerInfo:
             preferred=bool(hb.get("preferred")),
             caught_up=bool(hb.get("caught_up")),
             silent_for=now - self.last_heard,
+            stale=bool(hb.get("stale")),
         )
 
 
@@ -105,6 +109,10 @@ class PairService:
         self.witness_view: dict[str, Any] | None = None
         self.witness_heard: float | None = None
         self._switchover_at: float | None = None
+        self.clock = ClockOffset()
+        self._clock_skewed = False
+        self._witness_reachable: bool | None = None
+        self._take_control_at: float | None = None
         self._acting = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._last_heartbeat = 0.0
@@ -128,6 +136,7 @@ class PairService:
         assert self.engine is not None, "attach() the engine first"
         cfg = self.config
         epoch = await self.engine.run_in_db(state.load_epoch)
+        stale_reason = stale_start_reason(await self.engine.run_in_db(state.load_last_role), epoch)
         now = time.monotonic()
         timing = Timing(
             cfg.timeout,
@@ -138,7 +147,7 @@ class PairService:
             max_takeover_delay=cfg.max_takeover_delay,
         )
         self.machine = RoleMachine(
-            cfg.node, cfg.preferred, epoch, timing, cfg.failback_auto, cfg.witness_configured, now
+            cfg.node, cfg.preferred, epoch, timing, cfg.failback_auto, cfg.witness_configured, now, stale_reason
         )
         self.role.machine = self.machine
         # Both ends of the partner link: same identity, handlers and reject counters.
@@ -160,7 +169,10 @@ class PairService:
                 self.rejects,
             )
             self.witness.start()
-        await self._record("start", f"node started in epoch {epoch}; waiting for partner {cfg.partner}")
+        started = f"node started in epoch {epoch}; waiting for partner {cfg.partner}"
+        if stale_reason:
+            started += f" (it will not take control alone: {stale_reason})"
+        await self._record("start", started)
         self._tasks = [
             asyncio.create_task(self._pulse_loop(), name="pair-heartbeat"),
             asyncio.create_task(self._tick_loop(), name="pair-roles"),
@@ -264,11 +276,68 @@ class PairService:
             log.warning("sync link: malformed heartbeat from %s ignored", self.config.partner)
             return
         self.partner.heartbeat = body
+        self.clock.heard(body, datetime.now(UTC))
         self._heard_in_doubt = self._doubt_until > 0
         if self.machine.observe_epoch(int(body["e"])):
             self._persist_soon()
         if body.get("switchover") and self.machine.role == Role.ACTIVE:
             self.request_switchover()
+
+    def _watch_witness(self, now: float) -> None:
+        """Record the loss and the return of the witness as events (it decides whether a takeover may happen)."""
+        if not self.config.witness_configured:
+            return
+        reachable = self.witness_heard is not None and now - self.witness_heard <= self.config.timeout
+        if reachable == self._witness_reachable:
+            return
+        if (
+            self._witness_reachable is None
+            and not reachable
+            and now - self.machine.started_at < self.config.startup_allowance
+        ):
+            return  # not reached yet at start-up: give it the allowance before saying so
+        was, self._witness_reachable = self._witness_reachable, reachable
+        where = f"{self.config.witness_host}:{self.config.witness_port}"
+        if reachable:
+            if was is False:
+                self._note("witness_reachable", f"witness at {where} reachable again", "info")
+            return
+        if self.witness_heard is None:
+            why = f"never reached ({(self.witness.last_error if self.witness else '') or 'no answer'})"
+        else:
+            why = f"silent for {(now - self.witness_heard) * 1000:.0f} ms"
+            if self.witness is not None and self.witness.last_error:
+                why += f" ({self.witness.last_error})"
+        self._note(
+            "witness_unreachable",
+            f"witness at {where} unreachable: {why}; while it is, a standby of this pair does not take control",
+            "warning",
+        )
+
+    def _watch_clock(self) -> None:
+        """Warn once when the partner's clock is off by more than the threshold, and once when it is back."""
+        offset = self.clock.offset
+        if offset is None:
+            return
+        limit = self.config.clock_skew_warn
+        if not self._clock_skewed and abs(offset) > limit:
+            self._clock_skewed = True
+            self._note(
+                "clock_skew",
+                f"the clock of {self.config.partner} is {offset * 1000:+.0f} ms off this node's (warning above "
+                f"{limit * 1000:.0f} ms): events and commands of both nodes sort in the wrong order; check NTP",
+                "warning",
+            )
+        elif self._clock_skewed and abs(offset) < limit / 2:
+            self._clock_skewed = False
+            self._note(
+                "clock_skew", f"the clock of {self.config.partner} agrees again ({offset * 1000:+.0f} ms)", "info"
+            )
+
+    def _note(self, kind: str, message: str, severity: str) -> None:
+        level = logging.WARNING if severity == "warning" else logging.INFO
+        log.log(level, "redundancy: %s", message)
+        self.engine.events.record(kind, self.config.node, message, severity, datetime.now(UTC))
 
     async def _on_witness_message(self, connection: Connection, body: dict[str, Any]) -> None:
         if body.get("t") == "witness":
@@ -286,6 +355,26 @@ class PairService:
         partner = (self.witness_view or {}).get(self.config.partner)
         return partner is None or float(partner.get("age", 1e9)) >= self.config.timeout
 
+    def witness_says_current(self, now: float) -> bool | None:
+        """True if the witness last heard the partner out of control or in a lower epoch than this node's.
+
+        Then nothing happened on the partner that this node lacks: it may take
+        control after a stale start. None: no current word from the witness
+        (or it never heard the partner since it started: it cannot vouch).
+        """
+        if not self.config.witness_configured or self.witness_heard is None:
+            return None
+        if now - self.witness_heard > self.config.timeout:
+            return None
+        partner = (self.witness_view or {}).get(self.config.partner)
+        if partner is None:
+            return None
+        try:
+            partner_role, partner_epoch = Role(partner.get("role")), int(partner.get("epoch") or 0)
+        except (ValueError, TypeError):
+            return None
+        return partner_epoch < self.machine.epoch or partner_role not in OWNS_FIELD
+
     def facts(self, now: float) -> Facts:
         return Facts(
             now=now,
@@ -293,6 +382,8 @@ class PairService:
             witness=self.witness_verdict(now),
             switchover_requested=self.switchover_requested,
             caught_up=self.replicator.caught_up,
+            witness_current=self.witness_says_current(now),
+            take_control_requested=self.take_control_requested,
         )
 
     def write_allowed(self) -> bool:
@@ -352,8 +443,12 @@ class PairService:
                     # The partner's view was known when this decision was made.
                     self._doubt_until = self._heard_in_doubt = 0.0
                 await self.replicator.tick()
+                self._watch_witness(now)
+                self._watch_clock()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the engine's database health
             except Exception:
                 log.exception("pair service tick failed; continuing")
             await asyncio.sleep(tick)
@@ -364,12 +459,14 @@ class PairService:
             role=str(self.machine.role),
             preferred=self.config.preferred,
             caught_up=self.replicator.caught_up,
+            stale=self.machine.stale,
             url=self.config.public_url,
             config_hash=self.replicator.config_hash,
             backlog=self.replicator.backlog,
             # An operator asked the standby for a switchover: the active node carries it out.
             switchover=self.switchover_requested and self.machine.role != Role.ACTIVE,
             time=datetime.now(UTC),
+            **self.clock.echo(),
         )
         connection = self.connection()
         if connection is not None:
@@ -416,7 +513,10 @@ class PairService:
             elif decision.role in (Role.SYNCING, Role.STANDBY) and old == Role.HANDING_OVER:
                 self.replicator.became_passive()
             await self._record(
-                "role_change", f"{old} -> {decision.role} (epoch {decision.epoch}): {decision.reason}", old=old
+                "role_change",
+                f"{old} -> {decision.role} (epoch {decision.epoch}): {decision.reason}",
+                old=old,
+                severity=decision.severity,
             )
             await self.write_status()
 
@@ -444,12 +544,17 @@ class PairService:
     def request_switchover(self) -> None:
         self._switchover_at = time.monotonic()
 
+    @property
+    def take_control_requested(self) -> bool:
+        """An operator's "take control although stale", valid for a while like a switchover request."""
+        return self._take_control_at is not None and time.monotonic() - self._take_control_at < SWITCHOVER_VALID_SECONDS
+
     async def command_barrier(self, command: Command) -> bool:
         return await self.replicator.command_barrier(command)
 
     # -- records and status ----------------------------------------------------------------------------------------
 
-    async def _record(self, kind: str, message: str, old: Role | None = None) -> None:
+    async def _record(self, kind: str, message: str, old: Role | None = None, severity: str = "") -> None:
         when = datetime.now(UTC)
         entry = {
             "time": when.isoformat(),
@@ -458,8 +563,9 @@ class PairService:
             "reason": message,
         }
         self.role_changes.appendleft(entry)
-        severity = "warning" if kind == "role_change" and old in OWNS_FIELD else "info"
-        log.log(logging.WARNING if severity == "warning" else logging.INFO, "redundancy: %s", message)
+        severity = severity or ("warning" if kind == "role_change" and old in OWNS_FIELD else "info")
+        level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
+        log.log(level, "redundancy: %s", message)
         # Through the engine's outbox: a role change is recorded even while the database is away.
         self.engine.events.record(kind, self.config.node, message, severity, when)
         await self._publish_role()
@@ -494,6 +600,19 @@ class PairService:
         from redundancy.status import build_status
 
         return build_status(self, time.monotonic())
+
+    def memory_row(self) -> NodeState:
+        """This node's state row as it is in memory now (the web side's answer while the database is away)."""
+        name, url = self.active_node()
+        return NodeState(
+            node=self.config.node,
+            role=str(self.machine.role),
+            epoch=self.machine.epoch,
+            active_node=name,
+            active_url=url,
+            status=self.status(),
+            updated_at=datetime.now(UTC),
+        )
 
     async def write_status(self) -> None:
         name, url = self.active_node()
@@ -532,8 +651,13 @@ class PairService:
                     if await self.engine.run_in_db(state.take_switchover_request):
                         log.info("switchover requested by an operator")
                         self.request_switchover()
+                    if await self.engine.run_in_db(state.take_take_control_request):
+                        log.warning("an operator asked this node to take control although its state may be stale")
+                        self._take_control_at = time.monotonic()
                 else:
                     await self.engine.run_in_db(state.beat)
+            except DatabaseUnavailable:
+                pass  # logged once per outage by the engine's database health
             except Exception:
                 log.exception("writing the redundancy status failed")
 
@@ -549,3 +673,17 @@ def _report_failure(task: asyncio.Future) -> None:
 
 def _only(name: str):
     return lambda node: node == name
+
+
+def stale_start_reason(last_role: str | None, epoch: int) -> str:
+    """Why this node, just started, cannot show it holds the latest state ("" if it can).
+
+    A node that was in control when it stopped holds everything up to that
+    moment. One that was standby (or syncing, or isolated) only held its
+    partner's state as of its last sync: the partner may have gone on
+    executing commands after that, so taking control alone would run the
+    plant from old state and could execute commands a second time.
+    """
+    if last_role is None or last_role in (Role.ACTIVE, Role.HANDING_OVER):
+        return ""
+    return f"this node was {last_role} in epoch {epoch} when it stopped, so it may lack what its partner did since"

@@ -76,3 +76,27 @@ def request_switchover(username: str) -> None:
         node=settings.BMS_NODE_NAME,
         defaults={"switchover_requested_at": timezone.now(), "switchover_requested_by": username},
     )
+
+
+@with_fresh_connection
+def load_last_role() -> str | None:
+    """The role this node last reported before this start (None: it never ran in a pair on this database)."""
+    return NodeState.objects.filter(node=settings.BMS_NODE_NAME).values_list("role", flat=True).first()
+
+
+@with_fresh_connection
+def take_take_control_request() -> bool:
+    """True (once) if an operator asked this node to take control although its state may be stale."""
+    return bool(
+        NodeState.objects.filter(node=settings.BMS_NODE_NAME, take_control_requested_at__isnull=False).update(
+            take_control_requested_at=None
+        )
+    )
+
+
+def request_take_control(username: str) -> None:
+    """Ask this node's pair service to take control even though it cannot show it holds the latest state."""
+    NodeState.objects.update_or_create(
+        node=settings.BMS_NODE_NAME,
+        defaults={"take_control_requested_at": timezone.now(), "take_control_requested_by": username},
+    )

@@ -86,6 +86,9 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
                 "heartbeat_age_ms": round(peer.silent_for * 1000) if peer else None,
                 "url": hb.get("url") or cfg.partner_url,
                 "caught_up": bool(hb.get("caught_up")),
+                "clock_offset_ms": _ms(service.clock.offset),
+                "clock_round_trip_ms": _ms(service.clock.delay),
+                "clock_skewed": service._clock_skewed,
             }
         ],
         "sync": {
@@ -117,3 +120,7 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
         "failovers": service.takeovers,
         "role_changes": list(service.role_changes),
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)

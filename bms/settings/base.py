@@ -39,6 +39,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "redundancy.middleware.StandbyReadOnlyMiddleware",
+    "bms.web.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -120,6 +121,7 @@ BMS_STARTUP_ALLOWANCE_MS = os.environ.get("BMS_STARTUP_ALLOWANCE_MS", "")  # def
 BMS_HOLD_DOWN_MS = os.environ.get("BMS_HOLD_DOWN_MS", "10000")
 BMS_FLAP_WINDOW_MS = os.environ.get("BMS_FLAP_WINDOW_MS", "60000")  # link losses remembered this long; 0: no damping
 BMS_FLAP_MAX_DELAY_MS = os.environ.get("BMS_FLAP_MAX_DELAY_MS", "")  # default: 8 x timeout
+BMS_CLOCK_SKEW_WARN_MS = os.environ.get("BMS_CLOCK_SKEW_WARN_MS", "1000")  # partner clock offset that is warned of
 BMS_FAILBACK = os.environ.get("BMS_FAILBACK", "auto")
 BMS_WITNESS_ADDRESS = os.environ.get("BMS_WITNESS_ADDRESS", "")
 BMS_REDUNDANCY_ACTIVATE = os.environ.get("BMS_REDUNDANCY_ACTIVATE", "1")

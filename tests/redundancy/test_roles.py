@@ -365,3 +365,69 @@ def test_a_flapping_link_gives_one_takeover_a_minute_not_one_per_cut():
     off = Timing(timeout=0.3, startup_allowance=2.0, hold_down=2.0, handover_timeout=1.0, flap_window=0.0)
     takeovers, changes, both_active = simulate_flapping_link(off, failback_auto=False)
     assert takeovers == 30 and both_active > 5.0
+
+
+# -- a stale start (issue 15 item 2): a node that was not in control when it stopped never takes control alone ----
+
+STALE = "this node was standby in epoch 1 when it stopped, so it may lack what its partner did since"
+
+
+def stale_machine(witness=False, epoch=1):
+    return RoleMachine("backup", False, epoch, TIMING, True, witness, 0.0, stale_reason=STALE)
+
+
+def test_a_stale_node_alone_waits_and_says_why_instead_of_taking_control():
+    m = stale_machine()
+    assert m.decide(Facts(now=1.9, peer=None)) is None  # the startup allowance first, as for any node
+    decision = m.decide(Facts(now=2.0, peer=None))
+    assert (decision.role, decision.epoch, decision.severity) == (Role.ISOLATED, 1, "error")
+    assert STALE in decision.reason and "take-control" in decision.reason
+    m.enter(decision, 2.0)
+    assert m.decide(Facts(now=60.0, peer=None)) is None  # it keeps waiting, without repeating itself
+
+
+def test_a_stale_node_that_hears_its_active_partner_syncs_and_is_stale_no_more():
+    m = stale_machine()
+    m.enter(m.decide(Facts(now=2.0, peer=None)), 2.0)
+    m.enter(m.decide(Facts(now=3.0, peer=peer("active", epoch=1))), 3.0)
+    assert m.role == Role.SYNCING and m.stale
+    m.enter(m.decide(Facts(now=3.5, peer=peer("active", epoch=1), caught_up=True)), 3.5)
+    assert m.role == Role.STANDBY and not m.stale
+    decision = m.decide(Facts(now=9.0, peer=peer("active", epoch=1, silent_for=0.3)))
+    assert decision.role == Role.ACTIVE  # now in sync: an ordinary failover
+
+
+def test_an_operator_can_make_a_stale_node_take_control_and_that_is_alarm_level():
+    m = stale_machine()
+    m.enter(m.decide(Facts(now=2.0, peer=None)), 2.0)
+    decision = m.decide(Facts(now=5.0, peer=None, take_control_requested=True))
+    assert (decision.role, decision.epoch, decision.severity) == (Role.ACTIVE, 2, "error")
+    assert "operator" in decision.reason and STALE in decision.reason
+
+
+def test_a_witness_that_saw_the_partner_out_of_control_lets_a_stale_node_take_over():
+    m = stale_machine(witness=True)
+    waiting = m.decide(Facts(now=2.0, peer=None, witness=True, witness_current=None))
+    assert waiting.role == Role.ISOLATED
+    m.enter(waiting, 2.0)
+    decision = m.decide(Facts(now=2.5, peer=None, witness=True, witness_current=True))
+    assert decision.role == Role.ACTIVE and "latest state" in decision.reason
+
+
+def test_between_two_starting_nodes_the_one_that_holds_the_latest_state_takes_control_whatever_the_preference():
+    # The backup was active when both stopped, the main standby: the main (preferred) is stale.
+    main = RoleMachine("main", True, 3, TIMING, True, False, 0.0, stale_reason=STALE)
+    backup = machine("backup", False, epoch=3)
+    main_view = PeerView("main", Role.STARTING, 3, True, False, 0.05, stale=True)
+    backup_view = PeerView("backup", Role.STARTING, 3, False, False, 0.05, stale=False)
+    assert main.decide(Facts(now=0.5, peer=backup_view)).role == Role.SYNCING
+    taken = backup.decide(Facts(now=0.5, peer=main_view))
+    assert taken.role == Role.ACTIVE and taken.epoch == 4
+
+
+def test_the_witness_reason_says_whether_it_is_unreachable_or_still_hears_the_partner():
+    m = machine(witness=True, role=Role.STANDBY, epoch=1)
+    unreachable = m.decide(Facts(now=10.0, peer=peer("active", epoch=1, silent_for=0.4), witness=None))
+    assert unreachable.role == Role.ISOLATED and "the witness is unreachable" in unreachable.reason
+    hears = m.decide(Facts(now=10.0, peer=peer("active", epoch=1, silent_for=0.4), witness=False))
+    assert hears.role == Role.ISOLATED and "the witness still hears it" in hears.reason

@@ -49,6 +49,15 @@ def proxied_node():
         print(f"node log: {node.log_path}")
 
 
+def _status_of(session, path: str) -> int:
+    import urllib.error
+
+    try:
+        return session.opener.open(f"{session.base_url}{path}", timeout=15).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def events(node) -> list[tuple[str, str]]:
     with psycopg.connect(services.database_url(node.db_name)) as conn:
         return [tuple(row) for row in conn.execute("SELECT kind, message FROM events_event ORDER BY time, id")]
@@ -62,9 +71,25 @@ def test_events_raised_while_the_database_is_away_are_written_when_it_returns(pr
     proxy.cut()
     cut_at = time.monotonic()
     os.kill(device.process.pid, signal.SIGSTOP)  # the device falls silent during the outage
-    time.sleep(4.0)  # long enough for the poller to declare it lost (timeout and retries)
+    # Health answers from memory, in JSON, and says what is wrong; load balancers still find the node.
+    health = wait_until(
+        lambda: (body := session.get_json("/healthz")[1]).get("status") == "degraded" and body,
+        10,
+        0.2,
+        "/healthz says degraded",
+    )
+    print(f"/healthz during the outage: {health}")
+    assert health["role"] == "active" and "database unavailable" in health["database"], health
+    assert session.get_json("/healthz/active")[0] == 200
+    # A write is refused with a JSON 503 naming the cause; a page with a plain 503.
+    status, body = session.post_json("/api/points/zone1_setpoint/write", {"value": 22.0})
+    assert (status, body.get("error")) == (503, "database_unavailable"), (status, body)
+    assert "database" in body["message"]
+    page_status = _status_of(session, "/points/")
+    assert page_status == 503, page_status
+    time.sleep(max(0.0, 4.0 - (time.monotonic() - cut_at)))  # the poller declares the device lost meanwhile
     os.kill(device.process.pid, signal.SIGCONT)
-    time.sleep(2.0)  # and to see it back
+    time.sleep(2.0)  # and sees it back
     proxy.restore()
     outage = time.monotonic() - cut_at
     kinds = wait_until(
@@ -82,5 +107,12 @@ def test_events_raised_while_the_database_is_away_are_written_when_it_returns(pr
     assert 0 < lost < restored, kinds
     log = node.log_text()
     # Said once, then counted: not a traceback per failed call.
-    assert log.count("database unavailable:") == 1, log[-3000:]
+    assert log.count("the engine keeps polling, events wait in memory") == 1, log[-3000:]
+    assert log.count("requests that need it are answered 503") == 1, log[-3000:]
+    assert log.count("Service Unavailable") == 0, log[-3000:]
     assert log.count("Traceback") <= 2, log[-3000:]
+    assert log.count("Internal Server Error") == 0, log[-3000:]
+    # Back to normal: health ok, writes accepted.
+    wait_until(lambda: session.get_json("/healthz")[1].get("status") == "ok", 10, 0.2, "/healthz ok again")
+    status, body = session.post_json("/api/points/zone1_setpoint/write", {"value": 22.5})
+    assert status == 200 and body["status"] == "succeeded", body

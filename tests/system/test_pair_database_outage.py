@@ -72,3 +72,39 @@ def test_writes_go_on_while_the_standbys_database_is_away_and_its_rows_arrive_af
     counts = setpoint_writes(pair.write_log, since - 1)
     assert all(counts[(ZONE_REGISTER["zone1_setpoint"], value)] == 1 for value in values), counts
     proxy.close()
+
+
+def test_the_active_nodes_database_away_it_still_says_it_is_active_and_refuses_writes_in_json(make_pair, pair_device):
+    pair = make_pair(period_ms=100)
+    proxy = proxied_database(pair.main)
+    try:
+        pair.up()
+        session = pair.main.session()
+        proxy.cut()
+        health = wait_until(
+            lambda: (body := session.get_json("/healthz")[1]).get("status") == "degraded" and body,
+            10,
+            0.2,
+            "main's /healthz says degraded",
+        )
+        print(f"active node without its database: {health['role']}, {health['database'][:60]}...")
+        # Load balancers and following clients still find the active node.
+        assert health["role"] == "active" and health["active_node"] == "main", health
+        assert session.get_json("/healthz/active")[0] == 200
+        status, body = session.post_json("/api/points/zone1_setpoint/write", {"value": 21.5})
+        assert (status, body.get("error")) == (503, "database_unavailable"), (status, body)
+        time.sleep(2.0)  # the pair goes on meanwhile: no takeover because of a database outage
+        assert pair.backup.role() == "standby"
+    finally:
+        proxy.restore()
+    wait_until(lambda: session.get_json("/healthz")[1].get("status") == "ok", 15, 0.2, "main healthy again")
+    def outage_events() -> list[str] | None:
+        kinds = [row["kind"] for row in pair.main.query("SELECT kind FROM events_event WHERE source = 'main'")]
+        return kinds if "database_available" in kinds else None
+
+    kinds = wait_until(outage_events, 15, 0.2, "the outage recorded in main's event log")
+    assert "database_unavailable" in kinds, kinds
+    pair.wait_history_identical(60)
+    log = pair.main.log_text()
+    assert "Internal Server Error" not in log and log.count("Traceback") <= 2, log[-3000:]
+    proxy.close()

@@ -1,4 +1,4 @@
-"""``python manage.py redundancy status|switchover``: the pair's state and a manual switchover from a shell.
+"""``python manage.py redundancy status|switchover|take-control``: the pair's state and operator actions.
 
 Run it with the node's own settings (the same environment as its ``runbms``):
 it reads and writes that node's database, like the web manager does.
@@ -6,6 +6,8 @@ it reads and writes that node's database, like the web manager does.
     python manage.py redundancy status            # a summary; --json for the API's document
     python manage.py redundancy switchover        # hand control to the other node, wait until done
     python manage.py redundancy switchover --wait 0   # only ask
+    python manage.py redundancy take-control --yes-stale   # a node waiting for its partner after a stale
+                                                           # start takes control with what it has (audited)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Command(BaseCommand):
     help = "Show the hot-standby pair's state, or hand control to the other node (switchover)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True, metavar="{status,switchover}")
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{status,switchover,take-control}")
         status = sub.add_parser("status", help="this node's role, the partner, sync state and the last role changes")
         status.add_argument("--json", action="store_true", help="print the document of GET /api/redundancy/status")
         switch = sub.add_parser("switchover", help="hand control to the other node of the pair")
@@ -44,11 +46,35 @@ class Command(BaseCommand):
             help=f"wait for the roles to change, exit 1 if they did not (default {DEFAULT_WAIT:g}; 0: ask only)",
         )
 
+        take = sub.add_parser(
+            "take-control",
+            help="make a node that waits for its partner (stale start) take control with the state it has",
+        )
+        take.add_argument(
+            "--yes-stale",
+            action="store_true",
+            help="confirm that this node may lack what its partner did since it stopped (required)",
+        )
+
     def handle(self, *args, action: str, **options: Any) -> None:
         if action == "status":
             self.status(as_json=options["json"])
+        elif action == "take-control":
+            self.take_control(confirmed=options["yes_stale"])
         else:
             self.switchover(wait=options["wait"])
+
+    def take_control(self, confirmed: bool) -> None:
+        view = load_view()
+        refusal = operations.take_control_refusal(view)
+        if refusal is not None:
+            raise CommandError(f"take-control refused: {refusal}")
+        if not confirmed:
+            raise CommandError(
+                f"{view.node} may lack what {view.partner} did since {view.node} stopped (commands, history,"
+                " configuration). Start the partner if you can. To take control anyway, repeat with --yes-stale."
+            )
+        self.stdout.write(operations.request_take_control(view, f"cli:{_os_user()}", "cli"))
 
     # -- status ----------------------------------------------------------------------------------------------------
 
