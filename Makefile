@@ -23,8 +23,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every benchmark, one after the other (about 8 minutes); a failed or unmet one does not stop the others.
-# bench/modbus_poll.py needs libmodbus-dev (apt-get install -y libmodbus-dev) for its C server.
+# Every benchmark, one after the other (about 15 minutes); a failed or unmet one does not stop the others.
+# bench/modbus_poll.py needs libmodbus-dev (apt-get install -y libmodbus-dev) for its C server;
+# bench/pair_scenarios.py needs PostgreSQL and Redis on loopback (as the pair tests do).
 bench: install
 	-$(PY) bench/modbus_poll.py
 	-$(PY) bench/bacnet_read.py
@@ -32,6 +33,7 @@ bench: install
 	-$(PY) bench/sync_stream.py
 	-$(PY) bench/state_transfer.py
 	-$(PY) bench/failover.py
+	-$(PY) bench/pair_scenarios.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -93,17 +93,22 @@ def switchover_refusal(view: NodeView) -> str | None:
     return f"this node ({view.node}) is {view.role}: a switchover needs one active node and one caught-up standby"
 
 
-def request_switchover(view: NodeView, username: str, source: str, user: Any = None) -> str:
-    """Ask the pair to swap roles (checked by the caller with :func:`switchover_refusal`); return what happens."""
+def _audited_request(view: NodeView, username: str, source: str, user: Any, action: str, ask) -> None:
+    """Leave an operator's request for the pair service (``ask``) and its audit entry, in one transaction."""
     with transaction.atomic():
-        state.request_switchover(username)
+        ask(username)
         AuditEntry.objects.create(
             user=user,
             username=username[:150],
-            action=SWITCHOVER_ACTION,
+            action=action,
             target=view.node,
             detail={"source": source, "role": view.role, "epoch": view.epoch, "partner": view.partner},
         )
+
+
+def request_switchover(view: NodeView, username: str, source: str, user: Any = None) -> str:
+    """Ask the pair to swap roles (checked by the caller with :func:`switchover_refusal`); return what happens."""
+    _audited_request(view, username, source, user, SWITCHOVER_ACTION, state.request_switchover)
     if view.role == ACTIVE:
         return f"Switchover requested: {view.node} hands control to {view.partner} within a few seconds."
     return (
@@ -125,15 +130,7 @@ def take_control_refusal(view: NodeView) -> str | None:
 
 def request_take_control(view: NodeView, username: str, source: str, user: Any = None) -> str:
     """Ask a node that waits for its partner to take control anyway (audited); return what happens."""
-    with transaction.atomic():
-        state.request_take_control(username)
-        AuditEntry.objects.create(
-            user=user,
-            username=username[:150],
-            action=TAKE_CONTROL_ACTION,
-            target=view.node,
-            detail={"source": source, "role": view.role, "epoch": view.epoch, "partner": view.partner},
-        )
+    _audited_request(view, username, source, user, TAKE_CONTROL_ACTION, state.request_take_control)
     return (
         f"Take-control requested: if {view.node} still cannot hear {view.partner}, it takes control within a few "
         "seconds with the state it has. Commands the partner executed after this node stopped are not known here."

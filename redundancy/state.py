@@ -60,14 +60,16 @@ def beat() -> None:
     NodeState.objects.filter(node=settings.BMS_NODE_NAME).update(updated_at=timezone.now())
 
 
+def _take_request(field: str) -> bool:
+    """True (once) if the web side left an operator's request in ``field`` of this node's row; clears it."""
+    pending = NodeState.objects.filter(node=settings.BMS_NODE_NAME, **{f"{field}__isnull": False})
+    return bool(pending.update(**{field: None}))
+
+
 @with_fresh_connection
 def take_switchover_request() -> bool:
     """True (once) if an operator asked for a switchover since the last call."""
-    return bool(
-        NodeState.objects.filter(node=settings.BMS_NODE_NAME, switchover_requested_at__isnull=False).update(
-            switchover_requested_at=None
-        )
-    )
+    return _take_request("switchover_requested_at")
 
 
 def request_switchover(username: str) -> None:
@@ -87,11 +89,7 @@ def load_last_role() -> str | None:
 @with_fresh_connection
 def take_take_control_request() -> bool:
     """True (once) if an operator asked this node to take control although its state may be stale."""
-    return bool(
-        NodeState.objects.filter(node=settings.BMS_NODE_NAME, take_control_requested_at__isnull=False).update(
-            take_control_requested_at=None
-        )
-    )
+    return _take_request("take_control_requested_at")
 
 
 def request_take_control(username: str) -> None:

@@ -13,6 +13,7 @@ import json
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
@@ -104,7 +105,16 @@ def point_write(request, name: str):
         )
     except CommandRejected as exc:
         return error(exc.code, exc.message, exc.status)
-    command = wait_for_outcome(submission.command, settings.BMS_COMMAND_WAIT_SECONDS)
+    try:
+        command = wait_for_outcome(submission.command, settings.BMS_COMMAND_WAIT_SECONDS)
+    except (OperationalError, InterfaceError):
+        # Recorded (and handed to the engine) before the database went away: the outcome will be on the row.
+        payload = submission.command.as_dict() | {
+            "repeated": not submission.created,
+            "message": "the database went away while waiting for the outcome; "
+            f"ask GET /api/commands/{submission.command.command_id}/ later",
+        }
+        return JsonResponse(payload, status=202)
     payload = command.as_dict() | {"repeated": not submission.created}
     if command.status == Command.FAILED:
         return JsonResponse(payload, status=502)

@@ -60,6 +60,8 @@ class CommandExecutor:
         self.executed = 0
         self.scans = 0
         self._claim_delay = settings.BMS_FAULT_CLAIM_DELAY_MS / 1000 if settings.BMS_ALLOW_FAULT_INJECTION else 0.0
+        # Outcomes observed while the database was away: the device answered, the row could not say so yet.
+        self.unrecorded: dict[int, tuple[str, str]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -71,6 +73,11 @@ class CommandExecutor:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        try:
+            await self._record_kept_outcomes()
+        except DatabaseUnavailable:
+            for pk, (status, error) in self.unrecorded.items():
+                log.error("command row %d: outcome %s %s could not be recorded before stopping", pk, status, error)
 
     async def _run(self) -> None:
         while True:
@@ -80,6 +87,10 @@ class CommandExecutor:
                 pass
             self._wake.clear()
             self.scans += 1
+            try:
+                await self._record_kept_outcomes()  # whatever the role: this node saw them
+            except DatabaseUnavailable:
+                continue
             if not self.role.active:
                 continue
             try:
@@ -109,8 +120,21 @@ class CommandExecutor:
         else:
             status, error = await self._send(command, epoch)
         self.executed += 1  # before the outcome is stored: whoever sees the outcome sees the count
-        await self.run_in_db(store.finish_command, pk, status, error)
+        try:
+            await self.run_in_db(store.finish_command, pk, status, error)
+        except DatabaseUnavailable:
+            # The device has answered: that outcome must reach the row, not be lost with the connection.
+            self.unrecorded[pk] = (status, error)
+            log.warning("command %s: %s, kept in memory until the database returns", command.command_id, status)
+            return
         log.info("command %s %s := %r: %s %s", command.command_id, command.point_name, command.value, status, error)
+
+    async def _record_kept_outcomes(self) -> None:
+        while self.unrecorded:
+            pk, (status, error) = next(iter(self.unrecorded.items()))
+            await self.run_in_db(store.finish_command, pk, status, error)
+            del self.unrecorded[pk]
+            log.info("command row %d: outcome %s recorded now that the database is back", pk, status)
 
     async def _send(self, command: Command, epoch: int) -> tuple[str, str]:
         for poller in self.pollers().values():

@@ -15,6 +15,13 @@ from bms.engine.runner import Engine
 from tests.engine.conftest import eventually
 
 
+async def settled(pk: int) -> Command:
+    """The command once it is final (the engine runs on; the row is polled on a thread)."""
+    return await eventually(
+        lambda: (c := Command.objects.get(pk=pk)).status in Command.FINAL and c, db=True, message="final"
+    )
+
+
 @pytest.fixture
 def demo(db):
     call_command("loaddemo", modbus_port=1, demo_user=True, verbosity=0)
@@ -132,11 +139,7 @@ async def test_a_command_to_an_unreachable_device_fails_with_a_reason(engine, pl
     submission = await sync_to_async(submit_write)(
         user=None, point_name="zone1_setpoint", value=24.0, command_id="down-1", source="code"
     )
-    command = await eventually(
-        lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
-        db=True,
-        message="final",
-    )
+    command = await settled(submission.command.pk)
     assert command.status == Command.FAILED
     assert "127.0.0.1" in command.error
 
@@ -196,11 +199,7 @@ async def test_a_command_the_standby_did_not_confirm_is_not_sent(engine, plant):
     submission = await sync_to_async(submit_write)(
         user=None, point_name="zone3_setpoint", value=before + 1, command_id="unconfirmed-1", source="code"
     )
-    command = await eventually(
-        lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
-        db=True,
-        message="final",
-    )
+    command = await settled(submission.command.pk)
     assert command.status == Command.FAILED and "not sent" in command.error
     assert await plant.get("zone3_setpoint") == before
 
@@ -228,11 +227,7 @@ async def test_a_command_bound_to_an_earlier_epoch_is_never_sent_and_ends_expire
     node = Engine(layer, role=ActiveIn(5), config_check_interval=0.05, command_scan_interval=0.05)
     await node.start()
     try:
-        command = await eventually(
-            lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
-            db=True,
-            message="settled",
-        )
+        command = await settled(submission.command.pk)
         assert (command.status, command.observed) == (Command.EXPIRED, False)
         assert "not sent by main" in command.error and "epoch 4" in command.error
         await eventually(lambda: node.commands.scans >= 3, message="more scans")
@@ -250,11 +245,7 @@ async def test_a_command_not_started_within_its_lifetime_is_expired_and_never_se
     node = Engine(layer, config_check_interval=0.05, command_scan_interval=0.05)
     await node.start()
     try:
-        command = await eventually(
-            lambda: (c := Command.objects.get(pk=submission.command.pk)).status in Command.FINAL and c,
-            db=True,
-            message="settled",
-        )
+        command = await settled(submission.command.pk)
         assert (command.status, command.observed) == (Command.EXPIRED, True)
         assert "lifetime" in command.error
         assert await plant.get("zone2_setpoint") == 21.0

@@ -40,6 +40,7 @@ from tests.support import services
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession, spawn_node, wait_until
 from tests.support.proxy import Proxy
+from tests.support.redis_server import RedisServer
 
 SECRET = "pair-test-secret-0123456789"
 HISTORY_TABLES = {
@@ -382,6 +383,8 @@ class PairOptions:
     proxied: bool = False  # sync links through test-controlled proxies (both directions)
     record: bool = False  # the proxies record what they carry
     split: bool = False
+    proxied_databases: bool = False  # each node reaches its database through a proxy (database outages)
+    private_redis: bool = False  # each node has a Redis of its own that can be stopped (Redis outages)
     command_wait_s: float = 3.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -397,6 +400,8 @@ class Pair:
         self.options = options or PairOptions()
         self.write_log = write_log
         self.proxies: dict[str, Proxy] = {}
+        self.database_proxies: dict[str, Proxy] = {}  # node name -> the proxy to its database
+        self.redis: dict[str, RedisServer] = {}  # node name -> its own Redis (``private_redis``)
         self.witness: subprocess.Popen | None = None
         self.nodes: dict[str, PairNode] = {}
         try:
@@ -410,6 +415,14 @@ class Pair:
     def _wire(self) -> None:
         opts = self.options
         witness_address = self._start_witness() if opts.witness else ""
+        for node in self.nodes.values():
+            if opts.proxied_databases:
+                proxy = self.database_proxies[node.name] = Proxy(services.database_port())
+                node.env["DATABASE_URL"] = services.proxied_database_url(node.db_name, proxy.port)
+            if opts.private_redis:
+                server = self.redis[node.name] = RedisServer(node.log_path.parent)
+                server.start()
+                node.env["REDIS_URL"] = server.url
         for node, partner in ((self.main, self.backup), (self.backup, self.main)):
             partner_port = partner.sync_port
             if opts.proxied:
@@ -532,8 +545,10 @@ class Pair:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.witness.pid, signal.SIGKILL)
             self.witness.wait(10)
-        for proxy in self.proxies.values():
+        for proxy in [*self.proxies.values(), *self.database_proxies.values()]:
             proxy.close()
+        for server in self.redis.values():
+            server.stop()
 
 
 class RoleSampler:
@@ -569,6 +584,10 @@ class RoleSampler:
         # A row left by the node's previous life (before kill -9 and restart) says nothing about now.
         if node.started_at is not None and row[1].timestamp() < node.started_at:
             return "stale"
+        # A frozen node's row keeps its last role, but its engine's liveness beat stops: after the
+        # timeout the node's own web side says "unknown" (and its fence sends nothing), so do we.
+        if time.time() - row[1].timestamp() > self.pair.timeout + 0.1:
+            return "silent"
         return row[0]
 
     def _run(self) -> None:

@@ -6,6 +6,7 @@ the shared Redis, so tests never see each other's traffic.
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -44,6 +45,20 @@ def spawn_node(
         )
         for command in commands
     ]
+
+
+@contextlib.contextmanager
+def paused(process: subprocess.Popen):
+    """SIGSTOP a process (a device, a witness) for the block; SIGCONT it on leaving, also on failure.
+
+    A frozen process keeps its sockets: what is sent to it waits in its kernel buffer until it goes on.
+    """
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGCONT)
 
 
 class Simulator(SimulatorProcess):

@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
-from urllib.parse import urlparse
 
 import psycopg
 import pytest
 
 from tests.support import services
-from tests.support.processes import Node, Simulator, wait_until
+from tests.support.processes import Node, Simulator, paused, wait_until
 from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.system
@@ -28,13 +28,10 @@ pytestmark = pytest.mark.system
 def proxied_node():
     """A node on its own device, whose database connections go through a proxy: ``(node, proxy, device)``."""
     device = Simulator()
-    url = urlparse(services.DATABASE_URL)
-    proxy = Proxy(url.port or 5432)
+    proxy = Proxy(services.database_port())
     node = Node(device.port, poll_interval=0.2)
     try:
-        node.env["DATABASE_URL"] = services.database_url(node.db_name).replace(
-            f"{url.hostname}:{url.port or 5432}", f"127.0.0.1:{proxy.port}"
-        )
+        node.env["DATABASE_URL"] = services.proxied_database_url(node.db_name, proxy.port)
         with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
             conn.execute("UPDATE points_device SET timeout = 0.5")  # a silent device is declared lost quickly
         node.start()
@@ -116,3 +113,42 @@ def test_events_raised_while_the_database_is_away_are_written_when_it_returns(pr
     wait_until(lambda: session.get_json("/healthz")[1].get("status") == "ok", 10, 0.2, "/healthz ok again")
     status, body = session.post_json("/api/points/zone1_setpoint/write", {"value": 22.5})
     assert status == 200 and body["status"] == "succeeded", body
+
+
+def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when_it_returns(proxied_node):
+    node, proxy, device = proxied_node
+    session = node.session()
+    wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
+    answer: dict = {}
+    with paused(device.process):
+        # The write is claimed (executing) and waits at the frozen device; then the database goes away.
+        thread = threading.Thread(
+            target=lambda: answer.update(
+                result=session.post_json("/api/points/zone3_setpoint/write", {"value": 25.25, "command_id": "kept-1"})
+            ),
+            daemon=True,
+        )
+        thread.start()
+        wait_until(lambda: command_status(node, "kept-1") == "executing", 15, 0.05, "the write claimed")
+        proxy.cut()
+    # The device applies it and answers while the database is away: the engine keeps the outcome.
+    wait_until(lambda: "kept in memory until the database returns" in node.log_text(), 15, 0.1, "outcome kept")
+    proxy.restore()
+    status = wait_until(
+        lambda: command_status(node, "kept-1") not in (None, "executing") and command_status(node, "kept-1"),
+        15,
+        0.1,
+        "the outcome recorded",
+    )
+    thread.join(20)
+    print(f"outcome recorded after the outage: {status}; the API answered {answer.get('result')}")
+    assert status == "succeeded"
+    # The request was recorded before the database went away: the answer says to look again, not "nothing done".
+    http, body = answer["result"]
+    assert http == 202 and "/api/commands/kept-1/" in body["message"], body
+
+
+def command_status(node, command_id: str) -> str | None:
+    with psycopg.connect(services.database_url(node.db_name)) as conn:
+        row = conn.execute("SELECT status FROM control_command WHERE command_id = %s", [command_id]).fetchone()
+    return row[0] if row else None

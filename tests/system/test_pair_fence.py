@@ -10,28 +10,15 @@ wrote what, and when.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
 
 import pytest
 
 from tests.support.pair import FINAL, ZONE_REGISTER, read_writes, setpoint_writes
-from tests.support.processes import wait_until
+from tests.support.processes import paused, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.pair]
-
-
-@contextlib.contextmanager
-def frozen(device):
-    """SIGSTOP the simulated device; SIGCONT it on leaving (also on failure)."""
-    os.kill(device.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(device.process.pid, signal.SIGCONT)
 
 
 def submit_in_background(node, point: str, value: float, command_id: str) -> threading.Thread:
@@ -57,7 +44,7 @@ def test_sigstop_of_the_active_node_it_steps_down_and_sends_no_write_after_the_n
     pair.up()
     epoch = pair.main.state()["epoch"]
     command_id, value = "fence-1", 24.25
-    with frozen(pair_device):
+    with paused(pair_device.process):
         # The poller's next read hangs on the frozen device and holds the device lock: the write
         # that follows is claimed, confirmed by the standby (barrier), then parked before the fence.
         time.sleep(0.5)
@@ -108,7 +95,7 @@ def test_command_in_flight_when_the_active_dies_is_executed_at_most_once_and_kno
     wait_until(lambda: int(pair.main.state()["status"]["sync"]["image_seq"]) > 0, 10, message="first poll")
     time.sleep(0.5)
     command_id, value = "inflight-1", 25.75
-    with frozen(pair_device):
+    with paused(pair_device.process):
         submit_in_background(pair.main, "zone4_setpoint", value, command_id)
         wait_until(lambda: command_on(pair.backup, command_id, "executing"), 5, message="standby holds it executing")
         time.sleep(0.3)  # the request is in the device's socket buffer; main waits for the answer

@@ -13,11 +13,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import redis
@@ -25,49 +23,13 @@ import websockets
 
 from bms.realtime import layer_health
 from bms.realtime.layer_health import CLOSE_LAYER_DOWN, LayerOutageLogFilter, LayerProbe
-from tests.support.net import free_port, wait_for_port
 from tests.support.processes import Node, Simulator
+from tests.support.redis_server import RedisServer
 from tests.system.test_live_websocket import connect, recv, until_value, write_device_register
 
 pytestmark = pytest.mark.system
 
 HEALTH_KEYS = {"node", "role", "epoch", "active_node", "active_url", "partner", "partner_url", "pair", "status"}
-
-
-class RedisServer:
-    """A private ``redis-server`` on a fixed loopback port that can be killed and started again."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log_path = log_dir / f"redis-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.log_path)),
-            ],
-        )
-        wait_for_port(self.port, 20)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.exceptions.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture
