@@ -37,6 +37,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from tests.support import services
+from tests.support.background import Background
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession, spawn_node, wait_until
 from tests.support.proxy import Proxy
@@ -551,26 +552,20 @@ class Pair:
             server.stop()
 
 
-class RoleSampler:
+class RoleSampler(Background):
     """Samples both nodes' rows in a background thread: A, B, then A again; both active in one sandwich is overlap."""
 
     def __init__(self, pair: Pair, interval: float = 0.02) -> None:
+        super().__init__()
         self.pair = pair
         self.interval = interval
         self.samples = 0
         self.overlaps: list[tuple[float, dict[str, str]]] = []
         self.seen: Counter = Counter()
-        self._stop = threading.Event()
         self._conns: dict[str, psycopg.Connection] = {}
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> RoleSampler:
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        super().__exit__(*exc)
         for conn in self._conns.values():
             conn.close()
 
@@ -607,29 +602,22 @@ class RoleSampler:
             time.sleep(self.interval)
 
 
-class Load:
+class Load(Background):
     """Submits commands continuously to whichever node's row says active; remembers every answer."""
 
+    join_seconds = 60.0  # a submission in flight may wait for its answer that long
+
     def __init__(self, pair: Pair, prefix: str, point: str = "zone2_setpoint", interval: float = 0.05) -> None:
+        super().__init__()
         self.pair = pair
         self.prefix = prefix
         self.point = point
         self.interval = interval
         self.results: dict[str, dict[str, Any]] = {}
         self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def value(self, index: int) -> float:
         return round(15.0 + (index % 1300) * 0.01, 2)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
 
     def _run(self) -> None:
         while not self._stop.is_set():

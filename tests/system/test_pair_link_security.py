@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from redundancy.framing import HEADER, HELLO, MAGIC, VERSION
+from tests.support.background import Background
 from tests.support.pair import RoleSampler
 from tests.support.processes import wait_until
 
@@ -38,26 +38,17 @@ def vm_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for pid {pid}")
 
 
-class Watch:
+class Watch(Background):
     """A background thread: the node's peak RSS and the slowest /healthz answer while the test attacks it."""
 
     def __init__(self, pid: int, base_url: str) -> None:
+        super().__init__()
         self.pid = pid
         self.url = base_url + "/healthz"
         self.peak_kb = vm_kb(pid, "VmRSS")
         self.slowest_s = 0.0
         self.answers = 0
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.is_set():

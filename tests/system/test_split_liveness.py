@@ -11,7 +11,6 @@ expires, so an error page there would show up as a 500.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from collections import Counter
 
 import pytest
 
+from tests.support.background import Background
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.pair]
@@ -37,22 +37,13 @@ def get(url: str) -> tuple[int, dict]:
         return status, {"text": raw[:300].decode(errors="replace")}
 
 
-class Probe:
+class Probe(Background):
     """Asks one endpoint again and again on its own thread; remembers (time, status, body) of each answer."""
 
     def __init__(self, ask) -> None:
+        super().__init__()
         self.ask = ask
         self.answers: list[tuple[float, int | None, dict]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.is_set():
