@@ -7,6 +7,7 @@ all of them say the same thing in the same words.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -93,7 +94,9 @@ def switchover_refusal(view: NodeView) -> str | None:
     return f"this node ({view.node}) is {view.role}: a switchover needs one active node and one caught-up standby"
 
 
-def _audited_request(view: NodeView, username: str, source: str, user: Any, action: str, ask) -> None:
+def _audited_request(
+    view: NodeView, username: str, source: str, user: Any, action: str, ask: Callable[[str], None]
+) -> None:
     """Leave an operator's request for the pair service (``ask``) and its audit entry, in one transaction."""
     with transaction.atomic():
         ask(username)

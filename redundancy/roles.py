@@ -92,6 +92,8 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A transition to make: the new role and epoch, why, and how loud the record of it is."""
+
     role: Role
     epoch: int
     reason: str

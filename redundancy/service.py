@@ -671,7 +671,7 @@ def _report_failure(task: asyncio.Future) -> None:
         log.error("persisting the adopted epoch failed: %s", task.exception())
 
 
-def _only(name: str):
+def _only(name: str) -> Callable[[str], bool]:
     return lambda node: node == name
 
 
