@@ -40,14 +40,36 @@ refuses a subscription keeps being polled and is asked again one lifetime
 later. After the device was unreachable (a restart, a cable) every
 subscription is made anew; a restart shorter than the device timeout is
 repaired at the next renewal.
+
+Identity: with ``device_instance`` set, every connect (the first and each
+reconnect) asks the device for its own instance (ReadProperty of the
+wildcard ``device,4194303``) and refuses a device that answers with another
+one (:class:`CommunicationError` naming both), so after an IP swap the
+points show ``comm_failure`` instead of another device's values. A device
+that does not resolve the wildcard must have the configured device object.
+
+Local endpoints: the default local address is an ephemeral port, one per
+driver. A fixed ``local_address`` (for example ``:47808``) is one endpoint
+per process, shared by every driver that names it; a port some other socket
+already holds (another BMS process, a commissioning tool, other BACnet
+software) is refused, because bacpypes3's ``SO_REUSEPORT`` bind would share
+it silently and mix that program's requests and COV cancels with ours. COV
+subscriber process identifiers are unique per endpoint and start at a random
+22-bit value each time an endpoint opens, so a restarted process does not
+reuse its predecessor's identifiers. Commissioning tools use
+:func:`commissioning_spec` (an ephemeral port) so they never touch the
+engine's endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
+import random
 import socket
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -84,6 +106,7 @@ from drivers.base import (
     PointSpec,
     RawValue,
     Reading,
+    WrongDevice,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +116,7 @@ DEFAULT_COV_LIFETIME = 300
 DEFAULT_RETRIES = 1
 STATUS_FLAGS = PropertyIdentifier("status-flags")
 OBJECT_NAME = PropertyIdentifier("object-name")
+OBJECT_IDENTIFIER = PropertyIdentifier("object-identifier")
 PRIORITY_ARRAY = PropertyIdentifier("priority-array")
 RELINQUISH_DEFAULT = PropertyIdentifier("relinquish-default")
 # Answers meaning "this device does not do ReadPropertyMultiple" (as opposed to "this request is too big").
@@ -150,23 +174,78 @@ class Subscription:
 
 
 class _ClientApplication(Application):
-    """Our bacpypes3 application: routes COV notifications to the driver that subscribed."""
+    """Our bacpypes3 application: routes COV notifications to the drivers using it (each keeps only its own)."""
 
-    driver: BacnetDriver | None = None
+    endpoint: _Endpoint | None = None
+
+    def _route(self, apdu: ConfirmedCOVNotificationRequest | UnconfirmedCOVNotificationRequest) -> None:
+        if self.endpoint is not None:
+            # Process identifiers are unique per endpoint, so exactly one driver takes a notification.
+            for driver in list(self.endpoint.users):
+                driver._notification(apdu)
 
     async def do_UnconfirmedCOVNotificationRequest(self, apdu: UnconfirmedCOVNotificationRequest) -> None:
-        if self.driver is not None:
-            self.driver._notification(apdu)
+        self._route(apdu)
 
     async def do_ConfirmedCOVNotificationRequest(self, apdu: ConfirmedCOVNotificationRequest) -> None:
-        if self.driver is not None:
-            self.driver._notification(apdu)
+        self._route(apdu)
         # Acknowledge even an unknown subscription: the device would otherwise retry it.
         await self.response(SimpleAckPDU(context=apdu))
 
 
+class _Endpoint:
+    """One bacpypes3 application (one UDP socket) and the drivers using it.
+
+    An ephemeral endpoint belongs to one driver; a fixed local address has at
+    most one endpoint per process, shared (``key`` set, listed in ``_SHARED``).
+    It hands out COV subscriber process identifiers: unique among its drivers,
+    starting at a random 22-bit value so that two starts (or two processes
+    that somehow share the address) do not pick the same identifiers.
+    """
+
+    def __init__(self, app: _ClientApplication, key: tuple[str, int] | None) -> None:
+        self.app = app
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.users: set[BacnetDriver] = set()
+        self._process_ids = itertools.count(random.randrange(1, 1 << 22))
+        app.endpoint = self
+
+    def next_process_id(self) -> int:
+        return next(self._process_ids)
+
+
+#: the shared endpoints of fixed local addresses in this process, by bound (host, port)
+_SHARED: dict[tuple[str, int], _Endpoint] = {}
+# one opening at a time per event loop: two pollers connecting at once must not both bind the address
+_OPEN_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _open_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _OPEN_LOCKS.get(loop)
+    if lock is None:
+        lock = _OPEN_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+def commissioning_spec(spec: DeviceSpec) -> DeviceSpec:
+    """``spec`` for a commissioning tool: the same interface as the device's ``local_address``, an ephemeral port.
+
+    A tool (``poll --once``, ``bacnet priority``, the priority-array API) must
+    never bind the engine's fixed port: it would share it silently and its
+    COV cancels and requests would look like the engine's.
+    """
+    local = str(spec.options.get("local_address") or stack.DEFAULT_LOCAL_ADDRESS)
+    try:
+        ephemeral = stack.ephemeral_address(local)
+    except (ValueError, RuntimeError):
+        return spec  # a malformed address is reported by connect(), with the device's own words
+    return dataclasses.replace(spec, options={**spec.options, "local_address": ephemeral})
+
+
 class BacnetDriver(Driver):
-    """BACnet/IP client for one device (one bacpypes3 application on its own UDP port)."""
+    """BACnet/IP client for one device: its own ephemeral UDP endpoint, or the process's one for a fixed address."""
 
     name = "bacnet"
     relinquish = True
@@ -185,6 +264,7 @@ class BacnetDriver(Driver):
         self.cov_lifetime = max(1, int(options.get("cov_lifetime", DEFAULT_COV_LIFETIME)))
         self.cov_confirmed = bool(options.get("cov_confirmed", False))
         self._app: _ClientApplication | None = None
+        self._endpoint: _Endpoint | None = None
         self._address: Address | None = None
         self._online = False
         self._vendor: VendorInfo = get_vendor_info(0)  # ASHRAE's standard object types
@@ -194,7 +274,6 @@ class BacnetDriver(Driver):
         self._subscriptions: dict[ObjectIdentifier, Subscription] = {}
         self._by_process: dict[int, Subscription] = {}
         self._cov_values: dict[str, Reading] = {}
-        self._process_ids = itertools.count(1)
         #: requests sent by the last read(), for tests and the benchmark
         self.requests_last_read = 0
 
@@ -217,25 +296,24 @@ class BacnetDriver(Driver):
         return f"{self.device.host}:{self.device.port}"
 
     async def connect(self) -> None:
-        """Open our UDP endpoint (once) and check that the device answers; subscriptions start over."""
+        """Open our UDP endpoint (once), check that the device answers and is the configured instance.
+
+        Subscriptions start over. A refused endpoint or a wrong device is a
+        :class:`CommunicationError` (the engine shows ``comm_failure``).
+        """
         if self._app is None:
             self._address = await self._resolve()
-            try:
-                app = await stack.open_application(
-                    self.local_address,
-                    int(self.device.options.get("local_instance", stack.DEFAULT_LOCAL_INSTANCE)),
-                    f"bms-{self.device.name}"[:64],
-                    request_timeout=self.device.timeout,
-                    retries=self.retries,
-                    app_class=_ClientApplication,
-                )
-            except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
-                raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from exc
-            app.driver = self
-            self._app = app
+            endpoint = await self._acquire_endpoint()
+            self._endpoint = endpoint
+            self._app = endpoint.app
+            # Identifiers come from this endpoint: unique among its drivers and new for each start.
+            self._by_process.clear()
+            for subscription in self._subscriptions.values():
+                subscription.process_id = endpoint.next_process_id()
+                self._by_process[subscription.process_id] = subscription
         self._online = True
         try:
-            await self._probe()
+            await self._verify_instance()
         except CommunicationError:
             self._online = False
             raise
@@ -251,6 +329,77 @@ class BacnetDriver(Driver):
         except OSError as exc:
             raise CommunicationError(f"cannot resolve BACnet device host {host!r}: {exc}") from exc
         return Address(f"{infos[0][4][0]}:{self.device.port}")
+
+    async def _acquire_endpoint(self) -> _Endpoint:
+        """Our endpoint: a new one for an ephemeral port; the process's one for a fixed address, if free."""
+        try:
+            key = stack.local_endpoint(self.local_address)
+        except (ValueError, RuntimeError) as exc:  # bacpypes3 raises RuntimeError for a name it cannot resolve
+            raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from exc
+        if key[1] == 0:
+            endpoint = _Endpoint(await self._open_application(), None)
+            endpoint.users.add(self)
+            return endpoint
+        async with _open_lock():
+            endpoint = _SHARED.get(key)
+            if endpoint is not None and endpoint.loop is not asyncio.get_running_loop():
+                raise CommunicationError(
+                    f"cannot open a BACnet endpoint on {self.local_address}: UDP {key[0]}:{key[1]} is already "
+                    "used by another event loop of this process"
+                )
+            if endpoint is None:
+                for attempt in range(3):
+                    try:
+                        stack.check_port_free(self.local_address)
+                        break
+                    except stack.PortInUse as exc:
+                        if attempt == 2:
+                            raise CommunicationError(
+                                f"cannot open a BACnet endpoint on {self.local_address}: {exc}"
+                            ) from exc
+                        # A socket closed a moment ago (a reconfigured device) is released one loop step later.
+                        await asyncio.sleep(0.05)
+                    except OSError as exc:
+                        raise CommunicationError(
+                            f"cannot open a BACnet endpoint on {self.local_address}: {exc}"
+                        ) from exc
+                endpoint = _Endpoint(await self._open_application(), key)
+                _SHARED[key] = endpoint
+            elif endpoint.users:
+                log.info(
+                    "device %s shares the BACnet endpoint %s:%d (timeout and retries of the first device using it)",
+                    self.device.name,
+                    *key,
+                )
+            endpoint.users.add(self)
+            return endpoint
+
+    async def _open_application(self) -> _ClientApplication:
+        try:
+            app = await stack.open_application(
+                self.local_address,
+                int(self.device.options.get("local_instance", stack.DEFAULT_LOCAL_INSTANCE)),
+                f"bms-{self.device.name}"[:64],
+                request_timeout=self.device.timeout,
+                retries=self.retries,
+                app_class=_ClientApplication,
+            )
+        except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
+            raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from exc
+        assert isinstance(app, _ClientApplication)
+        return app
+
+    def _release_endpoint(self) -> None:
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is None:
+            return
+        endpoint.users.discard(self)
+        if endpoint.users:
+            return  # other devices still use this shared endpoint
+        if endpoint.key is not None and _SHARED.get(endpoint.key) is endpoint:
+            del _SHARED[endpoint.key]
+        endpoint.app.endpoint = None
+        stack.close_application(endpoint.app)
 
     async def close(self) -> None:
         app, self._app = self._app, None
@@ -270,8 +419,7 @@ class BacnetDriver(Driver):
                 await asyncio.wait_for(app.request(request), self.device.timeout)
             except (ErrorRejectAbortNack, TimeoutError, OSError) as exc:
                 log.debug("device %s: COV cancel of %s: %s", self.device.name, subscription.object_id, exc)
-        app.driver = None
-        stack.close_application(app)
+        self._release_endpoint()
 
     async def read(self, points: Sequence[PointSpec]) -> dict[str, Reading]:
         readings: dict[str, Reading] = {}
@@ -449,13 +597,79 @@ class BacnetDriver(Driver):
     async def _probe(self) -> None:
         """One small request that any live device answers (an error answer proves life too)."""
         app = self._require_online()
-        instance = self.device_instance if self.device_instance is not None else 4194303
+        instance = self.device_instance if self.device_instance is not None else stack.WILDCARD_INSTANCE
         self.requests_last_read += 1
         try:
             await app.read_property(self._address, ObjectIdentifier(("device", instance)), OBJECT_NAME)
         except ErrorRejectAbortNack as exc:
             if stack.is_timeout(exc):
                 self._lost(exc)
+            if self.device_instance is not None and stack.error_code(exc) == "unknown-object":
+                # The configured device object is gone from this address: find out who answers instead.
+                await self._verify_instance(missing=stack.describe(exc))
+
+    async def _verify_instance(self, missing: str | None = None) -> None:
+        """Check that the device at our address is ``device_instance`` (just prove life when none is set).
+
+        Real devices resolve the wildcard ``device,4194303`` to their own
+        object; others (bacpypes3 0.0.110 among them) must have the configured
+        device object, and if they have not, a directed Who-Is names the
+        instance that does answer. ``missing``: the probe already found the
+        configured device object gone (its error).
+        """
+        configured = self.device_instance
+        if configured is None:
+            await self._probe()
+            return
+        app = self._require_online()
+        actual: int | None = None
+        try:
+            answered = await app.read_property(
+                self._address, ObjectIdentifier(("device", stack.WILDCARD_INSTANCE)), OBJECT_IDENTIFIER
+            )
+            actual = int(answered[1])
+        except ErrorRejectAbortNack as exc:
+            if stack.is_timeout(exc):
+                self._lost(exc)
+            if missing is None:
+                try:
+                    await app.read_property(self._address, ObjectIdentifier(("device", configured)), OBJECT_NAME)
+                    return  # the configured device object is there
+                except ErrorRejectAbortNack as refused:
+                    if stack.is_timeout(refused):
+                        self._lost(refused)
+                    if stack.error_code(refused) != "unknown-object":
+                        return  # an answer, if an odd one, about our device object: as the probe, count it as life
+                    missing = stack.describe(refused)
+            actual = await self._instance_by_who_is()
+            if actual is None:
+                self._wrong_device(f"has no device object {configured} ({missing})")
+        except (TypeError, ValueError, IndexError):
+            self._wrong_device(f"answered {answered!r} for its device object identifier")
+        if actual != configured:
+            self._wrong_device(f"is device instance {actual}")
+
+    async def _instance_by_who_is(self) -> int | None:
+        """The instance in the I-Am the device sends to a directed Who-Is within the timeout, if any."""
+        app = self._require_online()
+        try:
+            answers = await app.who_is(address=self._address, timeout=self.device.timeout)
+        except (ErrorRejectAbortNack, OSError, ValueError) as exc:
+            log.debug("device %s: directed Who-Is failed: %s", self.device.name, exc)
+            return None
+        for answer in answers or ():
+            if answer.pduSource == self._address:
+                return int(answer.iAmDeviceIdentifier[1])
+        return None
+
+    def _wrong_device(self, what: str) -> NoReturn:
+        self._online = False
+        self._cov_values.clear()
+        for subscription in self._subscriptions.values():
+            subscription.active = False
+        raise WrongDevice(
+            f"BACnet device at {self._where} {what}, not the configured device instance {self.device_instance}"
+        )
 
     # -- COV ------------------------------------------------------------------------
 
@@ -482,7 +696,8 @@ class BacnetDriver(Driver):
         for object_id, group in wanted.items():
             subscription = self._subscriptions.get(object_id)
             if subscription is None:
-                subscription = Subscription(object_id, next(self._process_ids), group)
+                assert self._endpoint is not None  # online implies an endpoint
+                subscription = Subscription(object_id, self._endpoint.next_process_id(), group)
                 self._subscriptions[object_id] = subscription
                 self._by_process[subscription.process_id] = subscription
             subscription.points = group
@@ -558,9 +773,14 @@ class BacnetDriver(Driver):
             self.listener(readings)
 
     def subscription_state(self) -> dict[str, dict[str, Any]]:
-        """Per subscribed object: active, refusal reason and successful subscribe count (diagnostics, tests)."""
+        """Per subscribed object: active, refusal reason, successful subscribe count and subscriber process id."""
         return {
-            f"{s.object_id[0]}:{s.object_id[1]}": {"active": s.active, "refused": s.refused, "subscribed": s.subscribed}
+            f"{s.object_id[0]}:{s.object_id[1]}": {
+                "active": s.active,
+                "refused": s.refused,
+                "subscribed": s.subscribed,
+                "process_id": s.process_id,
+            }
             for s in self._subscriptions.values()
         }
 

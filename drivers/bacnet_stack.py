@@ -9,12 +9,21 @@ Loopback gotcha (bacpypes3 0.0.110): a unicast to any ``127.x.x.x`` address
 on an application's *own* UDP port is looped back internally and never
 reaches the socket, so on one host every BACnet application needs its own
 port. An ephemeral local port (the default here) never collides.
+
+Fixed local ports: bacpypes3 binds with ``SO_REUSEPORT``, so a second
+application (another process, or a tool in this one) on the same fixed port
+binds without error and then shares the engine's source address: its COV
+cancels and its requests are indistinguishable from the engine's, and it can
+steal the engine's replies. :func:`check_port_free` lets a caller refuse a
+fixed port that any socket already holds, before bacpypes3 binds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 
 from bacpypes3.apdu import AbortPDU, AbortReason, ErrorPDU, ErrorRejectAbortNack, RejectPDU
 from bacpypes3.app import Application
@@ -28,6 +37,8 @@ DEFAULT_LOCAL_ADDRESS = "0.0.0.0:0"
 MAX_DEVICE_INSTANCE = 4194302
 #: the device instance our own client applications announce; they never answer Who-Is on an ephemeral port
 DEFAULT_LOCAL_INSTANCE = 4194301
+#: the device instance that any device resolves to its own (ReadProperty of ``device,4194303``)
+WILDCARD_INSTANCE = 4194303
 # applications being closed in the background (a reference keeps their task alive)
 _DISCARDING: set[asyncio.Task] = set()
 
@@ -105,6 +116,47 @@ async def _discard(app: Application) -> None:
         for task in pending:
             task.cancel()
     close_application(app)
+
+
+class PortInUse(OSError):
+    """A fixed local UDP port is already bound by some other socket (this process or another)."""
+
+
+def local_endpoint(local_address: str) -> tuple[str, int]:
+    """The ``(host, port)`` our socket binds for ``local_address`` (``host[/prefix]:port``); port 0 = ephemeral."""
+    host, port = Address(local_address).addrTuple
+    return str(host), int(port)
+
+
+def ephemeral_address(local_address: str) -> str:
+    """``local_address`` on the same interface but an ephemeral port (and no broadcast socket)."""
+    host, _ = local_endpoint(local_address)
+    return f"{host}:0"
+
+
+def check_port_free(local_address: str) -> None:
+    """Raise :class:`PortInUse` if a fixed local UDP port is already bound; an ephemeral port always passes.
+
+    The probe socket binds *without* ``SO_REUSEPORT``: the kernel then
+    refuses it whenever any socket holds the port on that address or the
+    wildcard, whatever that socket's options (bacpypes3's own bind would
+    succeed). Another process can still take the port between this check and
+    the bind; the window is one event-loop step.
+    """
+    host, port = local_endpoint(local_address)
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(
+                f"UDP {host}:{port} is already in use by another BACnet endpoint (another BMS process, a "
+                "commissioning tool or other BACnet software); sharing it would mix that program's requests "
+                "and COV subscriptions with ours, so it is refused",
+            ) from None
 
 
 def close_application(app: Application | None) -> None:

@@ -46,6 +46,15 @@ class WriteUncertain(CommunicationError):
     """
 
 
+class WrongDevice(CommunicationError):
+    """Something answers at the device's address, but it is not the configured device (another instance, say).
+
+    Its values must not be shown as this device's: the engine treats it as a
+    communication failure, and names both identities in an event even when
+    the address had already fallen silent before the other device took it.
+    """
+
+
 class PointError(DriverError):
     """The device answered, but refused this particular point or block."""
 

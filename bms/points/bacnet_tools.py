@@ -18,10 +18,10 @@ from bms.points.importer import ImportResult, import_points
 from bms.points.models import Device, Point
 from drivers import bacnet_discovery as discovery
 from drivers import bacnet_stack as stack
-from drivers.bacnet import BacnetDriver
+from drivers.bacnet import BacnetDriver, commissioning_spec
 from drivers.base import DeviceSpec, DriverError, PointSpec
 
-COLUMNS = ["device", "name", "address", "data_type", "description", "unit", "writable"]
+COLUMNS = ["device", "name", "address", "data_type", "description", "unit", "writable", "min_value", "max_value"]
 
 
 def local_for(target: str | None, local: str | None) -> str:
@@ -70,6 +70,10 @@ def point_list(device_name: str, objects: list[discovery.FoundObject]) -> str:
                 "description": found.description[:255],
                 "unit": found.unit[:32],
                 "writable": "yes" if found.commandable else "no",
+                # a multi-state value runs 1..numberOfStates: the server refuses a write outside (out_of_range)
+                # instead of sending it for the device to refuse
+                "min_value": 1 if found.states else "",
+                "max_value": found.states or "",
             }
         )
     return out.getvalue()
@@ -94,12 +98,18 @@ def import_device(
 
 
 def read_priority_array(point: Point) -> dict:
-    """The point's priority array from its device, as JSON-ready data (used by the API too)."""
+    """The point's priority array from its device, as JSON-ready data (used by the API too).
+
+    It opens its own endpoint on an ephemeral port (see
+    :func:`drivers.bacnet.commissioning_spec`), so it never shares the
+    engine's fixed local address, not even in the embedded shape.
+    """
     device = point.device
     if device.driver != "bacnet":
         raise DriverError(f"{point.name} is a {device.driver} point; only BACnet points have a priority array")
     spec = DeviceSpec(device.name, device.host, device.port, device.unit_id, device.timeout, device.options or {})
-    driver = BacnetDriver(spec)
+    # An ephemeral port of our own, never the device's fixed local_address: that is the engine's endpoint.
+    driver = BacnetDriver(commissioning_spec(spec))
 
     async def read() -> dict:
         try:

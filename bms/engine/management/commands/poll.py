@@ -2,8 +2,13 @@
 
 It talks to the devices directly, without the engine, so an integrator can
 check a point list before going live. It exits with status 1 when any point
-is not good, so scripts can use it as a check. (On a standby node of a pair
-it must not be run: the standby does no field I/O.)
+is not good, so scripts can use it as a check.
+
+In a pair it runs only on the active node: a standby (or a node that does
+not know its role) does no field I/O, so the command refuses unless an
+engineer passes ``--force`` (then it warns and reads anyway). A node alone is
+always active. BACnet devices are read from an ephemeral local port, never the
+engine's fixed ``local_address``.
 """
 
 from __future__ import annotations
@@ -19,11 +24,17 @@ from bms.engine.config import DeviceConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD
 from drivers.base import DriverError
 from drivers.registry import driver_class
+from redundancy.nodeview import node_view
 
 
 async def read_device(device: DeviceConfig) -> list[dict[str, Any]]:
     """One row per point of ``device``: name, value, unit-free engineering value, quality, error."""
-    driver = driver_class(device.driver)(device.spec)
+    spec = device.spec
+    if device.driver == "bacnet":
+        from drivers.bacnet import commissioning_spec  # only BACnet has an endpoint the engine could be holding
+
+        spec = commissioning_spec(spec)
+    driver = driver_class(device.driver)(spec)
 
     def row(point, value, quality: str, error: str | None) -> dict[str, Any]:
         return {"device": device.name, "point": point.name, "value": value, "quality": quality, "error": error}
@@ -46,6 +57,20 @@ async def read_device(device: DeviceConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def refuse_unless_active(command: BaseCommand, force: bool) -> None:
+    """Only the active node talks to devices: refuse elsewhere, or warn when an engineer forces it."""
+    view = node_view()
+    if view.is_active:
+        return
+    state = "does not know its role" if not view.role_known else f"is {view.role.replace('_', ' ')}"
+    message = f"This node ({view.node}) {state}: only the active node talks to devices"
+    if view.active_node and view.active_node != view.node:
+        message += f"; run it on the active node {view.active_node}"
+    if not force:
+        raise CommandError(f"{message}. An engineer may override this with --force.")
+    command.stderr.write(command.style.WARNING(f"WARNING: {message}. --force given: talking to the devices anyway."))
+
+
 class Command(BaseCommand):
     help = "Read every configured point once from its device and print value, quality and error."
 
@@ -53,8 +78,10 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="read once and exit (the only mode)")
         parser.add_argument("--format", choices=["table", "json"], default="table")
         parser.add_argument("--device", help="only this device")
+        parser.add_argument("--force", action="store_true", help="read even though this node is not active")
 
-    def handle(self, *args, format: str, device: str | None, **options) -> None:
+    def handle(self, *args, format: str, device: str | None, force: bool = False, **options) -> None:
+        refuse_unless_active(self, force)
         devices = [d for d in store.read_config().devices if d.points]
         if device is not None:
             known = sorted(d.name for d in devices)

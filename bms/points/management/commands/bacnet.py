@@ -7,7 +7,9 @@
   found and imports its objects as points (``--dry-run`` only checks);
   ``--csv FILE`` writes the point list for editing and ``importpoints``.
 * ``bacnet priority POINT`` reads a commandable point's priority array from
-  its device (read-only; run it on the active node).
+  its device, from an ephemeral local port (never the engine's fixed
+  ``local_address``). In a pair it runs only on the active node; ``--force``
+  overrides that with a warning.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from bms.engine.management.commands.poll import refuse_unless_active
 from bms.points import bacnet_tools
 from bms.points.importer import ImportFailed
 from bms.points.models import Point
@@ -39,9 +43,11 @@ class Command(BaseCommand):
         show = actions.add_parser("priority", help="read a commandable point's priority array from its device")
         show.add_argument("point")
         show.add_argument("--format", choices=["table", "json"], default="table")
+        show.add_argument("--force", action="store_true", help="read even though this node is not active")
 
     def handle(self, *args, action: str, **options) -> None:
         if action == "priority":
+            refuse_unless_active(self, options["force"])
             self._priority(options["point"], options["format"])
         else:
             self._discover(**options)
@@ -65,8 +71,11 @@ class Command(BaseCommand):
             where = address or "the broadcast"
             raise CommandError(f"no BACnet device answered Who-Is to {where} within {wait} s")
         for device, objects in found:
+            # objects of types the driver cannot read are counted, not dropped silently
+            skipped = getattr(objects, "skipped_text", lambda: "")()
             self.stdout.write(
                 f"device {device.instance} at {device.address} (vendor {device.vendor_id}): {len(objects)} objects"
+                + (f"; {skipped}" if skipped else "")
             )
             for obj in objects:
                 writable = "commandable" if obj.commandable else ""
@@ -84,6 +93,8 @@ class Command(BaseCommand):
                 result = bacnet_tools.import_device(import_as, device, objects, dry_run=dry_run)
             except ImportFailed as exc:
                 raise CommandError("nothing imported:\n" + "\n".join(exc.errors)) from exc
+            except ValidationError as exc:  # the device row itself (e.g. a name with spaces)
+                raise CommandError(f"nothing imported: device {import_as}: {'; '.join(exc.messages)}") from exc
             verb = "would import" if dry_run else "imported"
             self.stdout.write(
                 self.style.SUCCESS(
