@@ -132,9 +132,13 @@ class Engine:
         config = await self.run_in_db(store.load_config)
         old = {device.name: device for device in self.config.devices} if self.config else {}
         new = {device.name: device for device in config.devices}
+        # What the replaced pollers knew of their device's link: a device that was unreachable (comm_lost
+        # logged) must log comm_restored when its new poller first reads it, even if the change fixed it.
+        online: dict[str, bool | None] = {}
         for name, poller in list(self.pollers.items()):
             if new.get(name) != old.get(name):
                 await poller.stop()
+                online[name] = poller.online
                 del self.pollers[name]
         self.config = config
         if self.role.active:
@@ -143,7 +147,7 @@ class Engine:
             self.image.define([point.name for device in config.devices for point in device.points])
         for name, device in new.items():
             if name not in self.pollers:
-                poller = DevicePoller(device, self.image, self.publisher.notify, self._log_event)
+                poller = DevicePoller(device, self.image, self.publisher.notify, self._log_event, online.get(name))
                 self.pollers[name] = poller
                 if self.role.active:
                     poller.start()

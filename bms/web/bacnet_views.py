@@ -3,9 +3,16 @@
 Staff (engineers) only; importing also needs the permission to add points.
 The page is stateless: an import asks the chosen device again (directed
 Who-Is) so that what is imported is what the device has now.
+
+A discovery that fails shows its one-line reason on the page, never a 500:
+status 400 when what was typed is wrong (malformed or unresolvable address,
+port out of range), 502 when the network or the device failed (the local
+endpoint cannot be bound, the device stopped answering).
 """
 
 from __future__ import annotations
+
+import logging
 
 from django.contrib import messages
 from django.contrib.auth.decorators import user_passes_test
@@ -14,8 +21,10 @@ from django.shortcuts import redirect, render
 
 from bms.points import bacnet_tools
 from bms.points.importer import ImportFailed
+from drivers.bacnet_discovery import DiscoveryInputError
 from drivers.base import DriverError
 
+log = logging.getLogger(__name__)
 MAX_WAIT = 10.0
 
 
@@ -48,9 +57,23 @@ def discover(request):
         context.update(address=address or "", local=local or "", wait=wait)
         try:
             context["found"] = bacnet_tools.discover(local, address, None, wait)
-        except (DriverError, ValueError) as exc:
-            messages.error(request, f"Discovery failed: {exc}")
+        except Exception as exc:
+            messages.error(request, f"Discovery failed: {_reason(exc)}")
+            return render(request, "web/bacnet_discover.html", context, status=_status(exc))
     return render(request, "web/bacnet_discover.html", context)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, DriverError | ValueError):
+        return str(exc)
+    # a bug, not the user's or the network's doing: the page still answers, the log keeps the traceback
+    log.exception("BACnet discovery failed unexpectedly")
+    return f"unexpected {type(exc).__name__}: {exc} (details in the server log)"
+
+
+def _status(exc: Exception) -> int:
+    """400 for input the user can correct, 502 for the network, the device or anything else on the way."""
+    return 400 if isinstance(exc, DiscoveryInputError | ValueError) else 502
 
 
 def _import(request, context: dict):
@@ -74,8 +97,9 @@ def _import(request, context: dict):
         messages.error(request, "Nothing imported: " + "; ".join(exc.errors))
     except ValidationError as exc:
         messages.error(request, "Nothing imported: " + "; ".join(exc.messages))
-    except (DriverError, ValueError) as exc:
-        messages.error(request, f"Nothing imported: {exc}")
+    except Exception as exc:
+        messages.error(request, f"Nothing imported: {_reason(exc)}")
+        return render(request, "web/bacnet_discover.html", context, status=_status(exc))
     else:
         messages.success(
             request, f"Device {name}: {len(result.created)} point(s) created, {len(result.updated)} updated."

@@ -12,14 +12,6 @@ from bms.points.models import Device, Point
 from drivers.bacnet import BacnetDriver
 from drivers.base import DeviceSpec, PointSpec
 from drivers.simulator.bacnet_device import OBJECTS
-from tests.support.bacnet import SimulatorWithBacnet
-
-
-@pytest.fixture(scope="module")
-def simulator():
-    sim = SimulatorWithBacnet()
-    yield sim
-    sim.stop()
 
 
 def bacnet(*args: str) -> str:

@@ -15,16 +15,8 @@ from drivers.bacnet import BacnetDriver
 from drivers.bacnet_address import ABBREVIATIONS, OBJECT_TYPES
 from drivers.base import DeviceSpec, PointSpec
 from drivers.simulator.bacnet_device import OBJECTS_BY_NAME
-from tests.support.bacnet import SimulatorWithBacnet
 
 SUPPORTED = f"supported: {', '.join(OBJECT_TYPES)} (or {', '.join(ABBREVIATIONS)})"
-
-
-@pytest.fixture(scope="module")
-def simulator():
-    sim = SimulatorWithBacnet()
-    yield sim
-    sim.stop()
 
 
 def test_the_demo_point_list_describes_the_simulated_device():

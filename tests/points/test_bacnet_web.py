@@ -3,21 +3,12 @@
 import asyncio
 import socket
 
-import pytest
 from django.contrib.auth.models import Permission, User
 
 from bms.points.models import Device, Point
 from drivers.bacnet import BacnetDriver
 from drivers.base import DeviceSpec, PointSpec
 from drivers.simulator.bacnet_device import OBJECTS
-from tests.support.bacnet import SimulatorWithBacnet
-
-
-@pytest.fixture(scope="module")
-def simulator():
-    sim = SimulatorWithBacnet()
-    yield sim
-    sim.stop()
 
 
 def engineer(client, *perms: str) -> User:
