@@ -41,8 +41,9 @@ from datetime import UTC, datetime
 
 from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, ProcessImage
+from bms.engine.scaling import Scaling
 from bms.engine.tasks import Alarm, cancel_and_wait
-from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading, WriteUncertain
+from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading, WriteUncertain, WrongDevice
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)
@@ -63,18 +64,30 @@ class _Answer:
     """One request's names, the raw values last applied from it in full, when it last answered and when its
     source times last moved."""
 
-    __slots__ = ("names", "read_at", "refreshed_at", "values")
+    __slots__ = ("convert", "deadbands", "names", "read_at", "refreshed_at", "values")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
         self.values: Sequence[RawValue | None] | None = None
         self.refreshed_at = -math.inf
         self.read_at = -math.inf  # time.monotonic() of the last answer
+        #: per name: its raw -> engineering function and its deadband, made on first use (see _prepare)
+        self.convert: tuple[Callable[[RawValue], RawValue], ...] | None = None
+        self.deadbands: tuple[float, ...] = ()
 
 
 def _finite(value: RawValue) -> bool:
     # NaN - NaN and inf - inf are NaN (true); a finite number, int or bool minus itself is 0 (false).
     return not value - value
+
+
+def _unknown(name: str) -> Callable[[RawValue], RawValue]:
+    # A driver answered for a point this poller does not have: fail as the lookup by name did, when its value
+    # changes, not when the request is first seen.
+    def convert(raw: RawValue) -> RawValue:
+        raise KeyError(name)
+
+    return convert
 
 
 def _not_a_number(value: RawValue) -> str:
@@ -125,7 +138,13 @@ def next_backoff(current: float | None, poll_interval: float, cap: float) -> flo
 
 
 class DevicePoller:
-    """The poll loop and write path of one device."""
+    """The poll loop and write path of one device.
+
+    ``online`` carries what a previous poller of the same device knew when the
+    engine replaces it after a configuration change: ``False`` (the device was
+    unreachable) makes this poller's first good read log ``comm_restored`` and a
+    failure no second ``comm_lost``, so the event log shows one outage with its end.
+    """
 
     def __init__(
         self,
@@ -133,6 +152,7 @@ class DevicePoller:
         image: ProcessImage,
         on_change: Callable[[], None],
         on_event: EventSink,
+        online: bool | None = None,
     ) -> None:
         self.config = config
         self.image = image
@@ -143,7 +163,8 @@ class DevicePoller:
         self.driver.set_listener(self._apply)
         self.points = {point.name: point for point in config.points}
         self.specs = [point.spec for point in config.points]
-        self.online: bool | None = None
+        self.online: bool | None = online
+        self._wrong_device_reported = False  # a WrongDevice loss is named once, even after a silent one
         self.connect_attempts = 0
         self.reconnect_cap = float(config.spec.options.get("reconnect_max", RECONNECT_MAX_SECONDS))
         self._backoff: float | None = None
@@ -226,6 +247,8 @@ class DevicePoller:
                 # so a change does not wait for the rest of the poll cycle.
                 async for batch in self.driver.read_batches(self.specs):
                     self._apply_batch(batch)
+            except WrongDevice as exc:
+                self._wrong_device(str(exc))
             except CommunicationError as exc:
                 self._went_offline(str(exc))
             except Exception as exc:
@@ -243,7 +266,7 @@ class DevicePoller:
         if self.online is not True or self._backoff is not None:
             self._mark_online()
         names, values, special = batch.names, batch.values, batch.special
-        image, points, bad_points = self.image, self.points, self.bad_points
+        image, points = self.image, self.points
         update = image.update
         changed = self._apply_readings(dict(special), when) if special else False
         # By id first: hashing a 100-name tuple on every answer costs more than the rest of this method.
@@ -258,18 +281,29 @@ class DevicePoller:
             candidates = range(len(names))
         else:
             candidates = ()
+        convert = answer.convert or self._prepare(answer)
+        deadbands = answer.deadbands
+        # The changed values go to the image in one call (update_many: the same result as one update each, in the
+        # same order); a point that goes bad in between first flushes what came before it, so the image and the
+        # events see everything in the order of the answer.
+        moved: list[str] = []
+        engineering: list[RawValue] = []
+        bands: list[float] = []
         for index in candidates:
             value = values[index]
             if value is None or (last is not None and value == last[index]):
                 continue
-            name = names[index]
             if value - value:  # not _finite(value), inlined: this loop is the hot path
-                changed |= self._point_bad(name, _not_a_number(value), when)
+                if moved:
+                    changed |= self._update_good(moved, engineering, bands, when)
+                    moved, engineering, bands = [], [], []
+                changed |= self._point_bad(names[index], _not_a_number(value), when)
                 continue
-            point = points[name]
-            changed |= update(name, point.scaling.to_engineering(value), GOOD, when, point.deadband)
-            if bad_points and name in bad_points:
-                self._point_ok(name)
+            moved.append(names[index])
+            engineering.append(convert[index](value))
+            bands.append(deadbands[index])
+        if moved:
+            changed |= self._update_good(moved, engineering, bands, when)
         answer.values = None if special else values  # after special readings, the next answer is applied in full
         now = answer.read_at = time.monotonic()
         if now - answer.refreshed_at >= self.refresh_every:
@@ -290,6 +324,40 @@ class DevicePoller:
         if changed:
             self.on_change()
 
+    def _update_good(
+        self, names: list[str], engineering: list[RawValue], deadbands: list[float], when: datetime
+    ) -> bool:
+        """Good readings of ``names`` into the image; True if the image changed. Ends a bad point's bad state."""
+        changed = self.image.update_many(names, engineering, deadbands, GOOD, when)
+        bad_points = self.bad_points
+        if bad_points:
+            for name in names:
+                if name in bad_points:
+                    self._point_ok(name)
+        return changed
+
+    def _prepare(self, answer: _Answer) -> tuple[Callable[[RawValue], RawValue], ...]:
+        """Each of the answer's points' conversion and deadband, looked up once instead of per changed value."""
+        convert: list[Callable[[RawValue], RawValue]] = []
+        deadbands: list[float] = []
+        # one function per distinct scaling, not per point: a few objects stay in the CPU cache instead of
+        # thousands that each changed value would fetch from memory
+        functions: dict[Scaling, Callable[[RawValue], RawValue]] = {}
+        for name in answer.names:
+            point = self.points.get(name)
+            if point is None:
+                convert.append(_unknown(name))
+                deadbands.append(0.0)
+                continue
+            function = functions.get(point.scaling)
+            if function is None:
+                function = functions[point.scaling] = point.scaling.engineering_function()
+            convert.append(function)
+            deadbands.append(point.deadband)
+        answer.convert = tuple(convert)
+        answer.deadbands = tuple(deadbands)
+        return answer.convert
+
     def _apply(self, readings: dict[str, Reading]) -> None:
         """The general path: one Reading per point (readings a device pushes, or a batch's special ones)."""
         when = datetime.now(UTC)
@@ -299,6 +367,7 @@ class DevicePoller:
 
     def _mark_online(self) -> None:
         self._backoff = None
+        self._wrong_device_reported = False
         if self.online is not True:
             if self.online is False:
                 self.on_event("comm_restored", self.name, "communication restored", "info")
@@ -426,6 +495,14 @@ class DevicePoller:
         if not self.driver.connected:
             self.connect_attempts += 1
             await self.driver.connect()
+
+    def _wrong_device(self, reason: str) -> None:
+        """Another device answers at this address: say so once, even if the address had fallen silent before."""
+        if self.online is False and not self._wrong_device_reported:
+            self.on_event("comm_lost", self.name, f"communication lost: {reason}", "error")
+            log.warning("device %s: %s", self.name, reason)
+        self._wrong_device_reported = True
+        self._went_offline(reason)
 
     def _went_offline(self, reason: str) -> None:
         self._backoff = next_backoff(self._backoff, self.config.poll_interval, self.reconnect_cap)
