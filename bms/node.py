@@ -52,11 +52,7 @@ class Node:
         health = self.engine.db_health
         nodeview.use_memory(
             self.pair.memory_row if self.pair is not None else None,
-            lambda: (
-                ""
-                if health.available
-                else f"database unavailable since {health.down_since:%H:%M:%S} UTC: {health.reason}"
-            ),
+            lambda: f"database unavailable since {health.began:%H:%M:%S} UTC: {health.reason}" if health.down else "",
         )
 
     async def start(self) -> None:

@@ -18,17 +18,17 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.utils import timezone
 
+from bms.engine.dbhealth import UNAVAILABLE_ERRORS
+from bms.outage import one_line
 from redundancy.config import pair_configured
 from redundancy.models import NodeState
 
 UNKNOWN = "unknown"
 ACTIVE = "active"
 _REQUEST_ATTRIBUTE = "_bms_node_view"
-DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 # When the engine runs in this process (the embedded shape, ``runbms``), the composition root
 # (bms.node) registers where its state lives in memory, so that this node can still say what it is
@@ -155,8 +155,8 @@ def load_view() -> NodeView:
         return view
     try:
         row = NodeState.current()
-    except DATABASE_ERRORS as exc:
-        problem = problem or "database unavailable: " + (" ".join(str(exc).split())[:200] or type(exc).__name__)
+    except UNAVAILABLE_ERRORS as exc:
+        problem = problem or f"database unavailable: {one_line(exc, 200)}"
         if _memory_row is not None:
             view = _view_of(_memory_row(), fresh=True)  # the engine in this process: its state is now
         else:

@@ -13,12 +13,12 @@ import json
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from bms.control.models import Command
 from bms.control.services import CommandRejected, submit_write, wait_for_outcome
+from bms.engine.dbhealth import UNAVAILABLE_ERRORS
 from bms.points.models import Point
 from bms.realtime.snapshot import EngineUnavailable, fetch_snapshot
 from redundancy.nodeview import node_view
@@ -107,7 +107,7 @@ def point_write(request, name: str):
         return error(exc.code, exc.message, exc.status)
     try:
         command = wait_for_outcome(submission.command, settings.BMS_COMMAND_WAIT_SECONDS)
-    except (OperationalError, InterfaceError):
+    except UNAVAILABLE_ERRORS:
         # Recorded (and handed to the engine) before the database went away: the outcome will be on the row.
         payload = submission.command.as_dict() | {
             "repeated": not submission.created,

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bms.engine import store
-from bms.engine.dbhealth import DatabaseUnavailable, Outage
+from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.tasks import cancel_and_wait
+from bms.outage import Outage
 
 log = logging.getLogger(__name__)
 BATCH = 200

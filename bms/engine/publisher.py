@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from bms.engine.bus import LIVE_DELTA, LIVE_GROUP
 from bms.engine.image import ProcessImage
 from bms.engine.tasks import cancel_and_wait
+from bms.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ class Publisher:
         self.min_interval = min_interval
         self.burst = max(1, burst)
         self._dirty = asyncio.Event()
-        self.send_failures = SendFailures("publishing live changes")
+        self.send_failures = OutageLog(
+            "publishing live changes failed", "publishing live changes works again", logger=log, remind_every=500
+        )
         self._tokens = float(self.burst)
         self._refilled_at = 0.0
         self._task: asyncio.Task | None = None
@@ -82,39 +84,3 @@ class Publisher:
     def failures(self) -> int:
         """Failed sends in a row (0 while the channel layer works)."""
         return self.send_failures.count
-
-
-class SendFailures:
-    """Failed channel-layer sends in a row: the first is logged with its reason, the rest counted, the end noted.
-
-    With Redis down every send fails, each one as fast as the connection is
-    refused; a log line (let alone a traceback) for each would bury the log.
-    """
-
-    def __init__(self, what: str, remind_every: int = 500, traceback: bool = False) -> None:
-        self.what = what
-        self.remind_every = remind_every
-        self.traceback = traceback  # on the first failure only: for callers whose errors may be bugs, not outages
-        self.count = 0
-        self.since: float | None = None
-
-    def failed(self, exc: BaseException) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.since = time.monotonic()
-            log.error(
-                "%s failed: %s: %s (further failures are counted)",
-                self.what,
-                type(exc).__name__,
-                exc,
-                exc_info=exc if self.traceback else None,
-            )
-        elif self.count % self.remind_every == 0:
-            log.error("%s still failing: %d time(s) in a row: %s", self.what, self.count, exc)
-
-    def worked(self) -> None:
-        if self.count:
-            away = time.monotonic() - (self.since or time.monotonic())
-            log.warning("%s works again after %d failure(s) in %.1f s", self.what, self.count, away)
-            self.count = 0
-            self.since = None

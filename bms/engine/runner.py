@@ -20,13 +20,14 @@ from django.db import connections
 from bms.engine import bus, store
 from bms.engine.commands import CommandExecutor
 from bms.engine.config import EngineConfig
-from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseHealth, DatabaseUnavailable
+from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_outage_log
 from bms.engine.eventlog import EventOutbox
 from bms.engine.image import ProcessImage
 from bms.engine.poller import DevicePoller
-from bms.engine.publisher import Publisher, SendFailures
+from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.tasks import cancel_and_wait
+from bms.outage import OutageLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +56,7 @@ class Engine:
         self.pollers: dict[str, DevicePoller] = {}
         self.commands = CommandExecutor(self.run_in_db, lambda: self.pollers, self.role, command_scan_interval)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
-        self.db_health = DatabaseHealth()
+        self.db_health = database_outage_log("the engine keeps polling, events wait in memory", log)
         self.events = EventOutbox(self.run_in_db, settings.BMS_NODE_NAME, settings.BMS_EVENT_BUFFER)
         self._tasks: list[asyncio.Task] = []
 
@@ -70,12 +71,10 @@ class Engine:
             result = await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
         except UNAVAILABLE_ERRORS as exc:
             if self.db_health.failed(exc):
-                self.events.outage_began(self.db_health.reason, self.db_health.down_since)
+                self.events.outage_began(self.db_health.reason, self.db_health.began)
             raise DatabaseUnavailable(self.db_health.reason) from exc
-        if not self.db_health.available:
-            outage = self.db_health.succeeded()
-            if outage is not None:
-                self.events.outage_ended(outage)
+        if self.db_health.down:
+            self.events.outage_ended(self.db_health.worked())
         return result
 
     async def start(self) -> None:
@@ -170,7 +169,13 @@ class Engine:
                 log.exception("configuration reload failed; keeping the running configuration")
 
     async def _serve_requests(self) -> None:
-        failures = SendFailures("serving engine channel requests", traceback=True)
+        failures = OutageLog(
+            "serving engine channel requests failed",
+            "serving engine channel requests works again",
+            logger=log,
+            remind_every=500,
+            traceback=True,
+        )
         while True:
             try:
                 await self._serve_one(await self.layer.receive(self.channel))

@@ -76,11 +76,6 @@ load_config = with_fresh_connection(read_config)
 
 
 @with_fresh_connection
-def log_event(kind: str, source: str, message: str, severity: str, when: datetime) -> None:
-    Event.objects.create(time=when, kind=kind, source=source, message=message, severity=severity)
-
-
-@with_fresh_connection
 def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> None:
     """Store a batch of ``(kind, source, message, severity, time)`` in order, in one transaction."""
     with transaction.atomic():

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from bms.outage import OutageLog
+
 log = logging.getLogger(__name__)
 
 #: websocket close code for "live updates interrupted: the channel layer is down; reconnect later"
@@ -66,9 +68,18 @@ class LayerProbe:
         self._clients = [client for client in (_client(host, timeout) for host in hosts) if client is not None]
         self._lock = threading.Lock()
         self._checked_at: float | None = None
-        self._up = True
-        self.reason = ""
-        self.down_since: float | None = None
+        self.outage = OutageLog(
+            "channel layer down (live updates interrupted)", "channel layer reachable again", logger=log
+        )
+
+    @property
+    def _up(self) -> bool:
+        return not self.outage.down
+
+    @property
+    def reason(self) -> str:
+        """Why the layer is down ("" while it is up)."""
+        return self.outage.reason
 
     def fresh(self) -> bool | None:
         """The cached answer while it is younger than ``max_age``, else ``None``."""
@@ -101,16 +112,11 @@ class LayerProbe:
         return ""
 
     def _record(self, failure: str) -> None:
-        now = self.clock()
-        self._checked_at = now
-        if failure and self._up:
-            log.error("channel layer down (live updates interrupted): %s", failure)
-            self.down_since = now
-        elif not failure and not self._up:
-            log.warning("channel layer reachable again after %.1f s", now - (self.down_since or now))
-            self.down_since = None
-        self._up = not failure
-        self.reason = failure
+        self._checked_at = self.clock()
+        if failure:
+            self.outage.failed(failure)
+        else:
+            self.outage.worked()
 
 
 def _client(host: dict[str, Any], timeout: float) -> Any:

@@ -12,22 +12,17 @@ the database back says how many were refused).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import escape
 
+from bms.engine.dbhealth import UNAVAILABLE_ERRORS, database_outage_log
+from bms.outage import one_line
+
 log = logging.getLogger(__name__)
-DATABASE_ERRORS = (OperationalError, InterfaceError)
-
-
-class _Outage:
-    """Requests refused since the first one of this outage (module state: one per process)."""
-
-    refused = 0
-    since: float | None = None
+#: one per web process: requests refused since the first one of this outage
+OUTAGE = database_outage_log("requests that need it are answered 503 until it returns", log)
 
 
 class DatabaseUnavailableMiddleware:
@@ -38,25 +33,16 @@ class DatabaseUnavailableMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if _Outage.since is not None and response.status_code < 500:
-            log.warning(
-                "database available again after %.1f s; %d request(s) were refused meanwhile",
-                time.monotonic() - _Outage.since,
-                _Outage.refused,
-            )
-            _Outage.since, _Outage.refused = None, 0
+        if OUTAGE.down and response.status_code < 500:
+            OUTAGE.worked()
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, DATABASE_ERRORS):
+        if not isinstance(exception, UNAVAILABLE_ERRORS):
             return None
-        reason = " ".join(str(exception).split())[:200] or type(exception).__name__
-        _Outage.refused += 1
-        if _Outage.since is None:
-            _Outage.since = time.monotonic()
-            log.error("database unavailable: %s; requests that need it are answered 503 until it returns", reason)
+        OUTAGE.failed(exception)
         message = (
-            f"This node's database is unavailable ({reason}). Nothing was recorded or sent; "
+            f"This node's database is unavailable ({one_line(exception, 200)}). Nothing was recorded or sent; "
             "try again in a moment. Live values and the node's role are still served."
         )
         if request.path.startswith("/api/"):
@@ -64,6 +50,6 @@ class DatabaseUnavailableMiddleware:
         else:
             title = "<!doctype html><title>Database unavailable</title><h1>Database unavailable</h1>"
             response = HttpResponse(f"{title}<p>{escape(message)}</p>", status=503)
-        # Django logs every 5xx answer; this outage is logged above, once.
+        # Django logs every 5xx answer; this outage is logged by OUTAGE, once.
         response._has_been_logged = True
         return response
