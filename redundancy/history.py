@@ -193,10 +193,16 @@ def unacknowledged(acked: Cursors) -> int:
     return sum(waiting(acked).values())
 
 
-def outgoing(cursors: Cursors, acked: Cursors, limit: int = BATCH) -> Outgoing:
-    """One round of the sender: what to send above ``cursors``, and what waits above ``acked``."""
+def outgoing(cursors: Cursors, acked: Cursors, outstanding: bool, limit: int = BATCH) -> Outgoing:
+    """One round of the sender: what to send above ``cursors``, and what waits above ``acked``.
+
+    ``outstanding``: rows were sent that the peer has not acknowledged. Without
+    them and with nothing new to send, nothing waits: the rows are not counted
+    again (this runs several times a second on an idle pair).
+    """
     batches, _ = rows_after(cursors, limit)
-    return Outgoing(batches, waiting(acked), QuarantinedRow.objects.count())
+    pending = waiting(acked) if batches or outstanding else {}
+    return Outgoing(batches, pending, QuarantinedRow.objects.count())
 
 
 def store_rows(batch: dict[str, Any]) -> int:

@@ -497,7 +497,7 @@ class Replicator:
                 self._note_waiting(await self.engine.run_in_db(history.waiting, self.acked))
             return
         self._rewind_unacknowledged(time.monotonic())
-        outgoing = await self.engine.run_in_db(history.outgoing, self.peer_cursors, self.acked)
+        outgoing = await self.engine.run_in_db(history.outgoing, self.peer_cursors, self.acked, self._outstanding())
         self._note_waiting(outgoing.waiting)
         self.quarantined = outgoing.quarantined
         if not outgoing.batches or self.peer_cursors is None:  # the link may have gone while the database worked
