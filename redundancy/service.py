@@ -110,7 +110,7 @@ class PairService:
         self.witness_heard: float | None = None
         self._switchover_at: float | None = None
         self.clock = ClockOffset()
-        self._clock_skewed = False
+        self.clock_skewed = False
         self._witness_reachable: bool | None = None
         self._take_control_at: float | None = None
         self._acting = asyncio.Lock()
@@ -320,24 +320,25 @@ class PairService:
         if offset is None:
             return
         limit = self.config.clock_skew_warn
-        if not self._clock_skewed and abs(offset) > limit:
-            self._clock_skewed = True
+        if not self.clock_skewed and abs(offset) > limit:
+            self.clock_skewed = True
             self._note(
                 "clock_skew",
                 f"the clock of {self.config.partner} is {offset * 1000:+.0f} ms off this node's (warning above "
                 f"{limit * 1000:.0f} ms): events and commands of both nodes sort in the wrong order; check NTP",
                 "warning",
             )
-        elif self._clock_skewed and abs(offset) < limit / 2:
-            self._clock_skewed = False
+        elif self.clock_skewed and abs(offset) < limit / 2:
+            self.clock_skewed = False
             self._note(
                 "clock_skew", f"the clock of {self.config.partner} agrees again ({offset * 1000:+.0f} ms)", "info"
             )
 
-    def _note(self, kind: str, message: str, severity: str) -> None:
-        level = logging.WARNING if severity == "warning" else logging.INFO
+    def _note(self, kind: str, message: str, severity: str, when: datetime | None = None) -> None:
+        """Log it and record it in the event log (through the engine's outbox: also while the database is away)."""
+        level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
         log.log(level, "redundancy: %s", message)
-        self.engine.events.record(kind, self.config.node, message, severity, datetime.now(UTC))
+        self.engine.events.record(kind, self.config.node, message, severity, when or datetime.now(UTC))
 
     async def _on_witness_message(self, connection: Connection, body: dict[str, Any]) -> None:
         if body.get("t") == "witness":
@@ -563,11 +564,9 @@ class PairService:
             "reason": message,
         }
         self.role_changes.appendleft(entry)
-        severity = severity or ("warning" if kind == "role_change" and old in OWNS_FIELD else "info")
-        level = {"error": logging.ERROR, "warning": logging.WARNING}.get(severity, logging.INFO)
-        log.log(level, "redundancy: %s", message)
-        # Through the engine's outbox: a role change is recorded even while the database is away.
-        self.engine.events.record(kind, self.config.node, message, severity, when)
+        self._note(
+            kind, message, severity or ("warning" if kind == "role_change" and old in OWNS_FIELD else "info"), when
+        )
         await self._publish_role()
 
     async def _publish_role(self) -> None:
@@ -648,10 +647,11 @@ class PairService:
                     # status must not slip to every other one.
                     next_status = now + STATUS_INTERVAL - interval / 2
                     await self.write_status()
-                    if await self.engine.run_in_db(state.take_switchover_request):
+                    requests = await self.engine.run_in_db(state.take_operator_requests)
+                    if "switchover_requested_at" in requests:
                         log.info("switchover requested by an operator")
                         self.request_switchover()
-                    if await self.engine.run_in_db(state.take_take_control_request):
+                    if "take_control_requested_at" in requests:
                         log.warning("an operator asked this node to take control although its state may be stale")
                         self._take_control_at = time.monotonic()
                 else:

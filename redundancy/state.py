@@ -60,16 +60,23 @@ def beat() -> None:
     NodeState.objects.filter(node=settings.BMS_NODE_NAME).update(updated_at=timezone.now())
 
 
-def _take_request(field: str) -> bool:
-    """True (once) if the web side left an operator's request in ``field`` of this node's row; clears it."""
-    pending = NodeState.objects.filter(node=settings.BMS_NODE_NAME, **{f"{field}__isnull": False})
-    return bool(pending.update(**{field: None}))
+REQUEST_FIELDS = ("switchover_requested_at", "take_control_requested_at")
 
 
 @with_fresh_connection
-def take_switchover_request() -> bool:
-    """True (once) if an operator asked for a switchover since the last call."""
-    return _take_request("switchover_requested_at")
+def take_operator_requests() -> set[str]:
+    """The operators' requests left by the web side since the last call (``REQUEST_FIELDS`` set), cleared.
+
+    One read when there is none (the usual case, twice a second); the
+    conditional clear makes each request taken once.
+    """
+    mine = NodeState.objects.filter(node=settings.BMS_NODE_NAME)
+    row = mine.values(*REQUEST_FIELDS).first() or {}
+    taken = set()
+    for field in REQUEST_FIELDS:
+        if row.get(field) is not None and mine.filter(**{f"{field}__isnull": False}).update(**{field: None}):
+            taken.add(field)
+    return taken
 
 
 def request_switchover(username: str) -> None:
@@ -84,12 +91,6 @@ def request_switchover(username: str) -> None:
 def load_last_role() -> str | None:
     """The role this node last reported before this start (None: it never ran in a pair on this database)."""
     return NodeState.objects.filter(node=settings.BMS_NODE_NAME).values_list("role", flat=True).first()
-
-
-@with_fresh_connection
-def take_take_control_request() -> bool:
-    """True (once) if an operator asked this node to take control although its state may be stale."""
-    return _take_request("take_control_requested_at")
 
 
 def request_take_control(username: str) -> None:

@@ -88,7 +88,7 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
                 "caught_up": bool(hb.get("caught_up")),
                 "clock_offset_ms": _ms(service.clock.offset),
                 "clock_round_trip_ms": _ms(service.clock.delay),
-                "clock_skewed": service._clock_skewed,
+                "clock_skewed": service.clock_skewed,
             }
         ],
         "sync": {
