@@ -191,10 +191,11 @@ def parse_target(text: str) -> Address:
 def check_local_address(text: str) -> tuple[tuple[str, int], ...]:
     """Check ``ADDR[/PREFIX]:PORT`` and bind-test it; the socket addresses bacpypes3 will bind.
 
-    The bind test uses the options bacpypes3 binds with (SO_REUSEPORT,
-    SO_BROADCAST), so it fails exactly when bacpypes3 would: an address not on
-    this host, a port held by a socket that does not share it, a privileged
-    port. Raises :class:`DiscoveryInputError` for malformed input and
+    The bind test (:func:`~drivers.bacnet_stack.probe_bind`) fails where
+    bacpypes3 would (an address not on this host, a privileged port) and also
+    where another socket holds the port: bacpypes3 would share it silently
+    and steal that program's replies (one endpoint per local address). Raises
+    :class:`DiscoveryInputError` for malformed input and
     :class:`CommunicationError` with the operating system's reason for a
     failed bind.
     """
@@ -208,19 +209,15 @@ def check_local_address(text: str) -> tuple[tuple[str, int], ...]:
         if broadcast != ip:
             binds.append((broadcast, port))
     for where in binds:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            if hasattr(socket, "SO_REUSEPORT"):
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            try:
-                probe.bind(where)
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    reason += f" ({where[0]} is not an address of this host)"
-                raise CommunicationError(
-                    f"cannot open a BACnet endpoint on {text}: binding UDP {where[0]}:{where[1]}: {reason}"
-                ) from None
+        try:
+            stack.probe_bind(*where)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRNOTAVAIL:
+                reason += f" ({where[0]} is not an address of this host)"
+            raise CommunicationError(
+                f"cannot open a BACnet endpoint on {text}: binding UDP {where[0]}:{where[1]}: {reason}"
+            ) from None
     return tuple(binds)
 
 

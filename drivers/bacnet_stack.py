@@ -134,6 +134,18 @@ def ephemeral_address(local_address: str) -> str:
     return f"{host}:0"
 
 
+def probe_bind(host: str, port: int) -> None:
+    """Bind a throwaway UDP socket to ``(host, port)`` as bacpypes3 would, but without ``SO_REUSEPORT``.
+
+    Raises the ``OSError`` of the bind: an address not on this host, a
+    privileged port, or (``EADDRINUSE``) a port any other socket holds,
+    which bacpypes3 itself would silently share.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        probe.bind((host, port))
+
+
 def check_port_free(local_address: str) -> None:
     """Raise :class:`PortInUse` if a fixed local UDP port is already bound; an ephemeral port always passes.
 
@@ -146,17 +158,16 @@ def check_port_free(local_address: str) -> None:
     host, port = local_endpoint(local_address)
     if port == 0:
         return
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            raise PortInUse(
-                f"UDP {host}:{port} is already in use by another BACnet endpoint (another BMS process, a "
-                "commissioning tool or other BACnet software); sharing it would mix that program's requests "
-                "and COV subscriptions with ours, so it is refused",
-            ) from None
+    try:
+        probe_bind(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise PortInUse(
+            f"UDP {host}:{port} is already in use by another BACnet endpoint (another BMS process, a "
+            "commissioning tool or other BACnet software); sharing it would mix that program's requests "
+            "and COV subscriptions with ours, so it is refused",
+        ) from None
 
 
 def close_application(app: Application | None) -> None:
