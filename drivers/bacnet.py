@@ -44,7 +44,7 @@ repaired at the next renewal.
 Identity: with ``device_instance`` set, every connect (the first and each
 reconnect) asks the device for its own instance (ReadProperty of the
 wildcard ``device,4194303``) and refuses a device that answers with another
-one (:class:`CommunicationError` naming both), so after an IP swap the
+one (:class:`~drivers.base.WrongDevice` naming both), so after an IP swap the
 points show ``comm_failure`` instead of another device's values. A device
 that does not resolve the wildcard must have the configured device object.
 
