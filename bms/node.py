@@ -8,6 +8,7 @@ role gate. This module is the one place that knows both and wires them:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 class Node:
     """An engine plus, in a pair, its :class:`~redundancy.service.PairService`."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel_layer: Any = None) -> None:
         from redundancy import config as pair_config
 
         self.pair = None
@@ -35,7 +36,7 @@ class Node:
             else:
                 log.warning("redundancy is configured but not activated (BMS_REDUNDANCY_ACTIVATE=0): running alone")
         self.engine = Engine(
-            get_channel_layer(),
+            channel_layer if channel_layer is not None else get_channel_layer(),
             role=role,
             publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
             publish_burst=settings.BMS_PUBLISH_BURST,
@@ -54,6 +55,7 @@ class Node:
             self.pair.memory_row if self.pair is not None else None,
             lambda: f"database unavailable since {health.began:%H:%M:%S} UTC: {health.reason}" if health.down else "",
         )
+        nodeview.use_loop_watch(self.engine.loop_watch.summary)
 
     async def start(self) -> None:
         await self.engine.start()

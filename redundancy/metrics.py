@@ -8,12 +8,17 @@ rather than invented.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from redundancy import nodeview
 from redundancy.nodeview import UNKNOWN, NodeView
 from redundancy.roles import Role
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = [str(role) for role in Role] + [UNKNOWN]
+#: quantile label -> key of a timing summary (bms.engine.loopwatch); quantile 1 is the maximum
+QUANTILES = (("0.5", "p50_ms"), ("0.99", "p99_ms"), ("1", "max_ms"))
+DIRECTIONS = ("sent", "received")
 
 
 def _escape(value: str) -> str:
@@ -64,9 +69,11 @@ def render(view: NodeView) -> str:
         "bms_redundancy_pair_configured", "gauge", "1 if this node runs as one half of a pair.", [(node, view.pair)]
     )
     out.family("bms_redundancy_epoch", "gauge", "Fencing epoch of this node.", [(node, view.epoch)])
+    status = view.status if view.fresh else {}
+    # A pair node's engine reports its loop in the status row; a node alone only if its engine runs in this process.
+    _engine_loop(out, node, status.get("engine_loop") if view.pair else nodeview.engine_loop())
     if not view.pair:
         return out.text()
-    status = view.status if view.fresh else {}
     partner = (status.get("partners") or [{}])[0]
     sync = status.get("sync") or {}
     out.family(
@@ -109,10 +116,30 @@ def render(view: NodeView) -> str:
         "History rows this node cannot send to the partner (see the history_quarantined events).",
         [(pair_labels, sync.get("history_quarantined"))],
     )
+    jitter = status.get("heartbeat_jitter") or {}
+    window = jitter.get("window_s", 60)
+    out.family(
+        "bms_heartbeat_jitter_ms",
+        "gauge",
+        f"|interval - period| between consecutive heartbeats this node sent or received, over the last {window:g} s"
+        " (quantile 1: the maximum).",
+        (
+            (pair_labels | {"direction": direction, "quantile": quantile}, (jitter.get(direction) or {}).get(key))
+            for direction in DIRECTIONS
+            for quantile, key in QUANTILES
+        ),
+    )
+    out.family(
+        "bms_heartbeat_intervals",
+        "gauge",
+        f"Heartbeat intervals measured for the jitter, over the last {window:g} s.",
+        ((pair_labels | {"direction": d}, (jitter.get(d) or {}).get("intervals")) for d in DIRECTIONS),
+    )
     out.family(
         "bms_redundancy_failovers_total",
         "counter",
-        "Times this node became active since its process started (cold start, takeover or handover received).",
+        "Takeovers by this node since its process started (it became active from standby, syncing or isolated; "
+        "not a cold start or a handover received).",
         [(node, status.get("failovers") if status else None)],
     )
     out.family(
@@ -128,3 +155,29 @@ def render(view: NodeView) -> str:
         [(pair_labels, bool(partner.get("verified")) if status else None)],
     )
     return out.text()
+
+
+def _engine_loop(out: _Writer, node: dict[str, str], loop: dict[str, Any] | None) -> None:
+    """The engine loop's lag (:class:`bms.engine.loopwatch.LoopWatch` summary), left out if unknown."""
+    if not loop:
+        return
+    window, slow = loop.get("window_s", 60), loop.get("slow_ms", 50)
+    out.family(
+        "bms_engine_loop_lag_ms",
+        "gauge",
+        f"How late the engine loop's {loop.get('tick_ms', 20):g} ms watch tick woke up, over the last {window:g} s"
+        " (quantile 1: the maximum).",
+        ((node | {"quantile": quantile}, loop.get(key)) for quantile, key in QUANTILES),
+    )
+    out.family(
+        "bms_engine_loop_lag_samples",
+        "gauge",
+        f"Watch ticks over the last {window:g} s.",
+        [(node, loop.get("samples"))],
+    )
+    out.family(
+        "bms_engine_loop_slow_ticks_total",
+        "counter",
+        f"Watch ticks that woke more than {slow:g} ms late since the engine started.",
+        [(node, loop.get("slow_total"))],
+    )

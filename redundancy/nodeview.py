@@ -36,12 +36,26 @@ _REQUEST_ATTRIBUTE = "_bms_node_view"
 _memory_row: Callable[[], NodeState] | None = None
 _database_problem: Callable[[], str] | None = None
 _last_row: NodeState | None = None
+# The in-process engine's loop watch (bms.engine.loopwatch.LoopWatch.summary): a node alone has no node
+# state row, so /metrics reads its loop lag from here when the engine runs in this process.
+_engine_loop: Callable[[], dict[str, Any]] | None = None
 
 
 def use_memory(row: Callable[[], NodeState] | None, database_problem: Callable[[], str] | None) -> None:
     """Register the in-process engine's view of this node (``row``) and of its database (None: none here)."""
     global _memory_row, _database_problem
     _memory_row, _database_problem = row, database_problem
+
+
+def use_loop_watch(summary: Callable[[], dict[str, Any]] | None) -> None:
+    """Register the in-process engine's loop lag summary (None: no engine in this process)."""
+    global _engine_loop
+    _engine_loop = summary
+
+
+def engine_loop() -> dict[str, Any] | None:
+    """The in-process engine's loop lag summary, or None if the engine does not run in this process."""
+    return _engine_loop() if _engine_loop is not None else None
 
 
 def pair_mode() -> bool:

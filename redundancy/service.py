@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bms.engine import bus
 from bms.engine.dbhealth import DatabaseUnavailable
+from bms.engine.loopwatch import PeriodJitter
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait
 from redundancy import state
@@ -123,6 +124,9 @@ class PairService:
         self.dialer: LinkDialer | None = None
         self.witness: LinkDialer | None = None
         self.incoming: set[Connection] = set()
+        # |interval - period| between consecutive heartbeats, over the last minute (status and /metrics).
+        self.heartbeats_sent = PeriodJitter(config.period)
+        self.heartbeats_received = PeriodJitter(config.period)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -237,9 +241,11 @@ class PairService:
             # Heard at once rather than up to a period later: after a short cut the
             # partner's silence ends as soon as the link is back.
             self._last_heartbeat = 0.0
+            self._restart_jitter()  # that early heartbeat and the gap before it are not jitter
         else:
             log.info("sync link: connection with %s (%s) closed", connection.peer, connection.address)
             if not self.connected:
+                self._restart_jitter()
                 self.replicator.link_down()
                 if self.machine is not None:
                     self.machine.link_dropped()
@@ -256,6 +262,10 @@ class PairService:
             await self._on_handover(body)
         else:
             await self.replicator.on_message(body)
+
+    def _restart_jitter(self) -> None:
+        self.heartbeats_sent.restart()
+        self.heartbeats_received.restart()
 
     def _note_heard_again(self, now: float, silent_for: float) -> None:
         if self.machine.partner_heard(now, silent_for):
@@ -276,6 +286,7 @@ class PairService:
             log.warning("sync link: malformed heartbeat from %s ignored", self.config.partner)
             return
         self.partner.heartbeat = body
+        self.heartbeats_received.event(time.monotonic())
         self.clock.heard(body, datetime.now(UTC))
         self._heard_in_doubt = self._doubt_until > 0
         if self.machine.observe_epoch(int(body["e"])):
@@ -470,11 +481,16 @@ class PairService:
             **self.clock.echo(),
         )
         connection = self.connection()
-        if connection is not None:
+        if connection is None:
+            self.heartbeats_sent.restart()
+        else:
             try:
                 connection.send_nowait(hb)
             except (ConnectionError, OSError):
+                self.heartbeats_sent.restart()
                 connection.close()
+            else:
+                self.heartbeats_sent.event(time.monotonic())
         witness = self.witness.connection if self.witness is not None else None
         if witness is not None and witness.open:
             try:

@@ -1,4 +1,4 @@
-"""The live redundancy status: the fields of the redundancy screen, role history, lag and counters.
+"""The live redundancy status: the fields of the redundancy screen, role history, lag, timing and counters.
 
 Built by the pair service and stored in the node state row (about twice a
 second), from where the redundancy page, ``/api/redundancy/status`` and
@@ -117,6 +117,16 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
             "connected": bool(service.witness and service.witness.connection and service.witness.connection.open),
             "confirms_partner_gone": service.witness_verdict(now),
         },
+        # Timing health (bms.engine.loopwatch), over the last minute: the engine loop's lag and the
+        # heartbeats' |interval - period|, in ms; web load on this node must not move them.
+        "engine_loop": service.engine.loop_watch.summary(now),
+        "heartbeat_jitter": {
+            "period_ms": round(cfg.period * 1000),
+            "window_s": service.heartbeats_sent.deviations.seconds,
+            "sent": service.heartbeats_sent.summary(now),
+            "received": service.heartbeats_received.summary(now),
+        },
+        # Takeovers (from standby, syncing or isolated) since the process started; not cold starts or handovers.
         "failovers": service.takeovers,
         "role_changes": list(service.role_changes),
     }

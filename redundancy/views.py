@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -19,10 +20,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from bms.realtime import layer_health
+from bms.realtime.hub import live_stats
 from redundancy import follow as follow_tokens
 from redundancy import metrics as pair_metrics
 from redundancy import operations
-from redundancy.nodeview import node_view
+from redundancy.nodeview import NodeView, node_view
 
 log = logging.getLogger(__name__)
 SWITCHOVER_PERMISSION = "redundancy.switchover"
@@ -54,8 +56,15 @@ def _cross_origin(response: HttpResponse) -> HttpResponse:
 
 @require_GET
 def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness: this node answers; with its role, epoch, the active node as it knows them, and its channel layer."""
-    return _cross_origin(JsonResponse(layer_health.add_to_health(node_view(request).health())))
+    """Liveness: this node answers; with its role, epoch, the active node as it knows them, its channel layer, and
+    this web process's live fan-out counters (``live``: clients, frames encoded and sent, catch-ups)."""
+    return _cross_origin(JsonResponse(_health_body(node_view(request))))
+
+
+def _health_body(view: NodeView) -> dict[str, Any]:
+    body = layer_health.add_to_health(view.health())
+    body["live"] = live_stats()
+    return body
 
 
 @require_GET
@@ -66,8 +75,7 @@ def healthz_active(request: HttpRequest) -> HttpResponse:
     the node still serves and commands, and the standby could not do better.
     """
     view = node_view(request)
-    body = layer_health.add_to_health(view.health())
-    return _cross_origin(JsonResponse(body, status=200 if view.is_active else 503))
+    return _cross_origin(JsonResponse(_health_body(view), status=200 if view.is_active else 503))
 
 
 @require_GET

@@ -15,11 +15,16 @@ LIVE_GROUP = "live"
 SNAPSHOT_REQUEST = "engine.snapshot"  # {"reply_to": channel}
 COMMANDS_PENDING = "engine.commands"  # wake-up: new commands are in the database
 
-# from the engine
-LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points"}
-LIVE_SNAPSHOT = "live.snapshot"  # reply: {"seq", "points"}
+# from the engine; "points" maps a point name to its live row (None in a delta: the point was removed)
+LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points": {name: row | None}}
+LIVE_SNAPSHOT = "live.snapshot"  # reply: {"seq", "points": {name: row}}
 LIVE_RESET = "live.reset"  # group message: the image was replaced (replication); ask for a snapshot
 LIVE_ROLE = "live.role"  # group message: {"node", "role", "epoch", "active_node", "active_url", "partner_url"}
+
+#: a live row is a list: [value, quality, time_us, changed_us, seq]; the times are integer microseconds since the
+#: Unix epoch (UTC) or None. Compact for the channel layer (msgpack in production) and exact; each web process
+#: renders it once per frame in the wire form its clients asked for (bms.realtime.wire).
+ROW_VALUE, ROW_QUALITY, ROW_TIME_US, ROW_CHANGED_US, ROW_SEQ = range(5)
 
 
 def engine_channel() -> str:

@@ -13,7 +13,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from drivers.base import RawValue
@@ -37,30 +37,36 @@ class PointState:
     change_time: datetime | None = None
     seq: int = 0
 
-    def as_wire(self, stamps: dict[int, str] | None = None) -> dict[str, Any]:
-        """The JSON form clients get. ``stamps``: isoformat memo by ``id()`` of the datetime, valid for one call
-        over many points (the points of one poll answer share their datetime objects, and formatting is the
-        costliest part of a delta)."""
+    def as_live(self, stamps: dict[int, int] | None = None) -> list[Any]:
+        """The live stream's row: ``[value, quality, time_us, changed_us, seq]`` (:mod:`bms.engine.bus`).
+
+        ``stamps``: epoch-microsecond memo by ``id()`` of the datetime, valid for one call over many points (the
+        points of one poll answer share their datetime objects)."""
         if stamps is None:
             stamps = {}
-        return {
-            "value": self.value,
-            "quality": self.quality,
-            "time": _iso(self.source_time, stamps),
-            "changed": _iso(self.change_time, stamps),
-            "seq": self.seq,
-        }
+        return [
+            self.value,
+            self.quality,
+            _micros(self.source_time, stamps),
+            _micros(self.change_time, stamps),
+            self.seq,
+        ]
 
 
-def _iso(when: datetime | None, stamps: dict[int, str]) -> str | None:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(when: datetime | None, stamps: dict[int, int]) -> int | None:
+    """Epoch microseconds of an aware datetime: exact, an integer, cheap to send and to compare."""
     if when is None:
         return None
     # Keyed by id: hashing an aware datetime asks its tzinfo for the offset. The caller keeps every datetime
     # alive (they belong to the points) for as long as the memo is used, so ids are not reused meanwhile.
-    text = stamps.get(id(when))
-    if text is None:
-        text = stamps[id(when)] = when.isoformat()
-    return text
+    micros = stamps.get(id(when))
+    if micros is None:
+        micros = stamps[id(when)] = (when - _EPOCH) // _ONE_MICROSECOND
+    return micros
 
 
 #: a point's state on the sync link: (value, quality, source_time, change_time, seq); None = point removed
@@ -79,14 +85,17 @@ class ImageCursor:
         self.reads: dict[int, tuple[Sequence[str], datetime]] | None = {} if track_reads else None
 
     def take_delta(self) -> dict[str, Any] | None:
-        """The changes since the last call as ``{from, seq, points: {name: wire state | None}}``; None if none."""
+        """The changes since the last call as ``{from, seq, points: {name: live row | None}}``; None if none.
+
+        A live row is :meth:`PointState.as_live` (the layout is in :mod:`bms.engine.bus`); None = point removed.
+        """
         if not self.dirty:
             return None
         get = self.image.points.get
-        stamps: dict[int, str] = {}
-        changed: dict[str, dict[str, Any] | None] = {}
-        # PointState.as_wire and _iso inlined: a delta after a busy poll holds thousands of points, and the two
-        # calls per point cost more than building the dictionaries
+        stamps: dict[int, int] = {}
+        changed: dict[str, list[Any] | None] = {}
+        # PointState.as_live and _micros inlined: a delta after a busy poll holds thousands of points, and the
+        # two calls per point cost more than building the rows
         for name in self.dirty:
             state = get(name)
             if state is None:
@@ -94,26 +103,16 @@ class ImageCursor:
                 continue
             source, change = state.source_time, state.change_time
             if source is None:
-                source_text = None
+                source_us = None
             else:
-                source_text = stamps.get(id(source))
-                if source_text is None:
-                    source_text = stamps[id(source)] = source.isoformat()
-            if change is None:
-                change_text = None
-            elif change is source:
-                change_text = source_text  # the usual case: a change's source time is its change time
+                source_us = stamps.get(id(source))
+                if source_us is None:
+                    source_us = stamps[id(source)] = (source - _EPOCH) // _ONE_MICROSECOND
+            if change is source:
+                change_us = source_us  # the usual case: a change's source time is its change time
             else:
-                change_text = stamps.get(id(change))
-                if change_text is None:
-                    change_text = stamps[id(change)] = change.isoformat()
-            changed[name] = {
-                "value": state.value,
-                "quality": state.quality,
-                "time": source_text,
-                "changed": change_text,
-                "seq": state.seq,
-            }
+                change_us = _micros(change, stamps)
+            changed[name] = [state.value, state.quality, source_us, change_us, state.seq]
         return self._advance(changed)
 
     def take_rows(self) -> dict[str, Any] | None:
@@ -273,8 +272,10 @@ class ProcessImage:
         return sum(self.update(name, None, quality, when) for name in names)
 
     def snapshot(self) -> dict[str, Any]:
-        stamps: dict[int, str] = {}
-        return {"seq": self.seq, "points": {name: state.as_wire(stamps) for name, state in self.points.items()}}
+        """Every point's live row (:meth:`PointState.as_live`) as ``{seq, points: {name: row}}``."""
+        stamps: dict[int, int] = {}
+        with _gc_paused(len(self.points)):
+            return {"seq": self.seq, "points": {name: state.as_live(stamps) for name, state in self.points.items()}}
 
     def take_delta(self) -> dict[str, Any] | None:
         """The publisher's delta: unpublished changes since its last call; None if there are none."""

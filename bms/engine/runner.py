@@ -23,6 +23,7 @@ from bms.engine.config import EngineConfig
 from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_outage_log
 from bms.engine.eventlog import EventOutbox
 from bms.engine.image import ProcessImage
+from bms.engine.loopwatch import LoopWatch
 from bms.engine.poller import DevicePoller
 from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
@@ -59,6 +60,8 @@ class Engine:
         self.db_health = database_outage_log("the engine keeps polling, events wait in memory", log)
         self.events = EventOutbox(self.run_in_db, settings.BMS_NODE_NAME, settings.BMS_EVENT_BUFFER)
         self._tasks: list[asyncio.Task] = []
+        # The loop's own punctuality (lag p50/p99/max): what web load on this process costs the engine.
+        self.loop_watch = LoopWatch()
 
     async def run_in_db(self, func: Callable[..., T], *args: Any) -> T:
         """Run a blocking database call on the engine's database thread.
@@ -78,6 +81,7 @@ class Engine:
         return result
 
     async def start(self) -> None:
+        self.loop_watch.start()
         await self.reload()
         if self.role.active:
             await self.take_control()
@@ -96,6 +100,7 @@ class Engine:
 
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
+        await self.loop_watch.stop()
         await self.commands.stop()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
         self.pollers.clear()

@@ -1,13 +1,18 @@
 """The live websocket: a snapshot with its ``seq``, then coalesced deltas, healed by new snapshots.
 
+The protocol, both wire forms (``keyed``, the default, and ``compact`` with
+``?wire=compact``) and the rules for clients are in ``docs/live-protocol.md``;
+the keyed form in brief:
+
 Client -> server messages (JSON objects with a ``type``):
   ``{"type": "subscribe", "points": ["zone1_temp", ...]}``  only these points (``null`` = all)
   ``{"type": "resync"}``                                    send me a fresh snapshot
   ``{"type": "ping"}``                                      answered by ``pong``
 Server -> client:
   ``{"type": "snapshot", "seq": S, "points": {name: state}}``
-  ``{"type": "delta", "from": A, "seq": B, "points": {name: state | null}}``  (``from`` = the seq the client must have)
+  ``{"type": "delta", "from": A, "seq": B, "points": {name: state}}``  (``from`` = the seq the client must have)
   ``{"type": "error", "code": ..., "message": ...}``  the socket stays open
+  ``{"type": "role", ...}``  this node's role changed (see static/bms/follow.js)
   ``{"type": "status", "channel_layer": "down", "message": ...}``  live updates stopped; the close follows
 
 Channel-layer outage (production: Redis stopped or unreachable). Live data
@@ -23,19 +28,18 @@ once Redis answers again a new connection starts with a snapshot as usual.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from bms.engine import bus
-from bms.realtime import layer_health
-from bms.realtime.layer_health import LAYER_ERRORS
+from bms.realtime import layer_health, wire
+from bms.realtime.hub import LiveClient, hub
+from bms.realtime.outlet import Frame, Outlet, outlet_for
 
 log = logging.getLogger(__name__)
-SNAPSHOT_TIMEOUT = 3.0
 MAX_MESSAGE_BYTES = 65536
 
 
@@ -45,23 +49,28 @@ def _authenticated(scope: dict[str, Any]) -> bool:
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
-    """One visualization client; requires a logged-in user (origin is checked in front of it)."""
+    """One visualization client; requires a logged-in user (origin is checked in front of it).
 
+    The consumer only authenticates, reads the client's messages and hands
+    the connection to this process's :class:`~bms.realtime.hub.LiveHub`,
+    which sends it snapshots and deltas. It holds no channel-layer channel of
+    its own (``channel_layer_alias`` names no layer): 500 clients are one
+    subscription, not 500.
+    """
+
+    channel_layer_alias = "__live_clients_have_no_channel__"
     accepted = False
     layer_down = False  # set once the client has been told; nothing more is sent
+    client: LiveClient | None = None
+    outlet: Outlet | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Channels subscribes the consumer's own channel before the handshake
-        # is even read; with Redis down that raised, and Daphne answered 500.
+        # Checked before the handshake is read: with Redis down the hub cannot serve the client, and a
+        # connection refused with a status and close code beats an HTTP 500.
         if scope["type"] == "websocket" and not await layer_health.is_up():
             await self._refuse_unavailable(scope, receive, send)
             return
-        try:
-            await super().__call__(scope, receive, send)
-        except LAYER_ERRORS:
-            if hasattr(self, "channel_name"):
-                raise  # not the subscription at the start; connect/disconnect handle their own
-            await self._refuse_unavailable(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
     async def _refuse_unavailable(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Answer the handshake with the outage status and close code (anonymous users get 4401 as always)."""
@@ -84,187 +93,96 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not _authenticated(self.scope):
             await self.close(code=4401)
             return
-        self.engine_seq: int | None = None  # last engine seq folded in; None while awaiting a snapshot
-        self.client_seq = 0  # the seq the client holds
-        self.known: set[str] = set()
-        self.selected: set[str] | None = None
-        self.buffered: list[dict[str, Any]] = []
-        self.snapshot_timer: asyncio.Task | None = None
-        try:
-            await self.channel_layer.group_add(bus.LIVE_GROUP, self.channel_name)
-        except LAYER_ERRORS as exc:
-            await self.channel_layer_down(f"{type(exc).__name__}: {exc}")
+        form = _wire_form(self.scope)
+        if form is None:
+            await self.close(code=4400)
             return
         await self.accept()
         self.accepted = True
         watch = layer_health.watch()
         if watch is not None:
             watch.add(self)
-        await self.request_snapshot()
+        self.outlet = outlet_for(self.scope, self.base_send)
+        self.client = hub().join(self.outlet, form)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "snapshot_timer", None):
-            self.snapshot_timer.cancel()
         watch = layer_health.watch()
         if watch is not None:
             watch.discard(self)
-        try:
-            await self.channel_layer.group_discard(bus.LIVE_GROUP, self.channel_name)
-        except LAYER_ERRORS:
-            pass  # the layer is down: its subscription is gone with the connection
+        if self.client is not None:
+            hub().leave(self.client)
+            self.client = None
 
     async def channel_layer_down(self, reason: str) -> None:
         """The channel layer cannot carry live data: tell the client and close, so it reconnects later."""
         if self.layer_down:
             return
+        self.send_json(_status_down(reason))
         self.layer_down = True
-        if getattr(self, "snapshot_timer", None):
-            self.snapshot_timer.cancel()
-        if not self.accepted:
-            await self.accept()
-            self.accepted = True
-        await self.send(text_data=json.dumps(_status_down(reason)))
+        if self.client is not None:
+            hub().leave(self.client)
+            self.client = None
         await self.close(code=layer_health.CLOSE_LAYER_DOWN, reason=layer_health.CLOSE_LAYER_DOWN_REASON)
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels runs close_old_connections on Django's one shared sync
-        # thread before every handler. Engine messages never touch the
-        # database, and that hop cost ~0.5-0.8 ms per delta per client
-        # (bench/live_latency.py), so they go straight to their handler.
-        kind = message.get("type")
-        if kind == bus.LIVE_DELTA:
-            await self.live_delta(message)
-        elif kind == bus.LIVE_SNAPSHOT:
-            await self.live_snapshot(message)
-        elif kind == bus.LIVE_ROLE:
-            await self.live_role(message)
-        elif kind == bus.LIVE_RESET:
-            await self.request_snapshot()
-        else:
-            await super().dispatch(message)
-
-    # --- engine side ---------------------------------------------------------------
-
-    async def request_snapshot(self) -> None:
-        self.engine_seq = None
-        await self._ask_engine_for_snapshot()
-        if self.layer_down:
-            return
-        if self.snapshot_timer:
-            self.snapshot_timer.cancel()
-        self.snapshot_timer = asyncio.ensure_future(self._snapshot_watchdog())
-
-    async def _snapshot_watchdog(self) -> None:
-        while self.engine_seq is None and not self.layer_down:
-            await asyncio.sleep(SNAPSHOT_TIMEOUT)
-            if self.engine_seq is None and not self.layer_down:
-                await self.send_error("engine_unavailable", "the engine is not answering; retrying")
-                await self._ask_engine_for_snapshot()
-
-    async def _ask_engine_for_snapshot(self) -> None:
-        request = {"type": bus.SNAPSHOT_REQUEST, "reply_to": self.channel_name}
-        try:
-            await self.channel_layer.send(bus.engine_channel(), request)
-        except LAYER_ERRORS as exc:
-            await self.channel_layer_down(f"{type(exc).__name__}: {exc}")
-
-    async def live_snapshot(self, event: dict[str, Any]) -> None:
-        if self.engine_seq is not None:
-            return  # an answer to a request we no longer wait for
-        self.engine_seq = event["seq"]
-        self.known = set(event["points"])
-        if self.selected is not None:
-            self.selected &= self.known
-        await self.send_json({"type": "snapshot", "seq": event["seq"], "points": self._select(event["points"])})
-        self.client_seq = event["seq"]
-        buffered, self.buffered = self.buffered, []
-        for delta in buffered:
-            await self.live_delta(delta)
-
-    async def live_delta(self, event: dict[str, Any]) -> None:
-        if self.engine_seq is None:
-            self.buffered.append(event)
-            return
-        if event["seq"] <= self.engine_seq:
-            return  # already covered by the snapshot
-        if event["from"] > self.engine_seq:
-            log.info(
-                "live stream gap (%s..%s after %s); fetching a snapshot", event["from"], event["seq"], self.engine_seq
-            )
-            self.buffered = [event]
-            await self.request_snapshot()
-            return
-        # Delta states are absolute, so a delta overlapping the snapshot is safe to apply.
-        self.engine_seq = event["seq"]
-        for name, state in event["points"].items():
-            if state is None:
-                self.known.discard(name)
-            else:
-                self.known.add(name)
-        points = self._select(event["points"])
-        if points:
-            await self.send_json({"type": "delta", "from": self.client_seq, "seq": event["seq"], "points": points})
-            self.client_seq = event["seq"]
-
-    async def live_role(self, event: dict[str, Any]) -> None:
-        """This node's role changed: tell the client (it follows the active node) and start from a snapshot."""
-        await self.send_json({"type": "role", **{key: value for key, value in event.items() if key != "type"}})
-        await self.request_snapshot()
-
-    def _select(self, points: dict[str, Any]) -> dict[str, Any]:
-        if self.selected is None:
-            return points
-        return {name: state for name, state in points.items() if name in self.selected}
 
     # --- client side ---------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
-            await self.send_error("malformed", "send JSON text frames, not binary")
+            self.send_error("malformed", "send JSON text frames, not binary")
             return
         if len(text_data) > MAX_MESSAGE_BYTES:
-            await self.send_error("malformed", f"message larger than {MAX_MESSAGE_BYTES} bytes")
+            self.send_error("malformed", f"message larger than {MAX_MESSAGE_BYTES} bytes")
             return
         try:
             message = json.loads(text_data)
         except ValueError:
-            await self.send_error("malformed", "message is not valid JSON")
+            self.send_error("malformed", "message is not valid JSON")
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            await self.send_error("malformed", 'message must be a JSON object with a "type"')
+            self.send_error("malformed", 'message must be a JSON object with a "type"')
             return
         kind = message["type"]
+        if self.client is None:
+            return  # closing
         if kind == "resync":
-            await self.request_snapshot()
+            hub().resync(self.client)
         elif kind == "subscribe":
-            await self.subscribe(message.get("points"))
+            self.subscribe(message.get("points"))
         elif kind == "ping":
-            await self.send_json({"type": "pong"})
+            self.send_json({"type": "pong"})
         else:
-            await self.send_error("unknown_type", f"unknown message type {kind!r}; use subscribe, resync or ping")
+            self.send_error("unknown_type", f"unknown message type {kind!r}; use subscribe, resync or ping")
 
-    async def subscribe(self, names: Any) -> None:
+    def subscribe(self, names: Any) -> None:
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-            await self.send_error("malformed", '"points" must be a list of point names, or null for all points')
+            self.send_error("malformed", '"points" must be a list of point names, or null for all points')
             return
+        live = hub()
         if names is not None:
-            if self.engine_seq is None and not self.known:
-                await self.send_error("not_ready", "wait for the first snapshot before subscribing")
+            if not live.ready:
+                self.send_error("not_ready", "wait for the first snapshot before subscribing")
                 return
-            unknown = sorted(set(names) - self.known)
+            unknown = live.known(names)
             if unknown:
-                await self.send_error("unknown_point", f"unknown point(s): {', '.join(unknown)}", points=unknown)
+                self.send_error("unknown_point", f"unknown point(s): {', '.join(unknown)}", points=unknown)
                 return
-        self.selected = None if names is None else set(names)
-        await self.request_snapshot()
+        live.subscribe(self.client, names)
 
-    async def send_json(self, content: dict[str, Any]) -> None:
-        if self.layer_down:
-            return  # closed with the outage status; the client will reconnect
-        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+    def send_json(self, content: dict[str, Any]) -> None:
+        """Queue a message for this client, in order with the hub's frames."""
+        if self.layer_down or self.outlet is None:
+            return  # closed with the outage status, or not accepted; the client will reconnect
+        self.outlet.send(Frame(wire.encode(content)))
 
-    async def send_error(self, code: str, message: str, **extra: Any) -> None:
-        await self.send_json({"type": "error", "code": code, "message": message, **extra})
+    def send_error(self, code: str, message: str, **extra: Any) -> None:
+        self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+
+def _wire_form(scope: dict[str, Any]) -> str | None:
+    """The wire form asked for in the query string (``?wire=compact``); None if it names no known form."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    asked = query.get("wire", [wire.KEYED])[-1]
+    return asked if asked in wire.FORMS else None
 
 
 def _status_down(reason: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Ask the engine for a snapshot of the process image over the channel layer."""
+"""A snapshot of the process image for the API: from this process's live hub, else asked of the engine."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from bms.engine import bus
+from bms.realtime import wire
+from bms.realtime.hub import hub
 from bms.realtime.layer_health import LAYER_ERRORS
 
 
@@ -17,7 +19,21 @@ class EngineUnavailable(RuntimeError):
 
 
 async def fetch_snapshot(wait_seconds: float = 3.0) -> dict[str, Any]:
-    """Return ``{"seq", "points"}`` from the engine, or raise :class:`EngineUnavailable`."""
+    """Return ``{"seq", "points": {name: keyed state}}``, or raise :class:`EngineUnavailable`.
+
+    The live hub of this process holds the image already while websocket clients are connected; only
+    without it is the engine asked (one request over the channel layer).
+    """
+    live = hub()
+    if live.ready and live.clients:
+        seq, rows = live.seq, live.rows
+    else:
+        seq, rows = await _ask_engine(wait_seconds)
+    memo: dict[int, str] = {}
+    return {"seq": seq, "points": {name: wire.keyed_state(row, memo) for name, row in rows.items()}}
+
+
+async def _ask_engine(wait_seconds: float) -> tuple[int, dict[str, Any]]:
     layer = get_channel_layer()
     try:
         reply_to = await layer.new_channel()
@@ -30,7 +46,7 @@ async def fetch_snapshot(wait_seconds: float = 3.0) -> dict[str, Any]:
         raise EngineUnavailable("the engine did not answer; live values are unavailable") from exc
     finally:
         await release_channel(layer, reply_to)
-    return {"seq": reply["seq"], "points": reply["points"]}
+    return reply["seq"], reply["points"]
 
 
 async def release_channel(layer: Any, channel: str) -> None:

@@ -46,6 +46,9 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
         "HOST": parsed.hostname or "",
         "PORT": str(parsed.port or ""),
         "OPTIONS": options,
-        "CONN_MAX_AGE": 60,
+        # Not persistent: Daphne runs each request's sync part on a thread of its own, and persistent
+        # connections stayed open per thread until PostgreSQL ran out of them under load (bench/stress.py).
+        # The engine's one database thread keeps its connection for as long as it lives anyway.
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
     }

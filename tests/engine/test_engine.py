@@ -97,7 +97,7 @@ async def test_snapshot_requests_are_answered_over_the_channel_layer(engine, lay
     reply = await asyncio.wait_for(layer.receive(reply_to), 5)
     assert reply["type"] == bus.LIVE_SNAPSHOT
     assert reply["seq"] >= engine.image.points["zone1_temp"].seq
-    assert reply["points"]["zone1_temp"]["quality"] == GOOD
+    assert reply["points"]["zone1_temp"][bus.ROW_QUALITY] == GOOD
     assert len(reply["points"]) == 25
 
 
@@ -117,7 +117,7 @@ async def test_published_deltas_are_continuous_and_coalesced(engine, plant, laye
         if last is not None:
             assert delta["from"] == last, "deltas must chain without gaps"
         last = delta["seq"]
-        carried = {n: s["value"] for n, s in delta["points"].items() if n in wanted and s["value"] == wanted[n]}
+        carried = {n: s[0] for n, s in delta["points"].items() if n in wanted and s[bus.ROW_VALUE] == wanted[n]}
         if carried:
             messages += 1
             seen.update(carried)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bms.engine import bus
 from bms.engine.image import BAD, GOOD, ProcessImage
 from bms.engine.scaling import Scaling
 
@@ -80,7 +81,7 @@ def test_update_many_equals_update_one_by_one() -> None:
             assert cursors[0].take_delta() == cursors[1].take_delta()
 
 
-def test_delta_points_are_the_wire_states() -> None:
+def test_delta_points_are_the_live_rows() -> None:
     image = ProcessImage()
     image.define(["a", "b", "c", "d"])
     cursor = image.cursor()
@@ -93,8 +94,10 @@ def test_delta_points_are_the_wire_states() -> None:
     delta = cursor.take_delta()
     assert delta is not None
     assert delta["points"] == {
-        "a": image.points["a"].as_wire(),
-        "b": image.points["b"].as_wire(),
+        "a": image.points["a"].as_live(),
+        "b": image.points["b"].as_live(),
         "d": None,
     }
-    assert delta["points"]["a"]["time"] != delta["points"]["a"]["changed"]
+    a_row = delta["points"]["a"]
+    assert a_row[bus.ROW_TIME_US] != a_row[bus.ROW_CHANGED_US]
+    assert a_row[bus.ROW_TIME_US] == 1_767_225_601_000_500  # 2026-01-01T00:00:01.0005Z in epoch microseconds

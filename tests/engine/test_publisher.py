@@ -35,7 +35,7 @@ async def test_a_burst_of_changes_leaves_as_few_messages():
             assert delta["from"] == last
             last = delta["seq"]
             messages += 1
-            received.update({name: state["value"] for name, state in delta["points"].items()})
+            received.update({name: row[bus.ROW_VALUE] for name, row in delta["points"].items()})
     finally:
         await publisher.stop()
     assert received == {name: 40000 + index for index, name in enumerate(names)}

@@ -12,6 +12,7 @@ HEALTH_KEYS = {
     *("node", "role", "epoch", "active_node", "active_url", "partner", "partner_url", "pair", "status"),
     "channel_layer",  # "ok" | "down" (bms.realtime.layer_health); always "ok" with the in-memory layer
     "database",  # "ok" | why not (answered from memory while the database is away)
+    "live",  # this web process's live fan-out counters (bms.realtime.hub.live_stats)
 }
 
 
@@ -33,6 +34,16 @@ def test_health_of_a_node_alone(client, settings, db):
         "status": "ok",
         "database": "ok",
         "channel_layer": "ok",
+        "live": {
+            "clients": 0,
+            "direct_clients": 0,
+            "views": 0,
+            "points": 0,
+            "frames_encoded": 0,
+            "frames_sent": 0,
+            "catch_ups": 0,
+            "snapshots_requested": 0,
+        },
     }
     assert client.get("/healthz/active").status_code == 200
 

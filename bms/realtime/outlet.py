@@ -1,0 +1,163 @@
+"""Where a live client's frames go: the websocket connection itself when Daphne serves it, else ASGI ``send``.
+
+Under Daphne a frame is prepared once (:class:`Frame`: JSON text framed as a
+WebSocket message by autobahn's ``PreparedMessage``) and the same bytes are
+written to every connection that gets it, with no ASGI round trip; the
+connection reports when its send buffer is full (a Twisted push producer) so
+that the hub skips a slow client instead of queueing frames for it. Any other
+server (or Channels' test communicator) gets plain ASGI sends, always
+"writable".
+
+Writing to the connection directly depends on Daphne passing
+``functools.partial(server.handle_reply, protocol)`` as ``send``: the
+outermost ASGI layer (:func:`expose_connection`, in ``bms/asgi.py``) puts
+that protocol in the scope, because the middlewares inside wrap ``send``. If
+a Daphne release stops doing that, :func:`outlet_for` finds no protocol and
+falls back to ASGI sends: slower, still correct.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+try:
+    from autobahn.websocket.protocol import PreparedMessage
+    from daphne.ws_protocol import WebSocketProtocol
+except ImportError:  # pragma: no cover - Daphne is a dependency; other ASGI servers take the fallback
+    PreparedMessage = None  # type: ignore[assignment,misc]
+    WebSocketProtocol = None  # type: ignore[assignment,misc]
+
+
+class Frame:
+    """One encoded server message, shared by every client that receives it."""
+
+    __slots__ = ("_prepared", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._prepared: Any = None
+
+    def prepared(self) -> Any:
+        """The WebSocket frame bytes, built at most once (server frames are not masked, so they are shareable)."""
+        if self._prepared is None:
+            self._prepared = PreparedMessage(self.text.encode(), False, False, True)
+        return self._prepared
+
+
+class Outlet:
+    """A client connection as the hub sees it."""
+
+    writable = True
+    #: True: frames go straight to the connection (Daphne); False: through ASGI send
+    direct = False
+    #: called (with no arguments) when a paused connection can take frames again
+    on_resume: Callable[[], None] | None = None
+
+    def send(self, frame: Frame) -> bool:
+        """Queue ``frame`` for the client; False if the connection is gone."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Forget the connection (it closed)."""
+
+
+class DaphneOutlet(Outlet):
+    """Writes prepared frames straight to Daphne's protocol; paused while its transport buffer is full."""
+
+    direct = True
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.open = True
+        try:
+            protocol.registerProducer(self, True)
+        except Exception:  # another producer already registered, or the transport is gone: no flow control
+            log.debug("live client: no flow control on %r", protocol, exc_info=True)
+
+    # Twisted IPushProducer: the transport calls these when its buffer passes its high / low water mark.
+    def pauseProducing(self) -> None:
+        self.writable = False
+
+    def resumeProducing(self) -> None:
+        self.writable = True
+        if self.on_resume is not None and self.open:
+            self.on_resume()
+
+    def stopProducing(self) -> None:
+        self.writable = False
+        self.open = False
+
+    def send(self, frame: Frame) -> bool:
+        protocol = self.protocol
+        if not self.open or protocol.state != protocol.STATE_OPEN:
+            # closing or closed: autobahn would raise "Attempt to send on a closed protocol"; the disconnect follows
+            return False
+        protocol.sendPreparedMessage(frame.prepared())
+        return True
+
+    def close(self) -> None:
+        self.open = False
+        self.on_resume = None
+
+
+class AsgiOutlet(Outlet):
+    """Plain ASGI ``websocket.send`` messages, in order (tests, servers other than Daphne)."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self._send = send
+        self.open = True
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._writer = asyncio.ensure_future(self._write())
+
+    def send(self, frame: Frame) -> bool:
+        if not self.open:
+            return False
+        self._queue.put_nowait(frame.text)
+        return True
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._queue.get()
+            try:
+                await self._send({"type": "websocket.send", "text": text})
+            except Exception:
+                self.open = False  # the connection went away under us; the disconnect follows
+                return
+
+    def close(self) -> None:
+        self.open = False
+        self._writer.cancel()
+
+
+SCOPE_KEY = "bms.websocket_protocol"
+
+
+def expose_connection(application: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """ASGI middleware (outermost): put Daphne's websocket protocol object in the scope, if there is one."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "websocket"
+            and WebSocketProtocol is not None
+            and isinstance(send, functools.partial)
+            and send.args
+            and isinstance(send.args[0], WebSocketProtocol)
+        ):
+            scope = {**scope, SCOPE_KEY: send.args[0]}
+        await application(scope, receive, send)
+
+    return app
+
+
+def outlet_for(scope: dict[str, Any], send: Callable[..., Any]) -> Outlet:
+    """The fastest outlet that works for this connection: direct under Daphne, else the ASGI ``send``."""
+    protocol = scope.get(SCOPE_KEY)
+    if protocol is not None:
+        return DaphneOutlet(protocol)
+    return AsgiOutlet(send)
