@@ -47,8 +47,9 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
         "PORT": str(parsed.port or ""),
         "OPTIONS": options,
         # Not persistent: Daphne runs each request's sync part on a thread of its own, and persistent
-        # connections stayed open per thread until PostgreSQL ran out of them under load (bench/stress.py).
-        # The engine's one database thread keeps its connection for as long as it lives anyway.
+        # connections stayed open per thread until PostgreSQL ran out of them under load (bench/stress.py);
+        # the production settings pool them instead. The engine's one database thread keeps its connection
+        # for as long as it works (bms.engine.store.drop_broken_connections).
         "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
     }
