@@ -574,7 +574,9 @@ class Client:
         self.started = 0.0
         self.snapshot_s: float | None = None
         self.failure: str | None = None
+        self.failed_at: float | None = None  # s from the go to the failed connect
         self.closed: str | None = None
+        self.closed_at: float | None = None  # s from the go to the close
         self.seq: int | None = None
         self.frames = self.points = self.gaps = self.snapshots = self.errors = self.fallbacks = self.ignored = 0
         self.stream = Stream(wire)
@@ -603,6 +605,7 @@ class Client:
             )
         except Exception as exc:  # counted, never retried: a refused client is a result
             self.failure = f"{type(exc).__name__}: {exc}"[:200]
+            self.failed_at = time.monotonic() - self.started
             self.ready.set()
             return
         recv = self.connection.recv
@@ -616,6 +619,7 @@ class Client:
                     self.on_header(data, now)
         except websockets.ConnectionClosed as exc:
             self.closed = f"{exc.rcvd.code if exc.rcvd else 'no close frame'}"
+            self.closed_at = time.monotonic() - self.started
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -663,9 +667,18 @@ class Client:
         stream.seq = self.seq  # a header-only client moved it on without the stream
         outcome, changes = stream.feed(message)
         if outcome == "snapshot":
+            first = self.snapshot_s is None
             self._snapshot(message["seq"], now)
             if self.probe:
-                self.last = {name: value for name, value, _ in changes if value is not None}
+                # A snapshot may come at any time (a resync, points added or removed, the hub's own restart): a
+                # value it brings that this probe had not seen is a value of the image it saw, so it counts.
+                last, reached = self.last, self.reached
+                fresh = {name: int(value) for name, value, _ in changes if value is not None}
+                if not first:
+                    for name, value in fresh.items():
+                        if last.get(name) != value:
+                            reached[value] = reached.get(value, 0) + 1
+                self.last = fresh
             return
         if outcome == "gap":
             self._resync()
@@ -710,7 +723,10 @@ class Client:
         return {
             "snapshot_s": self.snapshot_s,
             "failure": self.failure,
+            "failed_at": self.failed_at,
             "closed": self.closed,
+            "closed_at": self.closed_at,
+            "open": self.connection is not None and self.closed is None and self.parse_error is None,
             "parse_error": self.parse_error,
             "frames": self.frames,
             "points": self.points,
