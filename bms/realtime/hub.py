@@ -214,7 +214,7 @@ class LiveHub:
     def _catch_up(self, client: LiveClient) -> None:
         """One delta with the latest state of every point of the client's view that changed since its seq."""
         view = client.view
-        if view is None or client.seq is None or client.seq == view.sent_seq:
+        if view is None or client.seq is None or client.seq == view.sent_seq or not client.outlet.writable:
             return
         since = client.seq
         rows = self.rows

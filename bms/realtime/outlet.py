@@ -96,7 +96,9 @@ class DaphneOutlet(Outlet):
     def send(self, frame: Frame) -> bool:
         protocol = self.protocol
         if not self.open or protocol.state != protocol.STATE_OPEN:
-            # closing or closed: autobahn would raise "Attempt to send on a closed protocol"; the disconnect follows
+            # closing or closed: autobahn would raise "Attempt to send on a closed protocol"; the disconnect follows,
+            # and until then the hub skips this connection (not writable) instead of catching it up on every frame
+            self.writable = False
             return False
         protocol.sendPreparedMessage(frame.prepared())
         return True
