@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "bms.engine",
     "bms.control",
     "bms.events",
+    "bms.alarms",
     "bms.realtime",
     "bms.web",
     "bms.api",
