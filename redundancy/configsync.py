@@ -1,6 +1,7 @@
 """Configuration replication: the active node's configuration as one dump, applied whole on the standby.
 
-"Configuration" is what engineers edit: devices and points, and the users
+"Configuration" is what engineers edit: devices and points, alarm classes and
+definitions, and the users
 and groups operators log in with (so that after a failover they can log in
 on the other node with the same password, and history rows keep pointing at
 the same users and points: primary keys are preserved). The dump is small
@@ -24,6 +25,7 @@ from django.core.management.color import no_style
 from django.db import connection, models, transaction
 from django.db.models.functions import Cast, Concat
 
+from bms.alarms.models import AlarmClass, AlarmDefinition
 from bms.points.models import ConfigRevision, Device, Point
 
 #: in dependency order; per model the fields that travel (``id`` always does)
@@ -65,8 +67,18 @@ def dump_config() -> dict[str, Any]:
         ]
         devices = list(Device.objects.order_by("pk").values("id", *_plain_fields(Device)))
         points = list(Point.objects.order_by("pk").values("id", *_plain_fields(Point)))
+        alarm_classes = list(AlarmClass.objects.order_by("pk").values("id", *_plain_fields(AlarmClass)))
+        alarms = list(AlarmDefinition.objects.order_by("pk").values("id", *_plain_fields(AlarmDefinition)))
         revision = ConfigRevision.current()
-    return {"revision": revision, "groups": groups, "users": users, "devices": devices, "points": points}
+    return {
+        "revision": revision,
+        "groups": groups,
+        "users": users,
+        "devices": devices,
+        "points": points,
+        "alarm_classes": alarm_classes,
+        "alarms": alarms,
+    }
 
 
 def hash_dump(dump: dict[str, Any]) -> str:
@@ -88,6 +100,9 @@ def apply_config(dump: dict[str, Any]) -> str:
         _replace(User, [{"id": u["id"], **{k: u[k] for k in USER_FIELDS}} for u in dump["users"]], ("username",))
         _replace(Device, dump["devices"], ("name",))
         _replace(Point, dump["points"], ("name",))
+        # .get: a partner that predates alarms sends none (and then this node keeps none)
+        _replace(AlarmClass, dump.get("alarm_classes", []), ("name",))
+        _replace(AlarmDefinition, dump.get("alarms", []), ("name",))
         _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
         _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
         through = User.groups.through
@@ -95,7 +110,7 @@ def apply_config(dump: dict[str, Any]) -> str:
         through.objects.bulk_create(
             [through(user_id=u["id"], group_id=group_id) for u in dump["users"] for group_id in u["groups"]]
         )
-        _reset_sequences([Group, User, Device, Point])
+        _reset_sequences([Group, User, Device, Point, AlarmClass, AlarmDefinition])
         # One bump so the engine (and the web side's caches) notice the change.
         ConfigRevision.bump()
     return config_hash()

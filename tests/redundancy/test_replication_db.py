@@ -45,6 +45,26 @@ def test_config_round_trip_restores_everything_with_the_same_keys_and_hash(confi
     assert Device.objects.create(name="after", host="127.0.0.1", port=2).pk > max(d["id"] for d in dump["devices"])
 
 
+def test_alarm_classes_and_definitions_travel_with_the_configuration(configured):
+    from bms.alarms.models import AlarmClass, AlarmDefinition
+
+    # created here: transactional tests flush the classes the data migration made
+    high, _ = AlarmClass.objects.get_or_create(name="high", defaults={"default_priority": 300})
+    AlarmDefinition.objects.create(
+        point=Point.objects.get(name="zone1_temp"), kind="high", limit=26.0, deadband=0.5, alarm_class=high
+    )
+    dump = configsync.dump_config()
+    assert [alarm["limit"] for alarm in dump["alarms"]] == [26.0]
+    original_hash = configsync.hash_dump(dump)
+    AlarmDefinition.objects.update(limit=30.0)  # the standby drifted
+    AlarmClass.objects.create(name="local-only", default_priority=900)
+    assert configsync.config_hash() != original_hash
+
+    assert configsync.apply_config(dump) == original_hash
+    assert AlarmDefinition.objects.get().limit == 26.0
+    assert not AlarmClass.objects.filter(name="local-only").exists()
+
+
 def test_last_login_is_not_configuration(configured):
     before = configsync.config_hash()
     User.objects.filter(username="demo").update(last_login="2026-01-01T00:00:00Z")
