@@ -30,6 +30,7 @@ import logging
 import weakref
 from typing import Any
 
+from bms import layer_bridge
 from bms.engine import bus
 from bms.engine.tasks import cancel_and_wait
 from bms.outage import OutageLog
@@ -264,13 +265,19 @@ class LiveHub:
                     await asyncio.sleep(1.0)
         finally:
             retry.cancel()
+            if layer_bridge.serves(asyncio.get_running_loop()):
+                layer_bridge.sink(bus.LIVE_GROUP, None)
             if self.channel is not None:
                 with contextlib.suppress(Exception):
                     await self.layer.group_discard(bus.LIVE_GROUP, self.channel)
 
     async def _listen(self) -> None:
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(bus.LIVE_GROUP, self.channel)
+        if layer_bridge.serves(asyncio.get_running_loop()):
+            # the engine runs in this process (runbms): its live messages are handed over directly
+            layer_bridge.sink(bus.LIVE_GROUP, self.handle)
+        else:
+            await self.layer.group_add(bus.LIVE_GROUP, self.channel)
         await self._ask_for_snapshot()
         self.failures.worked()
         while True:
