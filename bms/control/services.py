@@ -20,7 +20,7 @@ from datetime import timedelta
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bms.control.models import AuditEntry, Command
@@ -213,13 +213,23 @@ def wake_engine() -> None:
 
 
 def wait_for_outcome(command: Command, timeout: float) -> Command:
-    """Poll the command row until it is final or ``timeout`` passes; return the latest row."""
+    """Poll the command row until it is final or ``timeout`` passes; return the latest row.
+
+    Polls every 10 ms at first (most writes finish within a few), then less
+    often, up to every 100 ms. Between polls a pooled connection goes back to
+    the pool: 50 operators writing at once must not hold 50 connections for
+    seconds while other requests and websocket logins wait for one.
+    """
     deadline = time.monotonic() + timeout
+    pause = 0.01
     while True:
         command.refresh_from_db()
         if command.status in Command.FINAL or time.monotonic() >= deadline:
             return command
-        time.sleep(0.02)
+        if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+            connection.close()  # back to the pool; the next refresh takes one again
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 1.5, 0.1)
 
 
 def _jsonable(value: object) -> object:
