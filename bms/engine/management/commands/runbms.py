@@ -97,6 +97,9 @@ class Command(BaseCommand):
             application=get_default_application(),
             endpoints=[f"fd:fileno={fd}" if fd is not None else f"tcp:port={port}:interface={host}"],
             signal_handlers=True,
+            # Autobahn drops a handshake not finished within this many seconds; Daphne's 5 s default dropped clients
+            # of a mass connect (500 screens after a restart) that would have been served a little later.
+            websocket_handshake_timeout=20,
             ready_callable=ready,
             verbosity=0,
         )
