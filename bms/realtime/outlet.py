@@ -75,10 +75,16 @@ class DaphneOutlet(Outlet):
     def __init__(self, protocol: Any) -> None:
         self.protocol = protocol
         self.open = True
+        transport = protocol.transport
         try:
-            protocol.registerProducer(self, True)
-        except Exception:  # another producer already registered, or the transport is gone: no flow control
-            log.debug("live client: no flow control on %r", protocol, exc_info=True)
+            if getattr(transport, "producer", None) is not None:
+                # Twisted's HTTPChannel registered itself when the connection opened (to stop reading while its
+                # responses back up) and Daphne's websocket upgrade leaves it there; a transport takes one producer,
+                # and this connection now carries only our frames.
+                transport.unregisterProducer()
+            transport.registerProducer(self, True)
+        except Exception:  # the transport is gone, or of a kind without producers: no flow control
+            log.warning("live client: no flow control on %r", protocol, exc_info=True)
 
     # Twisted IPushProducer: the transport calls these when its buffer passes its high / low water mark.
     def pauseProducing(self) -> None:
