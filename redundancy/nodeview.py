@@ -4,7 +4,8 @@ Every page, the read-only guard, ``/healthz``, the redundancy page, the API,
 ``/metrics`` and the ``redundancy`` command read the role through
 :func:`node_view`. A node without a partner (``BMS_PARTNER_ADDRESS`` empty,
 or redundancy not activated) runs alone and is always active in epoch 0. A
-pair node whose row is missing or stale (no liveness beat from the engine
+pair node whose row (or, with the engine in this process, the state it
+publishes in memory) is missing or stale (no liveness beat from the engine
 for the heartbeat timeout: the engine is frozen or dead, and the partner may
 already have taken control) does not know its role: it reports ``unknown``,
 refuses changes like a standby and answers 503 on ``/healthz/active``.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from bms.engine.dbhealth import UNAVAILABLE_ERRORS
 from bms.outage import one_line
-from redundancy.config import pair_configured
+from redundancy.config import heartbeat_timeout, pair_configured
 from redundancy.models import NodeState
 
 UNKNOWN = "unknown"
@@ -33,7 +34,7 @@ _REQUEST_ATTRIBUTE = "_bms_node_view"
 # When the engine runs in this process (the embedded shape, ``runbms``), the composition root
 # (bms.node) registers where its state lives in memory, so that this node can still say what it is
 # while its database is away. In a web process on its own only the last row read is known.
-_memory_row: Callable[[], NodeState] | None = None
+_memory_row: Callable[[], NodeState | None] | None = None
 _database_problem: Callable[[], str] | None = None
 _last_row: NodeState | None = None
 # The in-process engine's loop watch (bms.engine.loopwatch.LoopWatch.summary): a node alone has no node
@@ -41,7 +42,7 @@ _last_row: NodeState | None = None
 _engine_loop: Callable[[], dict[str, Any]] | None = None
 
 
-def use_memory(row: Callable[[], NodeState] | None, database_problem: Callable[[], str] | None) -> None:
+def use_memory(row: Callable[[], NodeState | None] | None, database_problem: Callable[[], str] | None) -> None:
     """Register the in-process engine's view of this node (``row``) and of its database (None: none here)."""
     global _memory_row, _database_problem
     _memory_row, _database_problem = row, database_problem
@@ -155,11 +156,13 @@ def _standalone() -> NodeView:
 
 
 def load_view() -> NodeView:
-    """Read this node's view from the database (one query in pair mode, none alone).
+    """This node's view: the in-process engine's published state, else the database row (one query).
 
-    With the database away it answers from memory, marked ``degraded``: the
-    in-process engine's state if there is one, else the last row read (which
-    turns ``unknown`` once older than the heartbeat timeout, like any row).
+    With the engine in this process (``runbms``) the view is what its status
+    loop last published in memory, so a busy database cannot make the node
+    look stale. In a web process on its own, the row; with the database away
+    the last row read (which turns ``unknown`` once older than the heartbeat
+    timeout, like any row), marked ``degraded``.
     """
     global _last_row
     problem = _database_problem() if _database_problem is not None else ""
@@ -167,14 +170,19 @@ def load_view() -> NodeView:
         view = _standalone()
         view.degraded = problem
         return view
+    published = _memory_row() if _memory_row is not None else None
+    if published is not None:
+        # The engine runs in this process: its state as its status loop last published it, aged like the row
+        # (a stalled engine loop stops publishing), without a query and whatever the database is doing.
+        age = timezone.now() - published.updated_at
+        view = _view_of(published, fresh=age < timedelta(seconds=heartbeat_timeout()))
+        view.degraded = problem
+        return view
     try:
         row = NodeState.current()
     except UNAVAILABLE_ERRORS as exc:
         problem = problem or f"database unavailable: {one_line(exc, 200)}"
-        if _memory_row is not None:
-            view = _view_of(_memory_row(), fresh=True)  # the engine in this process: its state is now
-        else:
-            view = _view_of(_last_row or NodeState(node=settings.BMS_NODE_NAME))
+        view = _view_of(_last_row or NodeState(node=settings.BMS_NODE_NAME))
     else:
         _last_row = row
         view = _view_of(row)

@@ -117,6 +117,7 @@ class PairService:
         self._acting = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self._last_heartbeat = 0.0
+        self._published: NodeState | None = None  # see memory_row
         self._last_tick = time.monotonic()
         self._doubt_until = 0.0
         self._heard_in_doubt = False
@@ -616,16 +617,29 @@ class PairService:
 
         return build_status(self, time.monotonic())
 
-    def memory_row(self) -> NodeState:
-        """This node's state row as it is in memory now (the web side's answer while the database is away)."""
+    def memory_row(self) -> NodeState | None:
+        """This node's state row as the status loop last published it in memory (None before its first slot).
+
+        The web side of the same process reads it instead of the database row
+        (ADR 0013): it ages exactly like the row, since the same loop slots
+        publish it and write the row, but a busy database cannot make it look
+        stale, and reading it costs no query. Built on the engine's loop, so the
+        web thread never walks the pair service's state while it changes.
+        """
+        return self._published
+
+    def _publish(self, full: bool) -> None:
+        """Publish this node's state in memory: the whole status, or (``full`` False) a liveness beat."""
         name, url = self.active_node()
-        return NodeState(
+        previous = self._published
+        status = self.status() if full or previous is None else previous.status
+        self._published = NodeState(
             node=self.config.node,
             role=str(self.machine.role),
             epoch=self.machine.epoch,
             active_node=name,
             active_url=url,
-            status=self.status(),
+            status=status,
             updated_at=datetime.now(UTC),
         )
 
@@ -657,6 +671,7 @@ class PairService:
                 # web side says "unknown") until the role loop has heard the partner.
                 continue
             now = time.monotonic()
+            self._publish(full=now >= next_status)
             try:
                 if now >= next_status:
                     # Half a slot of slack: slots wake a little late or early, and the full
