@@ -38,6 +38,9 @@ the product's lowest allowed interval) with the same read plan
   in-memory channel layer).
 - **production**: ``manage.py runbms`` with ``bms.settings.production``
   (PostgreSQL, Redis), its own database, dropped at the end.
+- **workers** (``--shape workers`` or ``all``): the production shape as
+  ``manage.py runbms --web-workers N`` (``--web-workers``, default 1): the
+  engine in its own process (``runengine``), N web processes.
 
 The node is configured with one Device ``field`` and ``--points`` uint16
 points ``r0000``..., loaded with ``manage.py shell -c``; the clients log in
@@ -341,6 +344,19 @@ def self_check() -> None:
                 pass
             else:
                 raise AssertionError("a keyed snapshot was accepted as compact")
+    # a compact snapshot may come at any time (points added or removed: new names, new positions) and replaces all
+    stream = Stream(COMPACT)
+    stream.feed(compact[0])
+    stream.feed(compact[1])
+    again = {
+        "type": "snapshot",
+        "seq": 9,
+        "names": ["c", "b"],
+        "points": [[4, "good", when_ms, when_ms, 9], [2.5, "good", when_ms, when_ms, 5]],
+    }
+    assert stream.feed(again)[0] == "snapshot" and stream.seq == 9 and stream.values == {"c": 4, "b": 2.5}
+    got = stream.feed({"type": "delta", "from": 9, "seq": 10, "points": [[0, 5, "good", when_ms, when_ms, 10]]})
+    assert got == ("delta", [("c", 5, when_ms / 1000)]) and stream.values == {"c": 5, "b": 2.5}, got
     # a header in another key order is not read (the caller falls back to json.loads)
     assert read_header(b'{"seq":1,"type":"delta","from":0,"points":{}}') is None
     assert TYPE.match(b'{"type":"error","code":"x"}').group(1) == b"error"
@@ -726,7 +742,7 @@ class Client:
             "failed_at": self.failed_at,
             "closed": self.closed,
             "closed_at": self.closed_at,
-            "open": self.connection is not None and self.closed is None and self.parse_error is None,
+            "open": self.connection is not None and self.closed is None,  # as the server sees it
             "parse_error": self.parse_error,
             "frames": self.frames,
             "points": self.points,
@@ -860,6 +876,7 @@ class Endpoint:
     origin: str | None
     headers: dict[str, str]
     pids: list[int]
+    health_url: str | None = None  # the node's /healthz (its "live" counters); None for the baseline
 
 
 class DeviceProcess:
@@ -916,6 +933,8 @@ class NodeTarget:
     key = "node"
     label = "bms node"
     settings = ""
+    #: what ``manage.py runbms`` gets besides the port
+    runbms_args: tuple[str, ...] = ()
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -937,18 +956,24 @@ class NodeTarget:
         port = free_port()
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runbms", "--port", str(port)],
+                [sys.executable, "manage.py", "runbms", "--port", str(port), *self.runbms_args],
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, "PYTHONUNBUFFERED": "1"},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
         wait_for_port(port, 30)
         base_url = f"http://{HOST}:{port}"
+        # With --web-workers the supervisor listens before its workers run: wait until one answers.
+        read_live(f"{base_url}/healthz", timeout=60)
         session = HttpSession(base_url, USERNAME, PASSWORD)
         query = "?wire=compact" if self.options.wire == COMPACT else ""
         return Endpoint(
-            f"ws://{HOST}:{port}/ws/live/{query}", base_url, {"Cookie": session.cookie_header}, [self.process.pid]
+            f"ws://{HOST}:{port}/ws/live/{query}",
+            base_url,
+            {"Cookie": session.cookie_header},
+            [self.process.pid],
+            f"{base_url}/healthz",
         )
 
     def _manage(self, *args: str, extra: dict[str, str] | None = None) -> None:
@@ -1037,6 +1062,33 @@ class ProductionTarget(NodeTarget):
         super().cleanup()
 
 
+class WorkersTarget(ProductionTarget):
+    """The production shape as ``runbms --web-workers N``: the engine in its own process (``runengine``), N web
+    processes on the listening socket (``runbms --no-engine --fd``), under runbms as their supervisor."""
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self.key = f"workers{options.web_workers}"
+        self.label = f"bms prod ww{options.web_workers}"
+        self.runbms_args = ("--web-workers", str(options.web_workers))
+
+
+def read_live(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The ``live`` counters of the web process that answers ``url`` (``/healthz``), retried until ``timeout``."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=max(1.0, min(10.0, deadline - time.monotonic()))) as response:
+                return dict(json.loads(response.read()).get("live") or {})
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"no answer from {url} within {timeout:.0f} s: {exc}") from exc
+            time.sleep(0.5)
+
+
 #: run by ``manage.py shell -c`` in the node's environment: the bench device, its points and the bench user
 LOADER = """
 import os
@@ -1101,6 +1153,32 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def cpu_by_process(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds per process of the tree, named by role: engine, web, supervisor, runbms (one process), other."""
+    found: dict[str, float] = {}
+    for pid in process_tree(pids):
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if b"runengine" in command:
+                name = "engine"
+            elif b"--no-engine" in command:
+                name = "web"
+            elif b"--web-workers" in command:
+                name = "supervisor"
+            elif b"runbms" in command:
+                name = "runbms"
+            else:
+                name = Path(command[0].decode(errors="replace")).name or str(pid)
+            key, k = name, 1
+            while key in found:
+                k += 1
+                key = f"{name}{k}"
+            found[key] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
 def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
     """(RSS, peak RSS) in MiB, summed over the tree."""
     rss = peak = 0
@@ -1132,6 +1210,7 @@ class Options:
     settle: float
     grace: float
     keep_logs: bool
+    web_workers: int = 1
 
 
 @dataclass(slots=True)
@@ -1170,6 +1249,14 @@ class Round:
     image_seq_increase: int | None = None
     probe_errors: list[str] = field(default_factory=list)
     failure_samples: list[str] = field(default_factory=list)
+    #: failed connects and closes before a first snapshot, grouped: message -> [count, first s, last s after the go]
+    connect_failures: dict[str, list[float]] = field(default_factory=dict)
+    resnapshots: int = 0  # snapshots after a client's first (resync, points changed, hub restart)
+    open_at_end: int = 0  # connections open (as the server sees them) when the window ended
+    live_start: dict[str, int] = field(default_factory=dict)  # the node's /healthz "live" at the window's start
+    live_end: dict[str, int] = field(default_factory=dict)  # ... and at its end
+    live_error: str | None = None
+    cpu_by_process: dict[str, float] = field(default_factory=dict)  # % of one core per process of the tree
     error: str | None = None
 
     @property
@@ -1238,9 +1325,24 @@ def measure_round(
             process.send(f"window {start!r} {end!r}")
         time.sleep(max(0.0, start - time.monotonic()))
         cpu0, k0, dev0, host0 = cpu_seconds(endpoint.pids), table.tick, cpu_seconds([device_pid]), host_busy()
+        by0 = cpu_by_process(endpoint.pids)
+        if endpoint.health_url:
+            try:
+                result.live_start = read_live(endpoint.health_url)
+            except RuntimeError as exc:
+                result.live_error = str(exc)[:200]
         time.sleep(max(0.0, end - time.monotonic()))
         cpu1, k1, dev1, host1 = cpu_seconds(endpoint.pids), table.tick, cpu_seconds([device_pid]), host_busy()
+        by1 = cpu_by_process(endpoint.pids)
         result.node_rss_mb, result.node_peak_rss_mb = memory_mb(endpoint.pids)
+        if endpoint.health_url:
+            try:
+                result.live_end = read_live(endpoint.health_url)
+            except RuntimeError as exc:
+                result.live_error = str(exc)[:200]
+        result.cpu_by_process = {
+            name: (by1[name] - by0.get(name, 0.0)) / options.seconds * 100 for name in by1 if name in by0
+        }
         time.sleep(options.grace)  # late changes of the window's ticks still count as reached
         for process in processes:
             process.send(f"stop {k0} {k1}")
@@ -1258,6 +1360,19 @@ def measure_round(
     result.failed_connects = sum(c["failure"] is not None for c in clients)
     result.no_snapshot = sum(c["snapshot_s"] is None for c in clients)
     result.fallbacks = sum(c["fallbacks"] for c in clients)
+    result.resnapshots = sum(max(0, c["snapshots"] - 1) for c in clients)
+    result.open_at_end = sum(bool(c["open"]) for c in clients)
+    for c in clients:
+        if c["failure"] is not None:
+            key, at = c["failure"][:90], c["failed_at"]
+        elif c["snapshot_s"] is None and c["closed"] is not None:
+            key, at = f"closed {c['closed']} before a snapshot", c["closed_at"]
+        else:
+            continue
+        entry = result.connect_failures.setdefault(key, [0, math.inf, -math.inf])
+        entry[0] += 1
+        if at is not None:
+            entry[1], entry[2] = min(entry[1], at), max(entry[2], at)
     result.failure_samples = sorted(
         {
             c["failure"] or c["parse_error"] or f"closed {c['closed']}"
@@ -1397,6 +1512,8 @@ def run_all(options: Options, stamp: str) -> list[TargetResult]:
         targets.append(EmbeddedTarget(options))
     if "production" in options.shapes:
         targets.append(ProductionTarget(options))
+    if "workers" in options.shapes:
+        targets.append(WorkersTarget(options))
     results = []
     for target in targets:
         started = time.monotonic()
@@ -1458,7 +1575,41 @@ def report_lines(results: Sequence[TargetResult], options: Options) -> list[str]
                 f"{r.no_snapshot:>8}{r.gaps:>6}{r.errors:>6}{r.closed:>7}{_f(r.offered_per_s, '.0f', 10)}"
                 f"{_f(r.reached_share * 100, '.1f', 8)}%{r.reached_probe_gaps:>11}"
             )
+    node_rounds = [(result, r) for result in results[1:] for r in result.rounds if r.error is None]
+    if node_rounds:
+        lines += [
+            "",
+            "the node's /healthz \"live\" at the window's end (encoded/sent/catch-ups: +during the window);"
+            " open: connections the clients held",
+            f"{'target':<16}{'N':>5}{'clients':>8}{'direct':>7}{'open':>6}{'encoded':>9}{'+win':>7}{'sent':>10}"
+            f"{'+win':>9}{'catchups':>9}{'+win':>6}  check",
+        ]
+        for result, r in node_rounds:
+            end, begin = r.live_end, r.live_start
+            if not end:
+                lines.append(f"{result.label:<16}{r.clients:>5}  /healthz not read: {r.live_error}")
+                continue
+
+            def plus(key: str, end: dict[str, int] = end, begin: dict[str, int] = begin) -> str:
+                return str(end.get(key, 0) - begin[key]) if key in begin else "-"
+
+            verdict = (
+                "ok"
+                if end.get("clients") == end.get("direct_clients") == r.open_at_end
+                else "MISMATCH (direct_clients must equal the clients connected)"
+            )
+            lines.append(
+                f"{result.label:<16}{r.clients:>5}{end.get('clients', '-'):>8}{end.get('direct_clients', '-'):>7}"
+                f"{r.open_at_end:>6}{end.get('frames_encoded', '-'):>9}{plus('frames_encoded'):>7}"
+                f"{end.get('frames_sent', '-'):>10}{plus('frames_sent'):>9}{end.get('catch_ups', '-'):>9}"
+                f"{plus('catch_ups'):>6}  {verdict}"
+            )
     lines.append("")
+    if options.web_workers and "workers" in options.shapes:
+        lines.append(
+            f"bms prod ww{options.web_workers}: runbms --web-workers {options.web_workers} (production settings; engine"
+            f" in runengine, {options.web_workers} web process(es)); bms production: plain runbms (engine on a thread)"
+        )
     top = max(options.clients)
     for result in results[1:]:
         r = next((r for r in result.rounds if r.clients == top and r.error is None), None)
@@ -1479,8 +1630,16 @@ def report_lines(results: Sequence[TargetResult], options: Options) -> list[str]
     for result in results:
         notes = []
         for r in result.rounds:
+            for message, (count, first, last) in r.connect_failures.items():
+                when = f"{first:.2f}-{last:.2f} s" if first <= last else "?"
+                notes.append(f"N={r.clients}: {count:.0f} clients without a snapshot: {message} (at {when} after go)")
             if r.failure_samples:
                 notes.append(f"N={r.clients} client failures: {'; '.join(r.failure_samples)}")
+            if r.resnapshots:
+                notes.append(f"N={r.clients}: {r.resnapshots} snapshots after clients' first (resync or re-sent)")
+            if len(r.cpu_by_process) > 1:
+                parts = ", ".join(f"{name} {pct:.0f}" for name, pct in r.cpu_by_process.items())
+                notes.append(f"N={r.clients}: cpu % by process: {parts}")
             if r.probe_errors:
                 notes.append(f"N={r.clients} probe errors: {'; '.join(r.probe_errors)}")
             if r.fallbacks:
@@ -1501,7 +1660,14 @@ def report_lines(results: Sequence[TargetResult], options: Options) -> list[str]
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--shape", choices=("embedded", "production", "both", "raw"), default="both", help="raw: the baseline only"
+        "--shape",
+        choices=("embedded", "production", "workers", "both", "all", "raw"),
+        default="both",
+        help="both: embedded and production (plain runbms); workers: production as runbms --web-workers N (the "
+        "engine in a process of its own); all: embedded, production and workers; raw: the baseline only",
+    )
+    parser.add_argument(
+        "--web-workers", type=int, default=1, metavar="N", help="web processes of the workers shape (default 1)"
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[100, 500], help="N per round (default 100 500)")
     parser.add_argument("--seconds", type=float, default=15.0, help="measurement window per round (default 15)")
@@ -1558,7 +1724,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wire parsers: keyed and compact self-check passed")
         return 0
     options = Options(
-        shapes={"both": ("embedded", "production"), "raw": ()}.get(args.shape, (args.shape,)),
+        shapes={"both": ("embedded", "production"), "all": ("embedded", "production", "workers"), "raw": ()}.get(
+            args.shape, (args.shape,)
+        ),
         clients=tuple(args.clients),
         seconds=args.seconds,
         change_rate=args.change_rate,
@@ -1571,6 +1739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settle=args.settle,
         grace=args.grace,
         keep_logs=args.keep_logs,
+        web_workers=max(1, args.web_workers),
     )
     started = datetime.now(UTC)
     results = run_all(options, started.strftime("%Y%m%dT%H%M%SZ"))

@@ -87,6 +87,9 @@ class Options:
     timeout_ms: int
     baseline_requests: int
     settle_seconds: float
+    layout: str = (
+        "thread"  # thread: runbms per node (engine on its own thread); processes: runengine + runbms --no-engine
+    )
 
 
 # --- HTTP with a shared logged-in session (both the bench and the HTTP client process) ----------------------------
@@ -269,6 +272,7 @@ async def ws_load(config: dict[str, Any]) -> dict[str, Any]:
         "peak": 0,
         "connections": 0,
         "all_connected_s": None,
+        "ends": [],
     }
     connected_once: set[int] = set()
 
@@ -299,7 +303,7 @@ async def ws_load(config: dict[str, Any]) -> dict[str, Any]:
                 stats["ever"] = len(connected_once)
                 if stats["ever"] == count:
                     stats["all_connected_s"] = loop.time() - started
-            first = True
+            first, reason = True, "?"
             try:
                 async for message in connection:
                     frames[number] += 1
@@ -309,15 +313,23 @@ async def ws_load(config: dict[str, Any]) -> dict[str, Any]:
                     if first:
                         stats["first_frame_ms"].append((loop.time() - began) * 1000)
                         first = False
+                reason = f"server closed {connection.close_code}"
                 if loop.time() < stop_at:
-                    stats["closes"][f"server closed {connection.close_code}"] += 1
+                    stats["closes"][reason] += 1
             except websockets.ConnectionClosed as exc:
+                reason = f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}"
                 if loop.time() < stop_at:
-                    stats["closes"][f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}"] += 1
+                    stats["closes"][reason] += 1
             except Exception as exc:
+                reason = f"read: {type(exc).__name__}"
                 stats["errors"][f"read: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            except BaseException:
+                reason = "cancelled"
+                raise
             finally:
                 open_now.discard(connection)
+                # every end of a connection, also after the load (s after the start): the open count's check
+                stats["ends"].append([round(loop.time() - started, 2), reason])
             if loop.time() < stop_at:
                 await asyncio.sleep(1.0)  # reconnect, as a browser page would
 
@@ -332,6 +344,7 @@ async def ws_load(config: dict[str, Any]) -> dict[str, Any]:
         "seconds": loop.time() - started,
         "clients": count,
         "connected_at_end": at_end,
+        "seconds_planned": seconds,
         "frames": frames,
         **{key: dict(value) if isinstance(value, Counter) else value for key, value in stats.items()},
         "cpu_s": time.process_time(),
@@ -410,12 +423,18 @@ def metric(families: dict[str, list[tuple[dict[str, str], float]]], name: str, *
 
 
 def timing(node: Any, deadline_s: float = 3.0) -> dict[str, Any]:
-    """The node's timing figures from its ``/metrics`` (retried while its status row is not fresh)."""
+    """The node's timing figures from its ``/metrics`` (retried while its status row is not fresh).
+
+    ``/metrics`` is served by the web side, which a heavy load can starve (no pooled database connection within
+    the pool's timeout): then the same figures are read from the node's status row in its database, written by
+    the pair service (``source`` says which, ``row_age_s`` how old that row was: older than the heartbeat
+    timeout means the pair service itself could not write it, and the figures describe the time before).
+    """
     deadline = time.monotonic() + deadline_s
-    attempts, families = 0, {}
+    attempts, families, failure = 0, {}, None
     while True:
         attempts += 1
-        with contextlib.suppress(Exception):
+        try:
             client = Http(node.web_port, "", "", timeout=10)
             status, body = client.request("GET", "/metrics")
             client.close()
@@ -423,19 +442,47 @@ def timing(node: Any, deadline_s: float = 3.0) -> dict[str, Any]:
                 families = parse_metrics(body.decode())
                 if "bms_engine_loop_lag_ms" in families and "bms_heartbeat_jitter_ms" in families:
                     break
+            failure = f"HTTP {status}" + (" without the timing figures (node status unknown)" if status == 200 else "")
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"[:120]
         if time.monotonic() >= deadline:
             break
         time.sleep(0.2)
     figures: dict[str, Any] = {"attempts": attempts, "complete": "bms_engine_loop_lag_ms" in families}
-    for key, quantile in (("p50", "0.5"), ("p99", "0.99"), ("max", "1")):
-        figures[f"loop_{key}"] = metric(families, "bms_engine_loop_lag_ms", quantile=quantile)
+    if figures["complete"]:
+        figures["source"] = "/metrics"
+        for key, quantile in (("p50", "0.5"), ("p99", "0.99"), ("max", "1")):
+            figures[f"loop_{key}"] = metric(families, "bms_engine_loop_lag_ms", quantile=quantile)
+            for direction in ("sent", "received"):
+                figures[f"{direction}_{key}"] = metric(
+                    families, "bms_heartbeat_jitter_ms", direction=direction, quantile=quantile
+                )
+        figures["slow_ticks"] = metric(families, "bms_engine_loop_slow_ticks_total")
+        figures["failovers"] = metric(families, "bms_redundancy_failovers_total")
+        figures["epoch"] = metric(families, "bms_redundancy_epoch")
+        return figures
+    figures["metrics_failure"] = failure
+    return figures | timing_from_row(node)
+
+
+def timing_from_row(node: Any) -> dict[str, Any]:
+    """The same figures from the node's ``redundancy_nodestate`` row (read over the bench's own connection)."""
+    try:
+        row = node.state()
+    except Exception as exc:
+        return {"source": f"none (/metrics and the status row failed: {type(exc).__name__})"}
+    status = row.get("status") or {}
+    loop, jitter = status.get("engine_loop") or {}, status.get("heartbeat_jitter") or {}
+    figures: dict[str, Any] = {"source": "status row", "complete": bool(loop and jitter)}
+    with contextlib.suppress(TypeError, AttributeError):  # an aware timestamp (timestamptz) is expected
+        figures["row_age_s"] = round((datetime.now(UTC) - row["updated_at"]).total_seconds(), 2)
+    for key in ("p50", "p99", "max"):
+        figures[f"loop_{key}"] = loop.get(f"{key}_ms")
         for direction in ("sent", "received"):
-            figures[f"{direction}_{key}"] = metric(
-                families, "bms_heartbeat_jitter_ms", direction=direction, quantile=quantile
-            )
-    figures["slow_ticks"] = metric(families, "bms_engine_loop_slow_ticks_total")
-    figures["failovers"] = metric(families, "bms_redundancy_failovers_total")
-    figures["epoch"] = metric(families, "bms_redundancy_epoch")
+            figures[f"{direction}_{key}"] = (jitter.get(direction) or {}).get(f"{key}_ms")
+    figures["slow_ticks"] = loop.get("slow_total")
+    figures["failovers"] = status.get("failovers")
+    figures["epoch"] = row.get("epoch")
     return figures
 
 
@@ -449,7 +496,15 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def node_cpu(pair: Any) -> dict[str, float | None]:
-    return {name: sum(cpu_seconds(pid) or 0.0 for pid in node.pids) for name, node in pair.nodes.items()}
+    """CPU seconds per node (all its processes) and, when a node has more than one process, per process."""
+    figures: dict[str, float | None] = {}
+    for name, node in pair.nodes.items():
+        figures[name] = sum(cpu_seconds(process.pid) or 0.0 for process in node.processes)
+        if len(node.processes) > 1:
+            for process in node.processes:
+                role = "engine" if "runengine" in process.args else "web"
+                figures[f"{name} {role}"] = cpu_seconds(process.pid)
+    return figures
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -460,11 +515,15 @@ def machine_cpu() -> tuple[float, float]:
 
 
 class ConnectionSampler(threading.Thread):
-    """The peak number of PostgreSQL connections to each node's database, sampled once a second."""
+    """Once a second: PostgreSQL connections to each node's database (peak), and the age of each node's own
+    status row (``redundancy_nodestate.updated_at``, touched by the pair service at least every min(period,
+    timeout / 3)): an age over the heartbeat timeout means the web side calls that node "unknown"."""
 
     def __init__(self, databases: dict[str, str]) -> None:
         super().__init__(daemon=True)
         self.databases = databases
+        self.row_age_max: dict[str, float] = dict.fromkeys(databases, 0.0)
+        self.row_age_samples: dict[str, list[float]] = {name: [] for name in databases}
         self.peaks: dict[str, int] = dict.fromkeys(databases, 0)
         self.peak_total = 0
         self.max_connections: int | None = None
@@ -475,18 +534,44 @@ class ConnectionSampler(threading.Thread):
 
         from tests.support import services
 
+        nodes: dict[str, Any] = {}
         with contextlib.suppress(Exception), psycopg.connect(services.admin_conninfo(), autocommit=True) as conn:
             self.max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])
+            for name, database in self.databases.items():
+                with contextlib.suppress(Exception):
+                    nodes[name] = psycopg.connect(services.database_url(database), autocommit=True)
             while not self._finished.wait(1.0):
                 rows = dict(conn.execute("SELECT datname, count(*) FROM pg_stat_activity GROUP BY datname").fetchall())
                 self.peak_total = max(self.peak_total, sum(rows.values()))
                 for name, database in self.databases.items():
                     self.peaks[name] = max(self.peaks[name], rows.get(database, 0))
+                for name, node_conn in nodes.items():
+                    with contextlib.suppress(Exception):
+                        age = node_conn.execute(
+                            "SELECT extract(epoch FROM now() - updated_at) FROM redundancy_nodestate WHERE node = %s",
+                            [name],
+                        ).fetchone()
+                        if age and age[0] is not None:
+                            self.row_age_samples[name].append(float(age[0]))
+                            self.row_age_max[name] = max(self.row_age_max[name], float(age[0]))
+        for node_conn in nodes.values():
+            node_conn.close()
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, timeout_s: float | None = None) -> dict[str, Any]:
         self._finished.set()
         self.join(5)
-        return {"per_node": self.peaks, "total": self.peak_total, "max_connections": self.max_connections}
+        stale = {
+            name: sum(1 for age in ages if timeout_s is not None and age > timeout_s)
+            for name, ages in self.row_age_samples.items()
+        }
+        return {
+            "per_node": self.peaks,
+            "total": self.peak_total,
+            "max_connections": self.max_connections,
+            "status_row_age_max_s": {name: round(age, 2) for name, age in self.row_age_max.items()},
+            "status_row_stale_samples": stale,
+            "status_row_samples": {name: len(ages) for name, ages in self.row_age_samples.items()},
+        }
 
 
 LOG_LINE = re.compile(r"\b(CRITICAL|ERROR|WARNING)\b")
@@ -563,7 +648,9 @@ def tally_writes(pair: Any, writes: list[dict[str, Any]], since: float, settle_s
             outcome[f"{status}, written {count}x"] += 1
     registers = set(ZONE_REGISTER.values())
     stray = sum(n for (register, _), n in device.items() if register in registers) - matched
-    recorded = len(writes) - statuses.get("not recorded", 0)
+    # A command that did not succeed must not have reached the device, except "unknown" (it was being sent when its
+    # node lost it: at most once, never resent).
+    unasked = {key: n for key, n in outcome.items() if ", written" in key and not key.startswith("unknown, written 1x")}
     return {
         "submitted": len(writes),
         "http": dict(Counter(str(w["http"]) for w in writes)),
@@ -573,8 +660,10 @@ def tally_writes(pair: Any, writes: list[dict[str, Any]], since: float, settle_s
         "duplicates": duplicates,
         "missing": missing[:20],
         "stray_device_writes": stray,
-        # Every command the nodes accepted reached the device exactly once, and nothing else did.
-        "exactly_once": outcome.get("exactly once", 0) == recorded and not duplicates and stray == 0,
+        "not_succeeded_but_written": unasked,
+        # No value reached the device twice or unasked: every succeeded command exactly once, no other command
+        # (expired, failed) at all, nothing no command asked for.
+        "exactly_once": not duplicates and not missing and not unasked and stray == 0,
         # ... and no write was refused or lost on the way.
         "all_executed": outcome.get("exactly once", 0) == len(writes) and not duplicates and stray == 0,
     }
@@ -608,7 +697,14 @@ def run(options: Options) -> dict[str, Any]:
             device = SimulatorProcess("--write-log", str(write_log), stderr=device_log)
         template = Template(device.port)
         pair = Pair(
-            template, write_log, PairOptions(period_ms=options.period_ms, timeout_ms=options.timeout_ms, proxied=False)
+            template,
+            write_log,
+            PairOptions(
+                period_ms=options.period_ms,
+                timeout_ms=options.timeout_ms,
+                proxied=False,
+                split=options.layout == "processes",
+            ),
         )
         report["logs"] = {name: str(node.log_path) for name, node in pair.nodes.items()}
         log_offsets = {
@@ -666,10 +762,11 @@ def run(options: Options) -> dict[str, Any]:
             child.go()
         time.sleep(options.seconds)
         report["loaded"] = {name: timing(node) for name, node in pair.nodes.items()}
-        report["cpu_s"] = {name: (node_cpu(pair)[name] or 0) - (cpu_before[name] or 0) for name in pair.nodes}
+        cpu_after = node_cpu(pair)
+        report["cpu_s"] = {name: (cpu_after[name] or 0) - (cpu_before.get(name) or 0) for name in cpu_after}
         busy, total = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
         report["machine_busy"] = ratio(busy, total)
-        report["database_connections"] = sampler.stop()
+        report["database_connections"] = sampler.stop(options.timeout_ms / 1000)
         ws, load = (child.result(options.seconds + 60) for child in children)
         report["cpu_s"] |= {"ws clients": ws.get("cpu_s"), "http clients": load.get("cpu_s")}
         report["ws"] = ws
@@ -732,7 +829,13 @@ def print_report(report: dict[str, Any]) -> None:
     options = report["options"]
     print()
     print(
-        f"stress: pair main + backup (production shape), period {options['period_ms']} ms, timeout "
+        f"stress: pair main + backup (production shape, layout {options.get('layout', 'thread')}: "
+        + (
+            "runengine + runbms --no-engine per node"
+            if options.get("layout") == "processes"
+            else "runbms per node, engine on its own thread"
+        )
+        + f"), period {options['period_ms']} ms, timeout "
         f"{options['timeout_ms']} ms; quiet {options['quiet_seconds']:g} s, then loaded {options['seconds']:g} s: "
         f"{options['ws_clients']} websocket clients, {options['writers']} API writers, "
         f"{options['pages_per_second']:g} page loads/s, all on main"
@@ -770,6 +873,13 @@ def print_report(report: dict[str, Any]) -> None:
     ):
         r = ratio(v, q) if q is not None and v is not None else None
         print(f"{label:<36}{fmt(q):>9}{fmt(v):>9}{fmt(r, 2):>8}")
+    for phase, figures in (("quiet", quiet), ("loaded", loaded)):
+        for name, each in figures.items():
+            if each.get("source") != "/metrics":
+                print(
+                    f"({name} {phase}: no figures from /metrics ({each.get('metrics_failure')}); read from its "
+                    f"status row in the database, {fmt(each.get('row_age_s'), 2)} s old)"
+                )
     print("(quiet API/page figures: sequential requests on the quiet pair)")
     count = takeovers(report)
     before, after = report.get("before") or {}, report.get("after") or {}
@@ -792,7 +902,8 @@ def print_report(report: dict[str, Any]) -> None:
         verdict = (
             "every write executed exactly once"
             if writes["all_executed"]
-            else "every accepted write executed exactly once, but not every write was accepted"
+            else "every succeeded write reached the device exactly once and no other did (none twice, none unasked),"
+            " but not every write was executed"
             if writes["exactly_once"]
             else "NOT exactly once"
         )
@@ -803,6 +914,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
         if writes["refusals"]:
             print(f"    not recorded: {writes['refusals']}")
+        if writes.get("not_succeeded_but_written"):
+            print(f"    written although not succeeded: {writes['not_succeeded_but_written']}")
         if writes["duplicates"] or writes["missing"]:
             print(f"    duplicates {writes['duplicates']}; succeeded but never written {writes['missing']}")
     http = report.get("http", {})
@@ -832,6 +945,14 @@ def print_report(report: dict[str, Any]) -> None:
             )
             if ws["closes"] or ws["errors"]:
                 print(f"    unexpected closes {ws['closes']}; errors {ws['errors']}")
+            ends = ws.get("ends") or []
+            early = [end for end in ends if end[0] < ws["seconds_planned"]] if "seconds_planned" in ws else []
+            if early:
+                print(
+                    f"    connections ended during the load: {len(early)} ("
+                    + ", ".join(f"{n}x {why}" for why, n in Counter(why for _, why in early).most_common(4))
+                    + f"; at {early[0][0]:.1f}-{early[-1][0]:.1f} s)"
+                )
     if report.get("cpu_s"):
         print(
             "CPU s during the load: "
@@ -844,6 +965,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"PostgreSQL connections, peak during the load: {connections['per_node']}, all databases "
             f"{connections['total']} of max_connections {connections['max_connections']}"
         )
+        if "status_row_age_max_s" in connections:
+            print(
+                f"status row age during the load (once a second): max {connections['status_row_age_max_s']} s; "
+                f"samples older than the timeout {connections['status_row_stale_samples']} of "
+                f"{connections['status_row_samples']} (older = the web side calls the node unknown)"
+            )
     for name, findings in report.get("log_findings", {}).items():
         lines = findings["lines"]
         print(f"{name} log: {findings['tracebacks']} tracebacks, {sum(lines.values())} warning/error lines")
@@ -869,6 +996,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-ms", type=int, default=300, help="heartbeat timeout (default 300)")
     parser.add_argument("--baseline-requests", type=int, default=20, help="sequential quiet writes and pages (20)")
     parser.add_argument("--settle-seconds", type=float, default=60.0, help="wait for final commands (default 60)")
+    parser.add_argument(
+        "--layout",
+        choices=("thread", "processes"),
+        default="thread",
+        help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
+        " side in separate processes per node (runengine + runbms --no-engine)",
+    )
     parser.add_argument("--child", choices=("ws", "http"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -890,6 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_ms=args.timeout_ms,
         baseline_requests=args.baseline_requests,
         settle_seconds=args.settle_seconds,
+        layout=args.layout,
     )
     started = datetime.now(UTC)
     report = run(options)
