@@ -81,13 +81,44 @@ def dump_config() -> dict[str, Any]:
     }
 
 
+#: rows JSON-encoded per hash update: the C encoder holds the GIL for a whole call, and one call over 40,000 points
+#: held it for most of a second, stalling the engine's loop (bench/scale.py)
+HASH_CHUNK_ROWS = 500
+
+
 def hash_dump(dump: dict[str, Any]) -> str:
-    body = {key: value for key, value in dump.items() if key != "revision"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for key in sorted(key for key in dump if key != "revision"):
+        value = dump[key]
+        digest.update(json.dumps(key).encode())
+        rows = value if isinstance(value, list) else [value]
+        for start in range(0, len(rows), HASH_CHUNK_ROWS):
+            digest.update(json.dumps(rows[start : start + HASH_CHUNK_ROWS], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+_by_revision: tuple[int, str] | None = None
 
 
 def config_hash() -> str:
-    return hash_dump(dump_config())
+    """The hash of this node's configuration as it is in its tables now (reads them all)."""
+    global _by_revision
+    dump = dump_config()
+    digest = hash_dump(dump)
+    _by_revision = (dump["revision"], digest)
+    return digest
+
+
+def config_hash_of_revision() -> str:
+    """:func:`config_hash`, read again only when the configuration revision moved (one query otherwise).
+
+    Every save through the application moves the revision; an edit behind its
+    back (SQL) is found by the periodic full :func:`config_hash`.
+    """
+    cached = _by_revision
+    if cached is not None and cached[0] == ConfigRevision.current():
+        return cached[1]
+    return config_hash()
 
 
 def apply_config(dump: dict[str, Any]) -> str:

@@ -34,6 +34,10 @@ except ImportError:  # pragma: no cover - Daphne is a dependency; other ASGI ser
     WebSocketProtocol = None  # type: ignore[assignment,misc]
 
 
+#: bytes queued for a connection beyond which it counts as slow (skipped, then caught up with one frame)
+SLOW_CLIENT_BUFFER = 1 << 20
+
+
 class Frame:
     """One encoded server message, shared by every client that receives it."""
 
@@ -83,6 +87,9 @@ class DaphneOutlet(Outlet):
                 # and this connection now carries only our frames.
                 transport.unregisterProducer()
             transport.registerProducer(self, True)
+            # Paused only past a real backlog: Twisted's 64 KiB default is less than one delta of a large image,
+            # so every client was "slow" on every frame and got a catch-up encoded for it alone (bench/scale.py).
+            transport.bufferSize = SLOW_CLIENT_BUFFER
         except Exception:  # the transport is gone, or of a kind without producers: no flow control
             log.warning("live client: no flow control on %r", protocol, exc_info=True)
 
