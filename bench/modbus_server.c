@@ -8,10 +8,15 @@
  * client sees about 1/N of its values change per poll and the engine's
  * change path is measured, not only its "unchanged" shortcut.
  *
+ * With --stats-ms M (M > 0; bench/scale.py) it also prints, every M ms,
+ *   stats <CLOCK_MONOTONIC seconds> <register reads answered> <registers changed>
+ * (counters since the start), so a bench can tell how many changes it offered
+ * in a window, on the same clock as Python's time.monotonic().
+ *
  * Build (bench/modbus_poll.py does it for you):
  *   cc -O2 -o var/bench-build/modbus_server bench/modbus_server.c $(pkg-config --cflags --libs libmodbus)
  * Run:
- *   var/bench-build/modbus_server --port 15020 [--change-stride 10]
+ *   var/bench-build/modbus_server --port 15020 [--change-stride 10] [--stats-ms 100]
  * It prints "listening on 127.0.0.1:<port>" once ready; port 0 picks a free port.
  */
 #include <arpa/inet.h>
@@ -25,9 +30,16 @@
 #include <sys/prctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TABLE_SIZE 65536
+
+static double monotonic_seconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec + now.tv_nsec / 1e9;
+}
 
 int main(int argc, char **argv) {
     /* End with the benchmark that started us, even if it is killed: never leave a server behind. */
@@ -35,13 +47,16 @@ int main(int argc, char **argv) {
     if (getppid() == 1) return 1;
     int port = 0;
     int stride = 0;
+    int stats_ms = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
             port = atoi(argv[++i]);
         } else if (strcmp(argv[i], "--change-stride") == 0 && i + 1 < argc) {
             stride = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--stats-ms") == 0 && i + 1 < argc) {
+            stats_ms = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--port N] [--change-stride N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--port N] [--change-stride N] [--stats-ms M]\n", argv[0]);
             return 2;
         }
     }
@@ -77,10 +92,25 @@ int main(int argc, char **argv) {
     FD_ZERO(&all);
     FD_SET(listener, &all);
     int max_fd = listener;
+    unsigned long long reads = 0, changes = 0;
+    double next_stats = stats_ms > 0 ? monotonic_seconds() : 0;
 
     for (;;) {
         fd_set ready = all;
-        if (select(max_fd + 1, &ready, NULL, NULL, NULL) < 0) {
+        struct timeval wait, *timeout = NULL;
+        if (stats_ms > 0) {
+            double now = monotonic_seconds();
+            if (now >= next_stats) {
+                printf("stats %.6f %llu %llu\n", now, reads, changes);
+                fflush(stdout);
+                while (next_stats <= now) next_stats += stats_ms / 1000.0;
+            }
+            double left = next_stats - now;
+            wait.tv_sec = (long)left;
+            wait.tv_usec = (long)((left - wait.tv_sec) * 1e6);
+            timeout = &wait;
+        }
+        if (select(max_fd + 1, &ready, NULL, NULL, timeout) < 0) {
             if (errno == EINTR) continue;
             perror("select");
             return 1;
@@ -101,11 +131,15 @@ int main(int argc, char **argv) {
             if (rc > 0) {
                 modbus_reply(ctx, query, rc, map);
                 int function = query[header];
+                if (function == 3 || function == 4) reads++;
                 if (stride > 0 && (function == 3 || function == 4)) {
                     int start = (query[header + 1] << 8) | query[header + 2];
                     int count = (query[header + 3] << 8) | query[header + 4];
                     uint16_t *table = function == 3 ? map->tab_registers : map->tab_input_registers;
-                    for (int i = start; i < start + count && i < TABLE_SIZE; i += stride) table[i]++;
+                    for (int i = start; i < start + count && i < TABLE_SIZE; i += stride) {
+                        table[i]++;
+                        changes++;
+                    }
                 }
             } else if (rc == -1) {
                 /* the client closed the connection, or sent something unreadable */
