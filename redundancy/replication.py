@@ -319,22 +319,27 @@ class Replicator:
 
     async def _on_config(self, body: dict[str, Any]) -> None:
         try:
-            self.config_hash = await self.engine.run_in_db(configsync.apply_config, body["dump"])
+            # "packed" (deflated msgpack) since large sites outgrew one frame; "dump" from a partner before that
+            dump = (
+                body["dump"] if "dump" in body else await self.engine.run_in_db(configsync.unpack_dump, body["packed"])
+            )
+            self.config_hash = await self.engine.run_in_db(configsync.apply_config, dump)
         except Exception:
             log.exception("applying the replicated configuration failed; keeping this node's configuration")
             return
         if self.config_hash != body.get("hash"):
             log.error("replicated configuration applied but its hash differs from the active node's")
         else:
-            log.info("configuration revision %s replicated and verified", body["dump"].get("revision"))
+            log.info("configuration revision %s replicated and verified", dump.get("revision"))
 
     async def _send_config_if_changed(self) -> None:
         revision = await self.engine.run_in_db(ConfigRevision.current)
         if revision == self.sent_config_revision:
             return
         dump = await self.engine.run_in_db(configsync.dump_config)
-        self.config_hash = configsync.hash_dump(dump)
-        if await self.service.send("config", dump=dump, hash=self.config_hash):
+        packed = await self.engine.run_in_db(configsync.pack_dump, dump)
+        self.config_hash = await self.engine.run_in_db(configsync.hash_dump, dump)
+        if await self.service.send("config", packed=packed, hash=self.config_hash):
             self.sent_config_revision = revision
 
     async def _stream_loop(self) -> None:

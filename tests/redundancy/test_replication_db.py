@@ -10,7 +10,7 @@ from bms.control.models import Command
 from bms.events.models import Event
 from bms.history.models import next_stamp
 from bms.points.models import Device, Point
-from redundancy import configsync, history
+from redundancy import configsync, framing, history
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,6 +63,16 @@ def test_alarm_classes_and_definitions_travel_with_the_configuration(configured)
     assert configsync.apply_config(dump) == original_hash
     assert AlarmDefinition.objects.get().limit == 26.0
     assert not AlarmClass.objects.filter(name="local-only").exists()
+
+
+def test_a_packed_configuration_travels_smaller_and_a_bomb_is_refused(configured, monkeypatch):
+    dump = configsync.dump_config()
+    packed = configsync.pack_dump(dump)
+    assert len(packed) < len(framing.pack(dump)) / 2
+    assert configsync.hash_dump(configsync.unpack_dump(packed)) == configsync.hash_dump(dump)
+    monkeypatch.setattr(configsync, "MAX_DUMP_BYTES", 1000)
+    with pytest.raises(configsync.DumpTooLarge):
+        configsync.unpack_dump(packed)
 
 
 def test_last_login_is_not_configuration(configured):
