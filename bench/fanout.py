@@ -826,12 +826,18 @@ async def client_process(config: dict[str, Any]) -> None:
 
 
 class ClientProcess:
-    """The parent's handle on one client process: lines in on stdin, lines out through a reader thread."""
+    """The parent's handle on one client process: lines in on stdin, lines out through a reader thread.
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        env = {**os.environ, "FANOUT_CLIENT_CONFIG": json.dumps(config)}
+    ``script`` is started with ``--serve-clients`` and finds ``config`` as JSON in ``config_variable``
+    (bench/scale.py uses it too).
+    """
+
+    def __init__(
+        self, config: dict[str, Any], script: str = __file__, config_variable: str = "FANOUT_CLIENT_CONFIG"
+    ) -> None:
+        env = {**os.environ, config_variable: json.dumps(config)}
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-clients"],
+            [sys.executable, script, "--serve-clients"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,

@@ -86,7 +86,6 @@ import contextlib
 import json
 import math
 import os
-import queue
 import re
 import subprocess
 import sys
@@ -106,6 +105,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import percentile, write_json  # noqa: E402
 from bench.fanout import TYPE, Histogram, count_points, host_busy, read_header, stop_process  # noqa: E402
+from bench.fanout import ClientProcess as FanoutClientProcess  # noqa: E402
 
 HOST = "127.0.0.1"
 HOOKS = ROOT / "bench" / "scale_hooks"
@@ -518,46 +518,9 @@ async def client_process(config: dict[str, Any]) -> None:
             await asyncio.gather(*closing, return_exceptions=True)
 
 
-class ClientProcess:
-    """The parent's handle on the client process."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        env = {**os.environ, "SCALE_CLIENT_CONFIG": json.dumps(config)}
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-clients"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put("")
-
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def expect(self, word: str, timeout: float) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"client process: no '{word}' within {timeout:.0f} s") from None
-        if not line.startswith(word):
-            raise RuntimeError(f"client process: expected '{word}', got {line[:300]!r}")
-        return line[len(word) :].strip()
-
-    def stop(self) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(15)
-        stop_process(self.process, grace=5)
+def client_process_for(config: dict[str, Any]) -> FanoutClientProcess:
+    """This bench's client process (``--serve-clients`` of this file), driven like fanout's."""
+    return FanoutClientProcess(config, __file__, "SCALE_CLIENT_CONFIG")
 
 
 # --- /proc -------------------------------------------------------------------------------------------------------
@@ -789,7 +752,7 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 "cookie": sessions["backup"].cookie_header,
             },
         }
-        client = ClientProcess(config)
+        client = client_process_for(config)
         client.expect("ready", 60)
         client.send("go")
         connected = json.loads(client.expect("connected", args.snapshot_timeout * (args.clients + 1) + 60))
