@@ -211,6 +211,11 @@ class AlarmDefinition(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            ("acknowledge_alarm", "Can acknowledge alarms"),
+            ("shelve_alarm", "Can shelve and unshelve alarms"),
+            ("set_out_of_service", "Can take alarms out of service and put them back"),
+        ]
 
     def __str__(self) -> str:
         return self.name or f"{self.point_id}.{self.kind}"
@@ -424,10 +429,25 @@ class AlarmJournal(HistoryRow):
     username = models.CharField(max_length=150, blank=True)
     comment = models.TextField(blank=True)
     count = models.PositiveIntegerField(default=0, help_text="chattering: activations and returns summarised")
+    alarm_seq = models.PositiveBigIntegerField(
+        default=0, help_text="the transition's number in its alarm's life (0: not numbered); one row per number"
+    )
+    recovered = models.BooleanField(
+        default=False, help_text="rebuilt from the replicated state by a node that took over (the original was lost)"
+    )
     recorded_at = models.DateTimeField(default=timezone.now, help_text="when the row was written")
 
     class Meta(HistoryRow.Meta):
         ordering = ["-time", "-id"]
+        constraints = [
+            *HistoryRow.Meta.constraints,
+            # The alarm's state (with its transition counter) and its journal rows reach the partner on two
+            # streams: after a takeover both nodes may write the same transition. One row per number, whoever
+            # writes or replicates it first (ADR 0014).
+            models.UniqueConstraint(
+                fields=["alarm", "alarm_seq"], condition=models.Q(alarm_seq__gt=0), name="alarms_journal_one_per_seq"
+            ),
+        ]
         verbose_name = "alarm journal entry"
         verbose_name_plural = "alarm journal"
 
@@ -451,4 +471,5 @@ class AlarmJournal(HistoryRow):
             username=transition.user,
             comment=transition.comment,
             count=transition.count,
+            alarm_seq=transition.number,
         )

@@ -125,6 +125,8 @@ class Transition:
     user: str = ""
     comment: str = ""
     count: int = 0
+    #: the transition's number in its alarm's life (AlarmState.journal_seq after it): one journal row per number
+    number: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,9 @@ class AlarmState:
     changes: tuple[datetime, ...] = ()
     #: activations and returns hidden while chattering
     summarised: int = 0
+    #: transitions so far (the last one's number): replicated with the state, so a node that takes over goes on
+    #: numbering where the old one stopped, and a transition both wrote is stored once (ADR 0014)
+    journal_seq: int = 0
 
     def __post_init__(self) -> None:
         self.state = State(self.state)  # a plain "normal" too: the machine compares enum members
@@ -220,6 +225,7 @@ _PLAIN_FIELDS = {
     "out_of_service": bool,
     "chattering": bool,
     "summarised": int,
+    "journal_seq": int,
 }
 
 
@@ -400,7 +406,10 @@ class Alarm:
     def _transition(
         self, kind: TransitionKind, when: datetime, user: str = "", comment: str = "", count: int = 0
     ) -> Transition:
-        return Transition(self.name, kind, self.display_state, when, self.state.value, user, comment, count)
+        self.state.journal_seq += 1
+        return Transition(
+            self.name, kind, self.display_state, when, self.state.value, user, comment, count, self.state.journal_seq
+        )
 
     def _timers(self) -> list[tuple[datetime, str]]:
         """The running timers as ``(due, which)``."""
