@@ -29,10 +29,9 @@ from bms.alarms.conditions import (
     STATE_KINDS,
     Condition,
     Kind,
-    render_message,
-    reported_limit,
     template_problems,
 )
+from bms.alarms.spec import AlarmSpec
 from bms.alarms.states import DISPLAY_STATES, AlarmConfig, Transition, TransitionKind
 from bms.history.models import HistoryRow
 from bms.points.models import POINT_NAME_VALIDATOR, Point
@@ -351,17 +350,30 @@ class AlarmDefinition(models.Model):
             **site,
         )
 
+    def spec(self, **site: Any) -> AlarmSpec:
+        """The definition as the engine runs it (select the point, class and related points with it)."""
+        alarm_class = self.alarm_class
+        return AlarmSpec(
+            name=self.name,
+            point=self.point.name,
+            condition=self.condition(),
+            config=self.alarm_config(**site),
+            priority=self.priority if self.priority is not None else alarm_class.default_priority,
+            alarm_class=alarm_class.name,
+            colour=alarm_class.colour,
+            annunciated=alarm_class.annunciated,
+            area=self.area,
+            template=self.message,
+            unit=self.point.unit,
+            setpoint_point=self.setpoint_point.name if self.setpoint_point_id else None,
+            suppression_point=self.suppression_point.name if self.suppression_point_id else None,
+            out_of_service=self.out_of_service,
+            out_of_service_by=self.out_of_service_by,
+        )
+
     def render_message(self, value: Any) -> str:
         """The alarm text for ``value``: the template (or the kind's default) filled in."""
-        point = self.point
-        return render_message(
-            self.message,
-            Kind(self.kind),
-            point=point.name,
-            value=value,
-            unit=point.unit,
-            limit=reported_limit(self.condition()),
-        )
+        return self.spec().message(value)
 
 
 def _label(field: str) -> str:
@@ -455,19 +467,21 @@ class AlarmJournal(HistoryRow):
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.alarm} {self.transition} -> {self.state}"
 
     @classmethod
-    def for_transition(cls, transition: Transition, definition: AlarmDefinition) -> AlarmJournal:
-        """The (unsaved) journal row of ``transition`` of ``definition``'s alarm."""
+    def for_transition(cls, transition: Transition, spec: AlarmSpec | AlarmDefinition) -> AlarmJournal:
+        """The (unsaved) journal row of ``transition`` of the alarm ``spec`` (or its definition) describes."""
+        if isinstance(spec, AlarmDefinition):
+            spec = spec.spec()
         return cls(
             time=transition.time,
             alarm=transition.alarm,
-            point_name=definition.point.name,
+            point_name=spec.point,
             transition=transition.kind.value,
             state=transition.state,
             value=transition.value,
-            priority=definition.priority,
-            alarm_class=definition.alarm_class.name,
-            area=definition.area,
-            message=definition.render_message(transition.value),
+            priority=spec.priority,
+            alarm_class=spec.alarm_class,
+            area=spec.area,
+            message=spec.message(transition.value),
             username=transition.user,
             comment=transition.comment,
             count=transition.count,

@@ -14,6 +14,9 @@ LIVE_GROUP = "live"
 # to the engine
 SNAPSHOT_REQUEST = "engine.snapshot"  # {"reply_to": channel}
 COMMANDS_PENDING = "engine.commands"  # wake-up: new commands are in the database
+# an operator's alarm action: {"reply_to", "action", "alarms", "user", "comment", "seconds", "until_normal"}
+ALARM_ACTION = "engine.alarm_action"
+ALARM_RESULT = "engine.alarm_result"  # reply: {"done", "unchanged", "refused"} or {"error", "detail"}
 
 # from the engine; "points" maps a point name to its live row (None in a delta: the point was removed)
 LIVE_DELTA = "live.delta"  # group message: {"from", "seq", "points": {name: row | None}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bms.alarms.spec import AlarmSpec
 from bms.engine.scaling import Scaling
 from drivers.base import DeviceSpec, PointSpec
 
@@ -42,6 +43,7 @@ class EngineConfig:
 
     revision: int
     devices: tuple[DeviceConfig, ...]
+    alarms: tuple[AlarmSpec, ...] = ()
 
     @property
     def points(self) -> dict[str, PointConfig]:

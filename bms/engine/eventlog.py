@@ -11,51 +11,29 @@ database returns, so a loss is never silent.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from bms.engine import store
-from bms.engine.dbhealth import DatabaseUnavailable
-from bms.engine.tasks import cancel_and_wait
+from bms.engine.outbox import Outbox
 from bms.outage import Outage
 
-log = logging.getLogger(__name__)
 BATCH = 200
-RETRY_SECONDS = 1.0
 
 #: (kind, source, message, severity, time)
 EventRow = tuple[str, str, str, str, datetime]
 
 
-class EventOutbox:
+class EventOutbox(Outbox[EventRow]):
     """Events on their way to the event log; ``record`` never blocks and never touches the database."""
 
     def __init__(self, run_in_db: Callable[..., Awaitable[Any]], source: str, capacity: int = 10_000) -> None:
-        self.run_in_db = run_in_db
+        super().__init__(run_in_db, store.log_events, "event", capacity, BATCH)
         self.source = source
-        self.capacity = capacity
-        self.queue: deque[EventRow] = deque()
-        self.dropped = 0
-        self.written = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    @property
-    def waiting(self) -> int:
-        return len(self.queue)
 
     def record(self, kind: str, source: str, message: str, severity: str, when: datetime | None = None) -> None:
-        if len(self.queue) >= self.capacity:
-            self.queue.popleft()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.error("event outbox full (%d): %d oldest event(s) dropped so far", self.capacity, self.dropped)
-        self.queue.append((kind, source, message, severity, when or datetime.now(UTC)))
-        self._wake.set()
+        self.put((kind, source, message, severity, when or datetime.now(UTC)))
 
     def outage_began(self, reason: str, when: datetime) -> None:
         self.record("database_unavailable", self.source, f"database unavailable: {reason}", "warning", when)
@@ -70,43 +48,3 @@ class EventOutbox:
             f"{outage.reason}); {held} event(s) held meanwhile are written now{dropped}",
             "warning" if self.dropped else "info",
         )
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-outbox")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        if self.queue:
-            try:
-                await self.flush()
-            except Exception as exc:
-                log.error("%d event(s) could not be written at shutdown: %s", len(self.queue), exc)
-
-    async def flush(self) -> None:
-        """Write everything waiting, in order; raises if the database refuses (the events stay queued)."""
-        while self.queue:
-            batch = [self.queue[i] for i in range(min(BATCH, len(self.queue)))]
-            await self.run_in_db(store.log_events, batch)
-            for _ in batch:
-                self.queue.popleft()
-            self.written += len(batch)
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except DatabaseUnavailable:
-                await asyncio.sleep(RETRY_SECONDS)  # the outage is logged once by the engine's health
-                self._wake.set()
-            except Exception:
-                # Not an outage but a batch the database refuses: retrying it would block every later event.
-                refused = min(BATCH, len(self.queue))
-                for _ in range(refused):
-                    self.queue.popleft()
-                self.dropped += refused
-                log.exception("the database refused %d event(s); dropped (counted), continuing", refused)
-                self._wake.set()

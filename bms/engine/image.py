@@ -267,6 +267,23 @@ class ProcessImage:
                     cursor.dirty.update(touched)
         return bool(changed)
 
+    def put(self, name: str, value: Any, quality: str, when: datetime | None) -> None:
+        """Set an entry that is not a polled point (an alarm's state, a summary) as a new change, creating it.
+
+        The entry travels like a point (``seq``, deltas, snapshots, the sync link): ``value`` must be plain data
+        (dicts, lists, numbers, strings) that msgpack and JSON carry."""
+        state = self.points.get(name)
+        if state is None:
+            state = self.points[name] = PointState()
+        self.seq += 1
+        state.value = value
+        state.quality = quality
+        state.source_time = when
+        state.change_time = when
+        state.seq = self.seq
+        for cursor in self.cursors:
+            cursor.dirty[name] = None
+
     def mark(self, names: list[str], quality: str, when: datetime) -> int:
         """Set the quality of several points (keeping their values); return how many changed."""
         return sum(self.update(name, None, quality, when) for name in names)

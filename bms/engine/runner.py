@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import connections
 
+from bms.alarms import store as alarm_store
+from bms.alarms.engine import AlarmEngine
 from bms.engine import bus, store
 from bms.engine.commands import CommandExecutor
 from bms.engine.config import EngineConfig
@@ -24,6 +26,7 @@ from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseUnavailable, databas
 from bms.engine.eventlog import EventOutbox
 from bms.engine.image import ProcessImage
 from bms.engine.loopwatch import LoopWatch
+from bms.engine.outbox import Outbox
 from bms.engine.poller import DevicePoller
 from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
@@ -59,6 +62,14 @@ class Engine:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
         self.db_health = database_outage_log("the engine keeps polling, events wait in memory", log)
         self.events = EventOutbox(self.run_in_db, settings.BMS_NODE_NAME, settings.BMS_EVENT_BUFFER)
+        self.journal: Outbox[alarm_store.JournalItem] = Outbox(
+            self.run_in_db,
+            alarm_store.write_journal,
+            "alarm journal",
+            getattr(settings, "BMS_ALARM_JOURNAL_BUFFER", 200_000),
+            batch=1000,
+        )
+        self.alarms = AlarmEngine(self.image, self.role, self.journal, self.publisher.notify, self.run_in_db)
         self._tasks: list[asyncio.Task] = []
         # The loop's own punctuality (lag p50/p99/max): what web load on this process costs the engine.
         self.loop_watch = LoopWatch()
@@ -87,6 +98,8 @@ class Engine:
             await self.take_control()
         self.publisher.start()
         self.events.start()
+        self.journal.start()
+        self.alarms.start()
         self.commands.start()
         self._tasks = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
@@ -102,11 +115,13 @@ class Engine:
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         await self.loop_watch.stop()
         await self.commands.stop()
+        await self.alarms.stop()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
         self.pollers.clear()
         await self.publisher.flush()
         await self.publisher.stop()
         await self.events.stop()
+        await self.journal.stop()
         await self.run_in_db(connections.close_all)
         self._db.shutdown(wait=True)
 
@@ -125,10 +140,12 @@ class Engine:
         for poller in self.pollers.values():
             if not poller.running:
                 poller.start()
+        await self.alarms.take_control()
         self.commands.wake()
 
     async def release_control(self) -> None:
-        """Stop all field I/O (the role gate already refuses writes); the image stays as it is."""
+        """Stop all field I/O and alarm evaluation (the role gate already refuses writes); the image stays."""
+        self.alarms.release_control()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
 
     async def reload(self) -> None:
@@ -148,15 +165,23 @@ class Engine:
         if self.role.active:
             # A standby's image is the active node's, replicated; only the node
             # in control shapes it from its configuration.
-            self.image.define([point.name for device in config.devices for point in device.points])
+            self.image.define(
+                [point.name for device in config.devices for point in device.points]
+                + AlarmEngine.entry_names(config.alarms)
+            )
+        self.alarms.configure(config.alarms)
         for name, device in new.items():
             if name not in self.pollers:
-                poller = DevicePoller(device, self.image, self.publisher.notify, self._log_event, online.get(name))
+                poller = DevicePoller(device, self.image, self._points_changed, self._log_event, online.get(name))
                 self.pollers[name] = poller
                 if self.role.active:
                     poller.start()
         self.publisher.notify()
         log.info("configuration revision %d loaded", config.revision)
+
+    def _points_changed(self) -> None:
+        self.publisher.notify()
+        self.alarms.wake()
 
     def _log_event(self, kind: str, source: str, message: str, severity: str) -> None:
         self.events.record(kind, source, message, severity, datetime.now(UTC))
@@ -172,6 +197,26 @@ class Engine:
                 pass  # logged once per outage; the running configuration stays
             except Exception:
                 log.exception("configuration reload failed; keeping the running configuration")
+
+    def _alarm_action(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Apply an operator's alarm action on the active node; a standby refuses (it runs no BMS functions)."""
+        if not (self.role.active and self.alarms.running):
+            return {
+                "error": "not_active",
+                "detail": "this node is not the active one: alarm actions go to the active node",
+            }
+        seconds = message.get("seconds")
+        try:
+            return self.alarms.act(
+                str(message.get("action", "")),
+                [str(name) for name in message.get("alarms") or []],
+                str(message.get("user", "")),
+                str(message.get("comment", "")),
+                float(seconds) if seconds is not None else None,
+                bool(message.get("until_normal", False)),
+            )
+        except (TypeError, ValueError) as exc:
+            return {"error": "invalid", "detail": str(exc)}
 
     async def _serve_requests(self) -> None:
         failures = OutageLog(
@@ -200,5 +245,7 @@ class Engine:
             await self.layer.send(message["reply_to"], {"type": bus.LIVE_SNAPSHOT, **self.image.snapshot()})
         elif kind == bus.COMMANDS_PENDING:
             self.commands.wake()
+        elif kind == bus.ALARM_ACTION and isinstance(message.get("reply_to"), str):
+            await self.layer.send(message["reply_to"], {"type": bus.ALARM_RESULT, **self._alarm_action(message)})
         else:
             log.warning("engine channel: ignoring message of type %r", kind)

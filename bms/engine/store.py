@@ -6,17 +6,17 @@ reload, on command execution and on state transitions: never per sample.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import datetime
 from typing import ParamSpec, TypeVar
 
-from django.db import connections, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from bms.alarms.store import read_alarm_specs
 from bms.control.models import Command
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
+from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
 from bms.history.models import stamped_update
@@ -25,34 +25,6 @@ from drivers.base import DeviceSpec, PointSpec
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def with_fresh_connection(func: Callable[P, T]) -> Callable[P, T]:
-    """Drop a connection that broke (the database restarted, a network cut) before the next engine call."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        drop_broken_connections()
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def drop_broken_connections() -> None:
-    """Close this thread's connections that saw an error and no longer answer; keep the healthy ones.
-
-    Not ``close_old_connections``: connections are not persistent for web
-    requests (``CONN_MAX_AGE`` 0: Daphne gives each request a thread of its
-    own), and by that setting the engine's one database thread would open a
-    new connection for every call.
-    """
-    for connection in connections.all(initialized_only=True):
-        if connection.connection is None or not connection.errors_occurred:
-            continue
-        if connection.is_usable():
-            connection.errors_occurred = False
-        else:
-            connection.close()
 
 
 @with_fresh_connection
@@ -85,7 +57,8 @@ def read_config() -> EngineConfig:
                 options=dict(device.options or {}),
             )
             devices.append(DeviceConfig(spec, device.driver, device.poll_interval, points))
-    return EngineConfig(revision, tuple(devices))
+        alarms = read_alarm_specs()
+    return EngineConfig(revision, tuple(devices), alarms)
 
 
 #: the engine's variant, on its long-lived database thread

@@ -34,19 +34,27 @@ async def fetch_snapshot(wait_seconds: float = 3.0) -> dict[str, Any]:
 
 
 async def _ask_engine(wait_seconds: float) -> tuple[int, dict[str, Any]]:
+    reply = await ask_engine({"type": bus.SNAPSHOT_REQUEST}, wait_seconds, "live values are unavailable")
+    return reply["seq"], reply["points"]
+
+
+async def ask_engine(message: dict[str, Any], wait_seconds: float, consequence: str) -> dict[str, Any]:
+    """Send ``message`` to this node's engine with a one-shot reply channel and return the reply.
+
+    Raises :class:`EngineUnavailable` (its text ends with ``consequence``) if the channel layer is down or the
+    engine does not answer within ``wait_seconds``."""
     layer = get_channel_layer()
     try:
         reply_to = await layer.new_channel()
     except LAYER_ERRORS as exc:
-        raise EngineUnavailable(f"the channel layer is unavailable ({exc}); live values are unavailable") from exc
+        raise EngineUnavailable(f"the channel layer is unavailable ({exc}); {consequence}") from exc
     try:
-        await layer.send(bus.engine_channel(), {"type": bus.SNAPSHOT_REQUEST, "reply_to": reply_to})
-        reply = await asyncio.wait_for(layer.receive(reply_to), wait_seconds)
+        await layer.send(bus.engine_channel(), {**message, "reply_to": reply_to})
+        return await asyncio.wait_for(layer.receive(reply_to), wait_seconds)
     except (TimeoutError, *LAYER_ERRORS) as exc:
-        raise EngineUnavailable("the engine did not answer; live values are unavailable") from exc
+        raise EngineUnavailable(f"the engine did not answer; {consequence}") from exc
     finally:
         await release_channel(layer, reply_to)
-    return reply["seq"], reply["points"]
 
 
 async def release_channel(layer: Any, channel: str) -> None:

@@ -1,0 +1,544 @@
+"""The alarm engine: conditions evaluated on the engine loop, states in the process image, transitions journalled.
+
+Runs inside the node's real-time engine (:class:`bms.engine.runner.Engine`),
+on its loop, and only while the node is active:
+
+* **Evaluation when points change.** An image cursor collects the names that
+  changed (a poll answer, a quality change, a replicated takeover); one pass
+  evaluates the alarms on those points (and the alarms whose setpoint or
+  suppression point changed) with :func:`bms.alarms.conditions.evaluate`
+  and feeds the answer to the ISA-18.2 state machine
+  (:class:`bms.alarms.states.Alarm`) at the point's change time. Never per
+  sample in the ORM.
+* **Timers** (on- and off-delays, shelving expiry, re-alarm, end of
+  chattering) wait in a heap keyed by due time; the loop wakes for the next
+  one. Rate-of-change alarms are also sampled every
+  :data:`RATE_SAMPLE_SECONDS`, so a step after a long steady spell is measured
+  over seconds, not over the whole spell.
+* **States are part of the process image**: the entry ``alarm:<name>``
+  holds the state (``AlarmState.to_dict`` under ``"s"``) with what a console
+  shows, and ``alarms:summary`` the unacknowledged and active counts per
+  class. They carry ``seq``, reach websocket clients as snapshot + deltas and
+  replicate to the standby with the values; a node that takes over adopts
+  the replicated states (timers continue from source times, not from the
+  takeover), and a cold start resumes from the journal's last row per alarm.
+* **Every transition is journalled** through an :class:`~bms.engine.outbox.Outbox`
+  (written off the loop, in batches). Transitions are numbered per alarm and
+  the journal holds one row per number, so a transition written by both
+  nodes around a takeover is stored once; if the replicated state says a
+  transition happened that the journal lacks (the old node died before its
+  row reached the partner), the new active node writes it again, marked
+  ``recovered`` (ADR 0014).
+* **Operator actions** (acknowledge, shelve, unshelve) arrive as engine
+  channel requests (:mod:`bms.alarms.actions`) and are applied here, on the
+  active node only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bms.alarms import store
+from bms.alarms.conditions import USABLE_QUALITIES, Kind, evaluate, usable
+from bms.alarms.spec import SUMMARY_ENTRY, AlarmSpec
+from bms.alarms.states import (
+    Alarm,
+    AlarmActionRefused,
+    AlarmState,
+    State,
+    Transition,
+    TransitionKind,
+)
+from bms.engine.image import GOOD, ProcessImage
+from bms.engine.outbox import Outbox
+from bms.engine.role import RoleGate
+from bms.engine.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+#: rate-of-change alarms are sampled at least this often (seconds)
+RATE_SAMPLE_SECONDS = 5.0
+ACTIONS = ("acknowledge", "shelve", "unshelve")
+_ACTION_TRANSITION = {
+    "acknowledge": TransitionKind.ACKNOWLEDGED,
+    "shelve": TransitionKind.SHELVED,
+    "unshelve": TransitionKind.UNSHELVED,
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_ACTIVE = (State.ACTIVE_UNACKED, State.ACTIVE_ACKED)
+_UNACKED = (State.ACTIVE_UNACKED, State.RTN_UNACKED)
+
+
+@dataclass(slots=True)
+class AlarmRuntime:
+    """One alarm on the engine: its definition, its state machine and what evaluation remembers."""
+
+    spec: AlarmSpec
+    alarm: Alarm
+    #: the last usable sample ``(value, time)``, for rate of change
+    previous: tuple[float, datetime] | None = None
+    #: the due time this alarm has in the timer heap (None: none)
+    scheduled: datetime | None = None
+    #: the last transition, as the image entry carries it (a successor rebuilds a lost journal row from it)
+    last: dict[str, Any] | None = field(default=None)
+
+
+def _plain(value: Any) -> Any:
+    """A value the journal (JSON) and the wire can carry: a non-finite float becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _us(when: datetime | None) -> int | None:
+    return None if when is None else (when - _EPOCH) // _MICROSECOND
+
+
+class AlarmEngine:
+    """All alarms of one node. ``configure`` on every configuration load, ``take_control`` when the node becomes
+    active; ``start``/``stop`` run its task on the engine loop."""
+
+    def __init__(
+        self,
+        image: ProcessImage,
+        role: RoleGate,
+        journal: Outbox[store.JournalItem],
+        changed: Callable[[], None],
+        run_in_db: Callable[..., Awaitable[Any]],
+    ) -> None:
+        self.image = image
+        self.role = role
+        self.journal = journal
+        self.changed = changed
+        self.run_in_db = run_in_db
+        self.runtimes: dict[str, AlarmRuntime] = {}
+        #: point name -> the alarms that read it (as their point, setpoint or suppression point)
+        self.readers: dict[str, list[AlarmRuntime]] = {}
+        self.rate_alarms: list[AlarmRuntime] = []
+        self._cursor = image.cursor()
+        self._timers: list[tuple[datetime, int, str]] = []
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._summary: dict[str, Any] | None = None
+        self._next_rate_sample: datetime | None = None
+        #: the node has adopted the image's states and evaluates; False on a standby
+        self.running = False
+        self.evaluations = 0
+        self.transitions = 0
+
+    # ---- configuration --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def entry_names(specs: Iterable[AlarmSpec]) -> list[str]:
+        """The process-image entries the alarms of ``specs`` need (none without alarms)."""
+        names = [spec.entry for spec in specs]
+        return [*names, SUMMARY_ENTRY] if names else []
+
+    def configure(self, specs: Iterable[AlarmSpec]) -> None:
+        """Run exactly ``specs``: keep the state of alarms that stay, take new ones' from the image."""
+        specs = list(specs)
+        wanted = {spec.name for spec in specs}
+        for name in [name for name in self.runtimes if name not in wanted]:
+            del self.runtimes[name]
+        created = []
+        for spec in specs:
+            runtime = self.runtimes.get(spec.name)
+            if runtime is None:
+                state, last = self._image_state(spec)
+                runtime = self.runtimes[spec.name] = AlarmRuntime(spec, Alarm(spec.name, spec.config, state), last=last)
+                created.append(runtime)
+            elif runtime.spec != spec:
+                runtime.spec = spec
+                runtime.alarm.config = spec.config
+                created.append(runtime)  # what the entry shows (class, priority, message) may have changed
+        self.readers = {}
+        for runtime in self.runtimes.values():
+            spec = runtime.spec
+            for point in {spec.point, spec.setpoint_point, spec.suppression_point} - {None}:
+                self.readers.setdefault(point, []).append(runtime)
+        self.rate_alarms = [rt for rt in self.runtimes.values() if rt.spec.condition.kind is Kind.RATE_OF_CHANGE]
+        if not self.runtimes:
+            self._summary = None
+        if self.running and self.role.active:
+            for runtime in created:
+                self._publish(runtime)
+            self._apply_service_flags(datetime.now(UTC))
+            self._evaluate_all(datetime.now(UTC))
+
+    def _image_state(self, spec: AlarmSpec) -> tuple[AlarmState, dict[str, Any] | None]:
+        """The state the image holds for ``spec`` (replicated from the active node), else a fresh one."""
+        entry = self.image.points.get(spec.entry)
+        if entry is not None and isinstance(entry.value, dict) and isinstance(entry.value.get("s"), dict):
+            try:
+                return AlarmState.from_dict(entry.value["s"]), entry.value.get("last")
+            except (TypeError, ValueError) as exc:
+                log.error("alarm %s: the image holds an unreadable state (%s); starting from normal", spec.name, exc)
+        return AlarmState(), None
+
+    async def take_control(self) -> None:
+        """The node became active: adopt the replicated states, resume cold ones from the journal, evaluate."""
+        self.running = False
+        missing: list[str] = []
+        for runtime in self.runtimes.values():
+            state, last = self._image_state(runtime.spec)
+            runtime.alarm.state, runtime.last, runtime.previous, runtime.scheduled = state, last, None, None
+            if self.image.points.get(runtime.spec.entry) is None or not isinstance(
+                self.image.points[runtime.spec.entry].value, dict
+            ):
+                missing.append(runtime.spec.name)
+        self._timers.clear()
+        names = list(self.runtimes)
+        if missing:
+            for name, row in (await self.run_in_db(store.last_journal_rows, missing)).items():
+                if name in self.runtimes:
+                    self.runtimes[name].alarm.state = _resumed_state(row.state, row.alarm_seq, row.time)
+        if names:
+            self._recover_lost(await self.run_in_db(store.journal_positions, names))
+        self._cursor.dirty.clear()
+        self.running = True
+        now = datetime.now(UTC)
+        for runtime in self.runtimes.values():
+            self._publish(runtime)
+            self._schedule(runtime)
+        self._apply_service_flags(now)
+        self._evaluate_all(now)
+        self._tick(now)
+        self._publish_summary(force=True)
+        self.changed()
+        log.info("alarms: %d in control (%d resumed from the journal)", len(self.runtimes), len(missing))
+
+    def release_control(self) -> None:
+        """The node is no longer active: stop evaluating (the image keeps the states for the handover)."""
+        self.running = False
+
+    def _recover_lost(self, positions: dict[str, int]) -> None:
+        """Journal again each alarm's last transition if the replicated state has it and the journal does not."""
+        for name, runtime in self.runtimes.items():
+            number = runtime.alarm.state.journal_seq
+            last = runtime.last
+            if number <= positions.get(name, 0) or not last or last.get("number") != number:
+                continue
+            try:
+                transition = Transition(
+                    name,
+                    TransitionKind(last["kind"]),
+                    str(last.get("state", runtime.alarm.display_state)),
+                    _EPOCH + timedelta(microseconds=int(last["time"])),
+                    last.get("value"),
+                    str(last.get("user", "")),
+                    str(last.get("comment", "")),
+                    int(last.get("count", 0)),
+                    number,
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            log.warning("alarm %s: transition %d (%s) is not in the journal; written again", name, number, last["kind"])
+            self.journal.put((transition, runtime.spec, True))
+
+    def _apply_service_flags(self, now: datetime) -> None:
+        """An engineer's out-of-service flag (from the configuration) reaches the state machine."""
+        for runtime in self.runtimes.values():
+            spec = runtime.spec
+            if spec.out_of_service != runtime.alarm.state.out_of_service:
+                self._after(
+                    runtime,
+                    runtime.alarm.set_out_of_service(spec.out_of_service, now, spec.out_of_service_by),
+                    force=True,
+                )
+
+    # ---- the task ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="alarms")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+
+    def wake(self) -> None:
+        """Points changed (called with every image change notice)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            timeout = None
+            if self.running:
+                due = [self._timers[0][0]] if self._timers else []
+                if self._next_rate_sample is not None:
+                    due.append(self._next_rate_sample)
+                if due:
+                    timeout = max(0.0, (min(due) - datetime.now(UTC)).total_seconds())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if not (self.running and self.role.active):
+                self._cursor.dirty.clear()
+                continue
+            try:
+                self.run_once(datetime.now(UTC))
+            except Exception:
+                log.exception("alarm evaluation failed; continuing with the next change")
+
+    def run_once(self, now: datetime) -> None:
+        """Evaluate the alarms whose points changed, then fire the timers due by ``now``."""
+        dirty = self._cursor.dirty
+        if dirty:
+            names = list(dirty)
+            dirty.clear()
+            todo: dict[str, AlarmRuntime] = {}
+            readers = self.readers
+            for name in names:
+                for runtime in readers.get(name, ()):
+                    todo[runtime.spec.name] = runtime
+            for runtime in todo.values():
+                self._evaluate(runtime, now)
+        self._tick(now)
+        self._publish_summary()
+        self.changed()
+
+    # ---- evaluation ------------------------------------------------------------------------------------------
+
+    def _evaluate_all(self, now: datetime) -> None:
+        for runtime in self.runtimes.values():
+            self._evaluate(runtime, now)
+        self._publish_summary()
+
+    def _evaluate(self, runtime: AlarmRuntime, now: datetime, sample: bool = False) -> None:
+        spec, alarm = runtime.spec, runtime.alarm
+        points = self.image.points
+        state = points.get(spec.point)
+        if state is None:
+            return
+        self.evaluations += 1
+        when = state.change_time if state.change_time is not None and not sample else now
+        transitions: list[Transition] = []
+        if spec.suppression_point is not None:
+            suppressor = points.get(spec.suppression_point)
+            if suppressor is not None and suppressor.quality in USABLE_QUALITIES and suppressor.value is not None:
+                suppressed = bool(suppressor.value)
+                if suppressed != alarm.state.suppressed:
+                    transitions += alarm.set_suppressed(suppressed, max(when, suppressor.change_time or when))
+        setpoint = None
+        if spec.setpoint_point is not None:
+            holder = points.get(spec.setpoint_point)
+            if holder is not None:
+                setpoint = usable(holder.value, holder.quality)
+        value = _plain(state.value)
+        previous = runtime.previous
+        condition = evaluate(
+            spec.condition,
+            value,
+            state.quality,
+            when,
+            active=alarm.state.condition,
+            setpoint=setpoint,
+            previous_value=previous[0] if previous else None,
+            previous_time=previous[1] if previous else None,
+        )
+        if spec.condition.kind is Kind.RATE_OF_CHANGE:
+            number = usable(value, state.quality)
+            if number is not None:
+                runtime.previous = (number, when)
+        before = _tracked(alarm.state)
+        transitions += alarm.update(condition, when, value)
+        self._after(runtime, transitions, force=_tracked(alarm.state) != before)
+
+    def _tick(self, now: datetime) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, name = heapq.heappop(timers)
+            runtime = self.runtimes.get(name)
+            if runtime is None or runtime.scheduled != due:
+                continue  # the alarm went away or its timer moved since
+            runtime.scheduled = None
+            before = _tracked(runtime.alarm.state)
+            transitions = runtime.alarm.tick(now)
+            self._after(runtime, transitions, force=_tracked(runtime.alarm.state) != before)
+            if runtime.scheduled is None:
+                self._schedule(runtime)
+        if self.rate_alarms:
+            if self._next_rate_sample is None or self._next_rate_sample <= now:
+                for runtime in self.rate_alarms:
+                    self._evaluate(runtime, now, sample=True)
+                self._next_rate_sample = now + timedelta(seconds=RATE_SAMPLE_SECONDS)
+        else:
+            self._next_rate_sample = None
+
+    def _schedule(self, runtime: AlarmRuntime) -> None:
+        due = runtime.alarm.next_deadline()
+        if due is None or due == runtime.scheduled:
+            return
+        if not self._timers or due < self._timers[0][0]:
+            self._wake.set()  # the loop sleeps until the earliest timer it knew of: this one is earlier
+        runtime.scheduled = due
+        heapq.heappush(self._timers, (due, next(self._order), runtime.spec.name))
+
+    def _after(self, runtime: AlarmRuntime, transitions: list[Transition], force: bool = False) -> None:
+        """Journal ``transitions``, and publish the alarm's entry if anything the image carries changed."""
+        for transition in transitions:
+            self.journal.put((transition, runtime.spec, False))
+            runtime.last = {
+                "kind": transition.kind.value,
+                "state": transition.state,
+                "time": _us(transition.time),
+                "value": _plain(transition.value),
+                "user": transition.user,
+                "comment": transition.comment,
+                "count": transition.count,
+                "number": transition.number,
+            }
+        self.transitions += len(transitions)
+        if transitions or force:
+            self._publish(runtime)
+            self._schedule(runtime)
+
+    def _publish(self, runtime: AlarmRuntime) -> None:
+        spec, alarm = runtime.spec, runtime.alarm
+        state = alarm.state
+        display = alarm.display_state
+        self.image.put(
+            spec.entry,
+            {
+                "point": spec.point,
+                "state": display,
+                "alarm_state": state.state.value,
+                "priority": spec.priority,
+                "class": spec.alarm_class,
+                "colour": spec.colour,
+                "area": spec.area,
+                "message": spec.message(_plain(state.value)),
+                "value": _plain(state.value),
+                "ack_required": spec.config.ack_required,
+                "shelved_until": _us(state.shelved_until),
+                "shelved_by": state.shelved_by,
+                "chattering": state.chattering,
+                "annunciated": spec.annunciated,
+                "s": state.to_dict(),
+                "last": runtime.last,
+            },
+            display,
+            state.since or datetime.now(UTC),
+        )
+
+    def _publish_summary(self, force: bool = False) -> None:
+        if not self.runtimes:
+            return
+        unacked: Counter[str] = Counter()
+        active: Counter[str] = Counter()
+        classes: dict[str, tuple[int, str]] = {}
+        highest: int | None = None
+        for runtime in self.runtimes.values():
+            spec, alarm = runtime.spec, runtime.alarm
+            if not spec.annunciated:
+                continue
+            rank = classes.get(spec.alarm_class)
+            if rank is None or spec.priority < rank[0]:
+                classes[spec.alarm_class] = (spec.priority, spec.colour)
+            if alarm.inhibit is not None:
+                continue
+            state = alarm.state.state
+            if state in _UNACKED:
+                unacked[spec.alarm_class] += 1
+                highest = spec.priority if highest is None else min(highest, spec.priority)
+            if state in _ACTIVE:
+                active[spec.alarm_class] += 1
+        summary = {
+            "unacked": dict(unacked),
+            "active": dict(active),
+            "unacked_total": sum(unacked.values()),
+            "highest_unacked_priority": highest,
+            "classes": [
+                {"name": name, "colour": colour, "priority": priority}
+                for name, (priority, colour) in sorted(classes.items(), key=lambda item: (item[1][0], item[0]))
+            ],
+        }
+        if force or summary != self._summary:
+            self._summary = summary
+            self.image.put(SUMMARY_ENTRY, summary, GOOD, datetime.now(UTC))
+
+    # ---- operator actions ------------------------------------------------------------------------------------
+
+    def act(
+        self,
+        action: str,
+        names: list[str],
+        user: str,
+        comment: str = "",
+        seconds: float | None = None,
+        until_normal: bool = False,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Apply an operator action to ``names``: ``{"done", "unchanged", "refused": {name: reason}}``.
+
+        Raises ValueError for an unknown action or a missing user; the caller checked the role."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown alarm action {action!r}; use one of {', '.join(ACTIONS)}")
+        if not user:
+            raise ValueError("an alarm action needs the user who made it")
+        now = now or datetime.now(UTC)
+        done: list[str] = []
+        unchanged: list[str] = []
+        refused: dict[str, str] = {}
+        wanted = _ACTION_TRANSITION[action]
+        for name in dict.fromkeys(names):
+            runtime = self.runtimes.get(name)
+            if runtime is None:
+                refused[name] = "no such alarm (unknown, disabled or on a disabled point)"
+                continue
+            alarm = runtime.alarm
+            try:
+                if action == "acknowledge":
+                    transitions = alarm.acknowledge(now, user, comment)
+                elif action == "shelve":
+                    transitions = alarm.shelve(now, user, seconds=seconds, until_normal=until_normal, comment=comment)
+                else:
+                    transitions = alarm.unshelve(now, user, comment)
+            except (AlarmActionRefused, ValueError) as exc:
+                refused[name] = str(exc)
+                continue
+            (done if any(t.kind is wanted for t in transitions) else unchanged).append(name)
+            self._after(runtime, transitions, force=True)
+        self._publish_summary()
+        self.changed()
+        return {"done": done, "unchanged": unchanged, "refused": refused}
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "alarms": len(self.runtimes),
+            "evaluations": self.evaluations,
+            "transitions": self.transitions,
+            "journal_waiting": self.journal.waiting,
+            "journal_dropped": self.journal.dropped,
+        }
+
+
+def _tracked(state: AlarmState) -> tuple[Any, ...]:
+    """What of a state must reach the image (and the standby) even without a transition: the raw condition and
+    a running delay, so a successor continues an on-delay from its start."""
+    return state.condition, state.active, state.pending_since, state.state, state.suppressed
+
+
+def _resumed_state(display: str, number: int, since: datetime) -> AlarmState:
+    """A cold start's state of an alarm whose last journal row left it in ``display`` (numbering continues).
+
+    Shelving, suppression and out of service are not resumed (the configuration and the points say them
+    again); an active alarm resumes active with its condition, so a condition that still holds is not raised
+    a second time."""
+    try:
+        state = State(display)
+    except ValueError:
+        state = State.NORMAL
+    active = state in _ACTIVE
+    return AlarmState(state=state, since=since, condition=active, active=active, journal_seq=number)

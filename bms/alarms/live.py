@@ -1,0 +1,71 @@
+"""The current alarm states for pages and the API, read from the live process image (not the database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from bms.alarms.spec import ALARM_PREFIX, SUMMARY_ENTRY
+from bms.realtime.snapshot import fetch_snapshot
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(micros: Any) -> str | None:
+    if micros is None:
+        return None
+    return (_EPOCH + timedelta(microseconds=int(micros))).isoformat()
+
+
+def alarm_view(name: str, entry: dict[str, Any]) -> dict[str, Any] | None:
+    """One alarm as pages and the API show it, from its image entry in keyed form (None if it holds no state)."""
+    value = entry.get("value")
+    if not isinstance(value, dict):
+        return None
+    return {
+        "name": name,
+        "point": value.get("point"),
+        "state": value.get("state"),
+        "alarm_state": value.get("alarm_state"),
+        "priority": value.get("priority"),
+        "class": value.get("class"),
+        "colour": value.get("colour"),
+        "area": value.get("area", ""),
+        "message": value.get("message", ""),
+        "value": value.get("value"),
+        "since": entry.get("time"),
+        "ack_required": value.get("ack_required"),
+        "shelved_until": _iso(value.get("shelved_until")),
+        "shelved_by": value.get("shelved_by", ""),
+        "chattering": bool(value.get("chattering")),
+        "annunciated": bool(value.get("annunciated", True)),
+        "seq": entry.get("seq"),
+    }
+
+
+async def acurrent_alarms(wait_seconds: float = 3.0) -> list[dict[str, Any]]:
+    """Every alarm's current state (normal ones too), by priority then newest first; raises EngineUnavailable."""
+    snapshot = await fetch_snapshot(wait_seconds)
+    alarms = []
+    for name, entry in snapshot["points"].items():
+        if name.startswith(ALARM_PREFIX):
+            view = alarm_view(name[len(ALARM_PREFIX) :], entry)
+            if view is not None:
+                alarms.append(view)
+    alarms.sort(key=lambda alarm: alarm["since"] or "", reverse=True)
+    alarms.sort(key=lambda alarm: alarm["priority"] if alarm["priority"] is not None else 1001)
+    return alarms
+
+
+def current_alarms(wait_seconds: float = 3.0) -> list[dict[str, Any]]:
+    """:func:`acurrent_alarms` for synchronous views."""
+    return async_to_sync(acurrent_alarms)(wait_seconds)
+
+
+async def asummary(wait_seconds: float = 3.0) -> dict[str, Any] | None:
+    """The unacknowledged and active counts per class (None: no alarms are defined)."""
+    snapshot = await fetch_snapshot(wait_seconds)
+    entry = snapshot["points"].get(SUMMARY_ENTRY)
+    return entry.get("value") if entry else None

@@ -1,0 +1,121 @@
+"""The alarm engine's database work: load the definitions, write journal rows, read what a cold start needs.
+
+Every function here is blocking and runs on the engine's database thread,
+never on the loop. Journal rows are written in batches with consecutive
+history stamps, and the notifications outbox rows of a batch are created in
+the same transaction (:func:`bms.notifications.outbox.enqueue`), so a
+transition is journalled and queued for notification together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from bms.alarms.models import AlarmDefinition, AlarmJournal
+from bms.alarms.spec import AlarmSpec
+from bms.alarms.states import Transition
+from bms.engine.dbconn import with_fresh_connection
+from bms.history.models import next_stamps
+
+#: a transition, the definition it belongs to and whether it is a lost row written again, as the engine queues them
+JournalItem = tuple[Transition, AlarmSpec, bool]
+
+
+def site_settings() -> dict[str, Any]:
+    """The site-wide shelving and chattering settings (``BMS_ALARM_*``), as AlarmConfig keywords."""
+    names = {
+        "shelve_default": "BMS_ALARM_SHELVE_DEFAULT_SECONDS",
+        "shelve_max": "BMS_ALARM_SHELVE_MAX_SECONDS",
+        "chatter_count": "BMS_ALARM_CHATTER_COUNT",
+        "chatter_window": "BMS_ALARM_CHATTER_WINDOW_SECONDS",
+    }
+    return {key: getattr(settings, name) for key, name in names.items() if hasattr(settings, name)}
+
+
+def read_alarm_specs() -> tuple[AlarmSpec, ...]:
+    """Every enabled definition on an enabled point, as the engine runs it (call inside the config transaction)."""
+    site = site_settings()
+    definitions = AlarmDefinition.objects.filter(enabled=True, point__enabled=True, point__device__enabled=True)
+    return tuple(
+        definition.spec(**site)
+        for definition in definitions.select_related("point", "alarm_class", "setpoint_point", "suppression_point")
+    )
+
+
+@with_fresh_connection
+def write_journal(items: list[JournalItem]) -> int:
+    """Store the journal rows of ``items`` (and their notifications); return how many rows were new.
+
+    A transition whose ``(alarm, number)`` is stored already (written by the
+    partner before a takeover, replicated here) is skipped with its
+    notifications: it happened once, so it is journalled and notified once.
+    """
+    rows = []
+    for transition, spec, recovered in items:
+        row = AlarmJournal.for_transition(transition, spec)
+        row.recovered = recovered
+        rows.append(row)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return _insert_new(rows)
+        except IntegrityError:
+            # the partner's copy of one of these rows was replicated in between: the next round skips it
+            continue
+    raise RuntimeError("alarm journal rows kept clashing with replicated ones")
+
+
+def _insert_new(rows: list[AlarmJournal]) -> int:
+    numbered = [row for row in rows if row.alarm_seq]
+    stored: set[tuple[str, int]] = set()
+    if numbered:
+        alarms = {row.alarm for row in numbered}
+        lowest = min(row.alarm_seq for row in numbered)
+        stored = set(
+            AlarmJournal.objects.filter(alarm__in=alarms, alarm_seq__gte=lowest).values_list("alarm", "alarm_seq")
+        )
+    new = [row for row in rows if not row.alarm_seq or (row.alarm, row.alarm_seq) not in stored]
+    if not new:
+        return 0
+    origin, epoch, seqs = next_stamps(len(new))
+    for row, seq in zip(new, seqs, strict=True):
+        row.origin, row.epoch, row.origin_seq = origin, epoch, seq
+    saved = AlarmJournal.objects.bulk_create(new)
+    _notify(saved)
+    return len(saved)
+
+
+def _notify(rows: list[AlarmJournal]) -> None:
+    if not apps.is_installed("bms.notifications"):
+        return
+    from bms.notifications.outbox import enqueue  # the app is optional: imported only when installed
+
+    enqueue(rows)
+
+
+@with_fresh_connection
+def journal_positions(alarms: Iterable[str]) -> dict[str, int]:
+    """The highest transition number stored in the journal per alarm (alarms with none are left out)."""
+    numbers = (
+        AlarmJournal.objects.filter(alarm__in=list(alarms), alarm_seq__gt=0)
+        .values("alarm")
+        .annotate(top=Max("alarm_seq"))
+        .values_list("alarm", "top")
+    )
+    return dict(numbers)
+
+
+@with_fresh_connection
+def last_journal_rows(alarms: Iterable[str]) -> dict[str, AlarmJournal]:
+    """Per alarm, its journal row with the highest transition number (what a cold start resumes from)."""
+    tops = journal_positions(alarms)
+    if not tops:
+        return {}
+    rows = AlarmJournal.objects.filter(alarm__in=list(tops), alarm_seq__in=set(tops.values()))
+    return {row.alarm: row for row in rows if tops.get(row.alarm) == row.alarm_seq}
