@@ -221,6 +221,7 @@ def store_rows(batch: dict[str, Any]) -> int:
     key = list(model.NATURAL_KEY)
     with transaction.atomic():
         if key == ["origin", "origin_seq"]:
+            model.settle_replicated(records)
             _insert_as_sent(model, records, OnConflict.IGNORE)
         else:
             _upsert_newer(model, key, records)

@@ -467,6 +467,31 @@ class AlarmJournal(HistoryRow):
         return f"{self.time:%Y-%m-%d %H:%M:%S} {self.alarm} {self.transition} -> {self.state}"
 
     @classmethod
+    def settle_replicated(cls, records: list[dict]) -> None:
+        """One row per ``(alarm, alarm_seq)`` on both nodes: the original beats a ``recovered`` copy, then the
+        lower ``(origin, origin_seq)`` wins. A stored row that loses to an incoming one is deleted here (the
+        incoming one is then inserted); an incoming row that loses is ignored by the insert."""
+        incoming = {}
+        for record in records:
+            if record.get("alarm_seq"):
+                key = (record["alarm"], int(record["alarm_seq"]))
+                if key not in incoming or _journal_rank(record) < _journal_rank(incoming[key]):
+                    incoming[key] = record
+        if not incoming:
+            return
+        wanted = models.Q()
+        for alarm, number in incoming:
+            wanted |= models.Q(alarm=alarm, alarm_seq=number)
+        stored = cls.objects.filter(wanted).values("pk", "alarm", "alarm_seq", "recovered", "origin", "origin_seq")
+        losers = [
+            row["pk"]
+            for row in stored
+            if _journal_rank(incoming[(row["alarm"], row["alarm_seq"])]) < _journal_rank(row)
+        ]
+        if losers:
+            cls.objects.filter(pk__in=losers).delete()
+
+    @classmethod
     def for_transition(cls, transition: Transition, spec: AlarmSpec | AlarmDefinition) -> AlarmJournal:
         """The (unsaved) journal row of ``transition`` of the alarm ``spec`` (or its definition) describes."""
         if isinstance(spec, AlarmDefinition):
@@ -487,3 +512,8 @@ class AlarmJournal(HistoryRow):
             count=transition.count,
             alarm_seq=transition.number,
         )
+
+
+def _journal_rank(row: dict) -> tuple[bool, str, int]:
+    """Which of two journal rows of one transition stays (the smaller): an original, then the first stamp."""
+    return bool(row.get("recovered")), str(row["origin"]), int(row["origin_seq"])

@@ -107,6 +107,14 @@ class HistoryRow(models.Model):
             super().save(*args, **kwargs)
 
     @classmethod
+    def settle_replicated(cls, records: list[dict]) -> None:
+        """Before ``records`` from the partner are inserted (append-only tables): make way for them if needed.
+
+        Called in the storing transaction. A table with a unique key besides the stamp deletes the stored rows
+        that an incoming one must replace, by a rule both nodes apply alike (the alarm journal); the insert
+        ignores incoming rows that still clash. Nothing by default."""
+
+    @classmethod
     def merge_rank(cls, record: dict) -> int:
         """Rank of one version of a mutable row in the merge (higher wins, before epoch and seq); 0 by default."""
         return 0

@@ -177,3 +177,31 @@ async def test_a_successor_adopts_the_replicated_state_and_its_running_on_delay_
     rows = await sync_to_async(list)(AlarmJournal.objects.filter(alarm="test_high"))
     assert [(row.transition, row.alarm_seq, row.recovered) for row in rows] == [("raised", 1, False)]
     assert rows[0].time == crossed + timedelta(seconds=1.5)  # from the source time, not from the takeover
+
+
+async def test_a_transition_the_state_has_and_the_journal_lacks_is_written_again_marked_recovered(plant, layer):
+    await define(limit=25.0)
+    await plant.set("zone1_temp", 26.0)
+    old = new_engine(layer)
+    await old.start()
+    standby = Engine(layer, role=Switchable(False), publish_min_interval=0.0, config_check_interval=0.05)
+    await standby.start()
+    try:
+        await eventually(lambda: entry(old, "test_high").get("state") == "active_unacked")
+        await eventually(lambda: old.journal.written >= 1 and old.journal.waiting == 0)
+        raised = await sync_to_async(AlarmJournal.objects.get)(alarm="test_high")
+        rows = old.image.snapshot_rows()
+        standby.image.load_rows(rows["seq"], rows["points"])
+    finally:
+        await old.stop()
+    # the old node died before its row reached the partner: the successor's database does not have it
+    await sync_to_async(AlarmJournal.objects.filter(alarm="test_high").delete)()
+    try:
+        standby.role.is_active = True
+        await standby.take_control()
+        await eventually(lambda: standby.journal.written >= 1 and standby.journal.waiting == 0)
+        assert entry(standby, "test_high")["state"] == "active_unacked"
+    finally:
+        await standby.stop()
+    again = await sync_to_async(list)(AlarmJournal.objects.filter(alarm="test_high"))
+    assert [(r.transition, r.alarm_seq, r.recovered, r.time) for r in again] == [("raised", 1, True, raised.time)]
