@@ -131,6 +131,8 @@ class AlarmEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._summary: dict[str, Any] | None = None
+        #: a transition happened since the summary was last counted (counting walks every alarm)
+        self._summary_stale = True
         self._next_rate_sample: datetime | None = None
         #: the node has adopted the image's states and evaluates; False on a standby
         self.running = False
@@ -170,6 +172,7 @@ class AlarmEngine:
         self.rate_alarms = [rt for rt in self.runtimes.values() if rt.spec.condition.kind is Kind.RATE_OF_CHANGE]
         if not self.runtimes:
             self._summary = None
+        self._summary_stale = True  # classes, priorities or the set of alarms may have changed
         if self.running and self.role.active:
             for runtime in created:
                 self._publish(runtime)
@@ -400,6 +403,8 @@ class AlarmEngine:
                 "number": transition.number,
             }
         self.transitions += len(transitions)
+        if transitions:
+            self._summary_stale = True
         if transitions or force:
             self._publish(runtime)
             self._schedule(runtime)
@@ -433,8 +438,9 @@ class AlarmEngine:
         )
 
     def _publish_summary(self, force: bool = False) -> None:
-        if not self.runtimes:
+        if not self.runtimes or not (force or self._summary_stale):
             return
+        self._summary_stale = False
         unacked: Counter[str] = Counter()
         active: Counter[str] = Counter()
         classes: dict[str, tuple[int, str]] = {}
