@@ -355,7 +355,8 @@ class AlarmEngine:
             if number is not None:
                 runtime.previous = (number, when)
         before = _tracked(alarm.state)
-        transitions += alarm.update(condition, when, value)
+        # a quality alarm is about the quality: its journal rows and message carry it, not the stale value
+        transitions += alarm.update(condition, when, state.quality if spec.condition.kind is Kind.QUALITY else value)
         self._after(runtime, transitions, force=_tracked(alarm.state) != before)
 
     def _tick(self, now: datetime) -> None:

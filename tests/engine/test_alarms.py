@@ -205,3 +205,53 @@ async def test_a_transition_the_state_has_and_the_journal_lacks_is_written_again
         await standby.stop()
     again = await sync_to_async(list)(AlarmJournal.objects.filter(alarm="test_high"))
     assert [(r.transition, r.alarm_seq, r.recovered, r.time) for r in again] == [("raised", 1, True, raised.time)]
+
+
+async def test_suppression_by_design_hides_the_alarm_and_releases_it_when_the_suppressing_point_clears(warm, plant):
+    engine = warm
+    await plant.set("ahu1_fan_cmd", True)  # "fan running": what suppresses the alarm here
+    await eventually(lambda: engine.image.points["ahu1_fan_cmd"].value is True)
+
+    @sync_to_async
+    def with_suppression():
+        return define(limit=25.0, suppression_point=Point.objects.get(name="ahu1_fan_cmd"))
+
+    await (await with_suppression())
+    await eventually(lambda: entry(engine, "test_high").get("state") == "suppressed", message="suppressed")
+    await plant.set("zone1_temp", 26.0)
+    await eventually(lambda: engine.image.points["zone1_temp"].value == 26.0)
+    assert entry(engine, "test_high")["state"] == "suppressed"  # no raise while suppressed
+    await plant.set("ahu1_fan_cmd", False)
+    await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked", message="released")
+    await eventually(lambda: engine.journal.waiting == 0 and engine.journal.written >= 3)
+    assert [t for t, _, _ in await journal("test_high")] == ["suppressed", "unsuppressed", "raised"]
+
+
+async def test_an_engineer_takes_an_alarm_out_of_service_through_the_configuration(warm, plant):
+    engine = warm
+    definition = await define(limit=25.0)
+    await plant.set("zone1_temp", 26.0)
+    await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked")
+    await sync_to_async(definition.set_out_of_service)(True, "engineer")
+    await eventually(lambda: entry(engine, "test_high").get("state") == "out_of_service", message="out of service")
+    assert "tests" not in engine.image.points[SUMMARY_ENTRY].value["unacked"]
+    await sync_to_async(definition.set_out_of_service)(False, "engineer")
+    await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked", message="back")
+    await eventually(lambda: engine.journal.waiting == 0 and engine.journal.written >= 4)
+    rows = await sync_to_async(list)(AlarmJournal.objects.filter(alarm="test_high").order_by("alarm_seq"))
+    assert [(r.transition, r.username) for r in rows] == [
+        ("raised", ""),
+        ("out_of_service", "engineer"),
+        ("in_service", "engineer"),
+        ("raised", ""),
+    ]
+
+
+async def test_a_quality_alarm_follows_a_device_that_stops_answering(warm, plant):
+    engine = warm
+    await define(name="test_quality", kind="quality", quality_delay=0.2)
+    await eventually(lambda: entry(engine, "test_quality").get("state") == "normal")
+    await plant.stop()
+    await eventually(lambda: entry(engine, "test_quality").get("state") == "active_unacked", wait=15, message="raised")
+    row = await sync_to_async(AlarmJournal.objects.get)(alarm="test_quality", transition="raised")
+    assert row.message == "zone1_temp quality comm_failure"
