@@ -77,7 +77,8 @@ def refuse(request: HttpRequest, view: NodeView) -> HttpResponse:
     if request.path.startswith("/api/"):
         body = {
             "error": "standby",
-            "message": message,
+            "detail": message,  # the /api/v1/ error form (docs/api.md)
+            "message": message,  # the older /api/ clients read this
             "node": view.node,
             "role": view.role,
             "active_node": view.active_node,

@@ -174,10 +174,11 @@ class AlarmEngine:
             self._summary = None
         self._summary_stale = True  # classes, priorities or the set of alarms may have changed
         if self.running and self.role.active:
+            now = datetime.now(UTC)
+            self._apply_service_flags(now)
+            self._evaluate_all(now)
             for runtime in created:
                 self._publish(runtime)
-            self._apply_service_flags(datetime.now(UTC))
-            self._evaluate_all(datetime.now(UTC))
 
     def _image_state(self, spec: AlarmSpec) -> tuple[AlarmState, dict[str, Any] | None]:
         """The state the image holds for ``spec`` (replicated from the active node), else a fresh one."""
@@ -211,12 +212,12 @@ class AlarmEngine:
         self._cursor.dirty.clear()
         self.running = True
         now = datetime.now(UTC)
-        for runtime in self.runtimes.values():
-            self._publish(runtime)
-            self._schedule(runtime)
         self._apply_service_flags(now)
         self._evaluate_all(now)
         self._tick(now)
+        for runtime in self.runtimes.values():  # every entry, evaluated: a new alarm shows its point's value
+            self._publish(runtime)
+            self._schedule(runtime)
         self._publish_summary(force=True)
         self.changed()
         log.info("alarms: %d in control (%d resumed from the journal)", len(self.runtimes), len(missing))

@@ -35,7 +35,7 @@ def site_settings() -> dict[str, Any]:
         "chatter_count": "BMS_ALARM_CHATTER_COUNT",
         "chatter_window": "BMS_ALARM_CHATTER_WINDOW_SECONDS",
     }
-    return {key: getattr(settings, name) for key, name in names.items() if hasattr(settings, name)}
+    return {key: getattr(settings, name) for key, name in names.items()}
 
 
 def read_alarm_specs() -> tuple[AlarmSpec, ...]:

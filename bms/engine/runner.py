@@ -66,7 +66,7 @@ class Engine:
             self.run_in_db,
             alarm_store.write_journal,
             "alarm journal",
-            getattr(settings, "BMS_ALARM_JOURNAL_BUFFER", 200_000),
+            settings.BMS_ALARM_JOURNAL_BUFFER,
             batch=1000,
         )
         self.alarms = AlarmEngine(self.image, self.role, self.journal, self.publisher.notify, self.run_in_db)

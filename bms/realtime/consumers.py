@@ -6,6 +6,7 @@ the keyed form in brief:
 
 Client -> server messages (JSON objects with a ``type``):
   ``{"type": "subscribe", "points": ["zone1_temp", ...]}``  only these points (``null`` = all)
+  ``{"type": "subscribe", "family": "alarms"}``             a kind of entry, following it (also ``?family=``)
   ``{"type": "resync"}``                                    send me a fresh snapshot
   ``{"type": "ping"}``                                      answered by ``pong``
 Server -> client:
@@ -30,13 +31,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from bms.realtime import layer_health, wire
-from bms.realtime.hub import LiveClient, hub
+from bms.realtime.hub import FAMILIES, Family, LiveClient, hub
 from bms.realtime.outlet import Frame, Outlet, outlet_for
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         form = _wire_form(self.scope)
-        if form is None:
+        family = _family(self.scope)
+        if form is None or family is False:
             await self.close(code=4400)
             return
         await self.accept()
@@ -103,7 +105,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if watch is not None:
             watch.add(self)
         self.outlet = outlet_for(self.scope, self.base_send)
-        self.client = hub().join(self.outlet, form)
+        self.client = hub().join(self.outlet, form, family)
 
     async def disconnect(self, code: int) -> None:
         watch = layer_health.watch()
@@ -146,6 +148,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return  # closing
         if kind == "resync":
             hub().resync(self.client)
+        elif kind == "subscribe" and "family" in message:
+            self.subscribe_family(message["family"])
         elif kind == "subscribe":
             self.subscribe(message.get("points"))
         elif kind == "ping":
@@ -168,6 +172,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 return
         live.subscribe(self.client, names)
 
+    def subscribe_family(self, name: Any) -> None:
+        family = FAMILIES.get(name) if isinstance(name, str) else None
+        if family is None:
+            self.send_error("malformed", f'"family" must be one of {", ".join(FAMILIES)}')
+            return
+        hub().subscribe(self.client, family)
+
     def send_json(self, content: dict[str, Any]) -> None:
         """Queue a message for this client, in order with the hub's frames."""
         if self.layer_down or self.outlet is None:
@@ -176,6 +187,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def send_error(self, code: str, message: str, **extra: Any) -> None:
         self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+
+def _family(scope: dict[str, Any]) -> Family | Literal[False] | None:
+    """The family asked for in the query string (``?family=alarms``); None: everything; False: an unknown one."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if "family" not in query:
+        return None
+    return FAMILIES.get(query["family"][-1], False)
 
 
 def _wire_form(scope: dict[str, Any]) -> str | None:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from bms import layer_bridge
@@ -71,10 +72,34 @@ class LiveClient:
         self.told_waiting = False
 
 
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A subscription to a kind of entry instead of names: it follows entries of its kind as they come and go.
+
+    ``points``: the polled points (names without ``:``); ``alarms``: every ``alarm:`` entry and the summary;
+    ``alarm-summary``: ``alarms:summary`` only (the header count of every page)."""
+
+    name: str
+    prefixes: tuple[str, ...] = ()
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return name.startswith(self.prefixes) if self.prefixes else ":" not in name
+
+
+FAMILIES = {
+    family.name: family
+    for family in (Family("points"), Family("alarms", ("alarm:", "alarms:")), Family("alarm-summary", ("alarms:",)))
+}
+#: what a client receives: everything (None), the named entries, or a family
+Selection = frozenset[str] | Family | None
+
+
 class View:
     """Clients with the same wire form and subscription: they get the same frames."""
 
-    def __init__(self, form: str, selection: frozenset[str] | None) -> None:
+    def __init__(self, form: str, selection: Selection) -> None:
         self.form = form
         self.selection = selection
         self.clients: set[LiveClient] = set()
@@ -104,7 +129,7 @@ class LiveHub:
         self.rows: dict[str, list[Any]] = {}
         self.order: list[str] = []  # point names, sorted: positions stay put across snapshots of the same points
         self.seq: int | None = None  # None: no image yet (or it is being replaced); clients wait
-        self.views: dict[tuple[str, frozenset[str] | None], View] = {}
+        self.views: dict[tuple[str, Selection], View] = {}
         self.clients: set[LiveClient] = set()
         self.channel: str | None = None
         self._awaiting_snapshot = False
@@ -122,8 +147,8 @@ class LiveHub:
 
     # -- clients --------------------------------------------------------------------------------------------------
 
-    def join(self, outlet: Outlet, form: str) -> LiveClient:
-        """A new connection: it gets a snapshot now, or as soon as the hub has one."""
+    def join(self, outlet: Outlet, form: str, selection: Selection = None) -> LiveClient:
+        """A new connection: it gets a snapshot (of ``selection``) now, or as soon as the hub has one."""
         self.start()
         watch = layer_health.watch()
         if watch is not None:
@@ -132,7 +157,7 @@ class LiveHub:
         client_ref = weakref.ref(client)
         outlet.on_resume = lambda: self._resume(client_ref)
         self.clients.add(client)
-        self._enter(client, None)
+        self._enter(client, selection)
         return client
 
     def leave(self, client: LiveClient) -> None:
@@ -148,17 +173,17 @@ class LiveHub:
         """The names in ``names`` that are not points of the image (empty: all known)."""
         return sorted(set(names) - self.rows.keys())
 
-    def subscribe(self, client: LiveClient, names: list[str] | None) -> None:
-        """Send the client only ``names`` from now on (None: every point), starting with their snapshot."""
+    def subscribe(self, client: LiveClient, names: list[str] | Family | None) -> None:
+        """Send the client only ``names`` (or a family) from now on (None: every entry), starting with a snapshot."""
         self._exit_view(client)
-        self._enter(client, None if names is None else frozenset(names))
+        self._enter(client, names if names is None or isinstance(names, Family) else frozenset(names))
 
     def resync(self, client: LiveClient) -> None:
         """The client asked for a fresh snapshot."""
         client.seq = None
         self._send_snapshot(client, current=True)
 
-    def _enter(self, client: LiveClient, selection: frozenset[str] | None) -> None:
+    def _enter(self, client: LiveClient, selection: Selection) -> None:
         key = (client.form, selection)
         view = self.views.get(key)
         if view is None:

@@ -97,6 +97,13 @@ BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))
 # Events wait in the engine's memory while its database is away; beyond this many the oldest are dropped (counted).
 BMS_EVENT_BUFFER = int(os.environ.get("BMS_EVENT_BUFFER", "10000"))
+# Alarms (docs/operator-guide.md): shelving without a duration, the longest shelving, chattering (more than COUNT
+# activations and returns within WINDOW seconds), and journal rows held in memory while the database is away.
+BMS_ALARM_SHELVE_DEFAULT_SECONDS = float(os.environ.get("BMS_ALARM_SHELVE_DEFAULT_SECONDS", "900"))
+BMS_ALARM_SHELVE_MAX_SECONDS = float(os.environ.get("BMS_ALARM_SHELVE_MAX_SECONDS", "28800"))
+BMS_ALARM_CHATTER_COUNT = int(os.environ.get("BMS_ALARM_CHATTER_COUNT", "5"))
+BMS_ALARM_CHATTER_WINDOW_SECONDS = float(os.environ.get("BMS_ALARM_CHATTER_WINDOW_SECONDS", "60"))
+BMS_ALARM_JOURNAL_BUFFER = int(os.environ.get("BMS_ALARM_JOURNAL_BUFFER", "200000"))
 # A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
 # accepted before a pause or a failover must not reach the device long after the operator gave up.
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))

@@ -73,6 +73,21 @@ async def test_an_unknown_wire_form_is_refused(layer, operator):
     assert (connected, code) == (False, 4400)
 
 
+async def test_an_unknown_family_is_refused_at_connect_and_in_a_message(layer, operator):
+    communicator = WebsocketCommunicator(LiveConsumer.as_asgi(), "/ws/live/?family=everything")
+    communicator.scope["user"] = operator
+    assert await communicator.connect() == (False, 4400)
+    client = await connected(layer, operator, "/ws/live/?family=alarm-summary")
+    await answer_snapshot(layer, 5, {"a": row(1, 5), "alarms:summary": row({"unacked_total": 0}, 4)})
+    assert set((await client.receive_json_from())["points"]) == {"alarms:summary"}
+    await client.send_json_to({"type": "subscribe", "family": "pumps"})
+    error = await client.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", "malformed") and "alarms" in error["message"]
+    await client.send_json_to({"type": "subscribe", "family": "points"})
+    assert set((await client.receive_json_from())["points"]) == {"a"}
+    await client.disconnect()
+
+
 async def test_a_gap_in_the_engine_stream_fetches_a_new_snapshot(layer, operator):
     client = await connected(layer, operator)
     await answer_snapshot(layer, 10, {"a": row(1, 10), "b": row(2, 9)})

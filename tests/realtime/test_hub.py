@@ -89,3 +89,23 @@ async def test_a_client_joining_mid_stream_gets_the_shared_snapshot_and_the_fram
     late.messages.clear()
     hub.handle({"type": bus.LIVE_DELTA, "from": 11, "seq": 12, "points": {"a": row(12, 12)}})
     assert late.messages == [first.messages[-1]]
+
+
+async def test_a_family_subscription_follows_alarm_entries_as_they_come_and_go():
+    from bms.realtime.hub import FAMILIES
+
+    alarm = {"state": "normal"}
+    hub = loaded_hub({"zone1_temp": row(21, 9), "alarm:a": row(alarm, 10), "alarms:summary": row({}, 8)})
+    console, header, points = RecordingOutlet(), RecordingOutlet(), RecordingOutlet()
+    hub.join(console, "keyed", FAMILIES["alarms"])
+    hub.join(header, "keyed", FAMILIES["alarm-summary"])
+    hub.join(points, "keyed", FAMILIES["points"])
+    assert set(console.messages[0]["points"]) == {"alarm:a", "alarms:summary"}
+    assert set(header.messages[0]["points"]) == {"alarms:summary"}
+    assert set(points.messages[0]["points"]) == {"zone1_temp"}
+    hub.handle({"type": bus.LIVE_DELTA, "from": 10, "seq": 11, "points": {"zone1_temp": row(22, 11)}})
+    assert len(console.messages) == 1 and len(header.messages) == 1 and points.messages[-1]["type"] == "delta"
+    # a definition added: its entry appears, and the console's view follows without subscribing again
+    hub.handle({"type": bus.LIVE_DELTA, "from": 11, "seq": 12, "points": {"alarm:b": row(alarm, 12)}})
+    assert set(console.messages[-1]["points"]) == {"alarm:a", "alarm:b", "alarms:summary"}
+    assert set(points.messages[-1]["points"]) == {"zone1_temp"}

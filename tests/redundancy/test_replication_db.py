@@ -51,17 +51,23 @@ def test_alarm_classes_and_definitions_travel_with_the_configuration(configured)
     # created here: transactional tests flush the classes the data migration made
     high, _ = AlarmClass.objects.get_or_create(name="high", defaults={"default_priority": 300})
     AlarmDefinition.objects.create(
-        point=Point.objects.get(name="zone1_temp"), kind="high", limit=26.0, deadband=0.5, alarm_class=high
+        name="travels",
+        point=Point.objects.get(name="zone1_temp"),
+        kind="high",
+        limit=26.0,
+        deadband=0.5,
+        alarm_class=high,
     )
     dump = configsync.dump_config()
-    assert [alarm["limit"] for alarm in dump["alarms"]] == [26.0]
+    # the demo building's own alarms travel too
+    assert {alarm["name"]: alarm["limit"] for alarm in dump["alarms"]}["travels"] == 26.0
     original_hash = configsync.hash_dump(dump)
     AlarmDefinition.objects.update(limit=30.0)  # the standby drifted
     AlarmClass.objects.create(name="local-only", default_priority=900)
     assert configsync.config_hash() != original_hash
 
     assert configsync.apply_config(dump) == original_hash
-    assert AlarmDefinition.objects.get().limit == 26.0
+    assert AlarmDefinition.objects.get(name="travels").limit == 26.0
     assert not AlarmClass.objects.filter(name="local-only").exists()
 
 
