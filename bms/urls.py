@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from bms.api import bacnet_views as bacnet_api
@@ -29,5 +29,11 @@ urlpatterns = [
     path("api/commands/<str:command_id>/", api.command_detail, name="api-command"),
     path("api/redundancy/status", pair.api_status, name="api-redundancy-status"),
     path("api/redundancy/switchover", pair.api_switchover, name="api-redundancy-switchover"),
+    path("api/v1/", include("bms.api.v1.urls")),  # the REST API (docs/api.md)
     path("admin/", admin.site.urls),
 ]
+
+# JSON errors under /api/v1/ (Django's pages elsewhere): bms/api/v1/errors.py
+handler400 = "bms.api.v1.errors.handler400"
+handler404 = "bms.api.v1.errors.handler404"
+handler500 = "bms.api.v1.errors.handler500"

@@ -154,3 +154,30 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
     },
 }
+
+# The REST API under /api/v1/ (bms/api/v1/, docs/api.md): DRF, its OpenAPI schema, Swagger UI and Redoc served locally.
+INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar", "bms.accounts"]
+REST_FRAMEWORK = {
+    # The web manager's session (CSRF token on changes). API tokens (issue 13) are added to this list, before it.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["bms.api.v1.auth.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["bms.api.v1.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "bms.api.v1.pagination.LimitOffsetPagination",
+    "EXCEPTION_HANDLER": "bms.api.v1.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNICODE_JSON": True,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BMS API",
+    "DESCRIPTION": "The building-management server's REST API (docs/api.md). Log in through /login/ first.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # validatorUrl null: Swagger UI never sends the schema to swagger.io's online validator
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
