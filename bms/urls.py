@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 
 from bms.api import bacnet_views as bacnet_api
 from bms.api import views as api
+from bms.web import alarm_views as alarms_web
 from bms.web import bacnet_views as bacnet_web
 from bms.web import views as web
 from redundancy import views as pair
@@ -15,6 +16,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("points/", web.points, name="points"),
     path("events/", web.events, name="events"),
+    path("alarms/", alarms_web.console, name="alarms"),
+    path("alarms/action", alarms_web.action, name="alarms-action"),
+    path("alarms/journal/", alarms_web.journal, name="alarm-journal"),
+    path("alarms/journal.csv", alarms_web.journal_csv, name="alarm-journal-csv"),
     path("bacnet/discover/", bacnet_web.discover, name="bacnet-discover"),
     path("redundancy/", pair.page, name="redundancy"),
     path("redundancy/follow-token", pair.follow_token, name="redundancy-follow-token"),

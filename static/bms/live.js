@@ -1,8 +1,17 @@
 // Live values for the points page: a snapshot, then deltas; a sequence gap asks for a resync.
 // Also the write dialog, which posts to the JSON API (the one command path). When the socket drops or this
 // node says it is no longer active, follow.js looks for the active node and moves the page there.
+// The same stream carries the alarms ("alarm:<name>" entries): each point's row shows the state of its most
+// pressing alarm, and the entries and "alarms:summary" feed the header's counts and sound (alarm-header.js).
 (function () {
   "use strict";
+  const ALARM_PREFIX = "alarm:";
+  const SUMMARY = "alarms:summary";
+  // the most pressing first
+  const ALARM_RANK = ["active_unacked", "rtn_unacked", "active_acked", "shelved", "suppressed", "out_of_service", "normal"];
+  const header = window.bmsAlarmHeader || { summary() {}, alarm() {}, snapshotDone() {}, stale() {} };
+  const pointAlarms = new Map(); // point name -> Map(alarm name -> alarm value)
+  const alarmPoints = new Map(); // alarm name -> point name
   const rows = new Map();
   document.querySelectorAll("tr[data-point]").forEach((tr) => rows.set(tr.dataset.point, tr));
   const statusEl = document.getElementById("live-status");
@@ -45,8 +54,70 @@
     tr.classList.toggle("not-good", state.quality !== "good");
   }
 
-  function apply(points) {
-    for (const [name, state] of Object.entries(points)) render(name, state);
+  function rank(value) {
+    const at = ALARM_RANK.indexOf(value.state);
+    return at < 0 ? ALARM_RANK.length : at;
+  }
+
+  function setAlarm(name, entry, touched) {
+    const before = alarmPoints.get(name);
+    if (before !== undefined) {
+      pointAlarms.get(before)?.delete(name);
+      alarmPoints.delete(name);
+      touched.add(before);
+    }
+    header.alarm(name, entry ? entry.value : null);
+    if (!entry || !entry.value || entry.value.annunciated === false) return;
+    const point = entry.value.point;
+    if (!pointAlarms.has(point)) pointAlarms.set(point, new Map());
+    pointAlarms.get(point).set(name, entry.value);
+    alarmPoints.set(name, point);
+    touched.add(point);
+  }
+
+  // The alarm cell of a point's row: its most pressing alarm (then the most urgent priority), and how many more.
+  function renderAlarms(point) {
+    const tr = rows.get(point);
+    if (!tr) return;
+    const td = tr.querySelector("td.alarm");
+    const alarms = [...(pointAlarms.get(point) || new Map())].sort(
+      ([, a], [, b]) => rank(a) - rank(b) || (a.priority ?? 10000) - (b.priority ?? 10000),
+    );
+    if (!alarms.length) {
+      td.replaceChildren();
+      delete td.dataset.alarmState;
+      delete td.dataset.alarm;
+      return;
+    }
+    const [name, worst] = alarms[0];
+    const chip = document.createElement("a");
+    chip.href = "/alarms/?state=all";
+    chip.className = "alarm-state a-" + worst.state;
+    chip.style.setProperty("--alarm-colour", worst.colour || "#757575");
+    const pressing = alarms.filter(([, value]) => value.state !== "normal").length;
+    chip.textContent = worst.state.replaceAll("_", " ") + (pressing > 1 ? ` +${pressing - 1}` : "");
+    chip.title = alarms.map(([n, value]) => `${n}: ${value.state.replaceAll("_", " ")}, ${value.message}`).join("\n");
+    td.replaceChildren(chip);
+    td.dataset.alarmState = worst.state;
+    td.dataset.alarm = name;
+  }
+
+  // replace: a snapshot (everything held is replaced), else a delta
+  function apply(points, replace) {
+    const touched = new Set();
+    if (replace) {
+      for (const name of [...alarmPoints.keys()]) {
+        if (!Object.prototype.hasOwnProperty.call(points, ALARM_PREFIX + name)) setAlarm(name, null, touched);
+      }
+    }
+    if (replace && !Object.prototype.hasOwnProperty.call(points, SUMMARY)) header.summary(null); // no alarms
+    for (const [name, state] of Object.entries(points)) {
+      if (name === SUMMARY) header.summary(state ? state.value : null);
+      else if (name.startsWith(ALARM_PREFIX)) setAlarm(name.slice(ALARM_PREFIX.length), state, touched);
+      else render(name, state);
+    }
+    touched.forEach(renderAlarms);
+    if (replace) header.snapshotDone();
   }
 
   function connect() {
@@ -62,7 +133,7 @@
       const msg = JSON.parse(event.data);
       if (msg.type === "snapshot") {
         seq = msg.seq;
-        apply(msg.points);
+        apply(msg.points, true);
       } else if (msg.type === "delta") {
         if (seq === null || msg.from !== seq) {
           seq = null;
@@ -70,7 +141,7 @@
           return;
         }
         seq = msg.seq;
-        apply(msg.points);
+        apply(msg.points, false);
       } else if (msg.type === "error" || msg.type === "status") {
         setStatus(msg.message, "conn-warn");
         return;
@@ -84,6 +155,7 @@
     };
     socket.onclose = (event) => {
       seq = null;
+      header.stale();
       if (event.code === 4503) {
         // The node is up but its channel layer (Redis) is not: no live data until it returns. Retry slowly,
         // and still check whether another node has become active meanwhile.
