@@ -102,7 +102,14 @@ def kill_main_and_wait_for_backup(pair: Pair, killed_at: float | None = None) ->
     if killed_at is None:
         killed_at = pair.main.kill9()
     pair.wait_for_roles(20, backup="active")
-    takeover = [c for c in pair.backup.role_changes(source="backup") if c.new == "active"][-1]
+    # the role change is an event: written by the backup's event outbox a moment after the role itself changed
+    takeovers = wait_until(
+        lambda: [c for c in pair.backup.role_changes(source="backup") if c.new == "active"],
+        20,
+        0.1,
+        "the backup's takeover in its event log",
+    )
+    takeover = takeovers[-1]
     print(f"backup active in epoch {takeover.epoch}, {(takeover.time - killed_at) * 1000:.0f} ms after kill -9")
     return killed_at, takeover.time, takeover.epoch
 
