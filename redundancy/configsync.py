@@ -1,7 +1,7 @@
 """Configuration replication: the active node's configuration as one dump, applied whole on the standby.
 
 "Configuration" is what engineers edit: devices and points, alarm classes and
-definitions, and the users
+definitions, schedules and calendars (``bms.schedules.replication``), and the users
 and groups operators log in with (so that after a failover they can log in
 on the other node with the same password, and history rows keep pointing at
 the same users and points: primary keys are preserved). The dump is small
@@ -28,6 +28,7 @@ from django.db.models.functions import Cast, Concat
 
 from bms.alarms.models import AlarmClass, AlarmDefinition
 from bms.points.models import ConfigRevision, Device, Point
+from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
 from redundancy import framing
 
 #: in dependency order; per model the fields that travel (``id`` always does)
@@ -71,6 +72,7 @@ def dump_config() -> dict[str, Any]:
         points = list(Point.objects.order_by("pk").values("id", *_plain_fields(Point)))
         alarm_classes = list(AlarmClass.objects.order_by("pk").values("id", *_plain_fields(AlarmClass)))
         alarms = list(AlarmDefinition.objects.order_by("pk").values("id", *_plain_fields(AlarmDefinition)))
+        schedules = dump_schedules()  # dates as ISO strings: msgpack has no date type
         revision = ConfigRevision.current()
     return {
         "revision": revision,
@@ -80,6 +82,7 @@ def dump_config() -> dict[str, Any]:
         "points": points,
         "alarm_classes": alarm_classes,
         "alarms": alarms,
+        **schedules,
     }
 
 
@@ -162,6 +165,8 @@ def apply_config(dump: dict[str, Any]) -> str:
         # .get: a partner that predates alarms sends none (and then this node keeps none)
         _replace(AlarmClass, dump.get("alarm_classes", []), ("name",))
         _replace(AlarmDefinition, dump.get("alarms", []), ("name",))
+        for key, model, unique in SCHEDULE_TABLES:  # children first: an exception holds its calendar (PROTECT)
+            _replace(model, dump.get(key, []), unique)
         _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
         _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
         through = User.groups.through
@@ -169,7 +174,7 @@ def apply_config(dump: dict[str, Any]) -> str:
         through.objects.bulk_create(
             [through(user_id=u["id"], group_id=group_id) for u in dump["users"] for group_id in u["groups"]]
         )
-        _reset_sequences([Group, User, Device, Point, AlarmClass, AlarmDefinition])
+        _reset_sequences([Group, User, Device, Point, AlarmClass, AlarmDefinition, *SCHEDULE_MODELS])
         # One bump so the engine (and the web side's caches) notice the change.
         ConfigRevision.bump()
     return config_hash()

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "bms.realtime",
     "bms.web",
     "bms.api",
+    "bms.schedules",
     "redundancy",
 ]
 
@@ -104,6 +105,8 @@ BMS_ALARM_SHELVE_MAX_SECONDS = float(os.environ.get("BMS_ALARM_SHELVE_MAX_SECOND
 BMS_ALARM_CHATTER_COUNT = int(os.environ.get("BMS_ALARM_CHATTER_COUNT", "5"))
 BMS_ALARM_CHATTER_WINDOW_SECONDS = float(os.environ.get("BMS_ALARM_CHATTER_WINDOW_SECONDS", "60"))
 BMS_ALARM_JOURNAL_BUFFER = int(os.environ.get("BMS_ALARM_JOURNAL_BUFFER", "200000"))
+# The site's time zone (schedules are evaluated in it; each schedule keeps its own, defaulting to this); empty: TIME_ZONE.
+BMS_SITE_TIME_ZONE = os.environ.get("BMS_SITE_TIME_ZONE", "")
 # A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
 # accepted before a pause or a failover must not reach the device long after the operator gave up.
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))
