@@ -7,6 +7,7 @@ role gate. This module is the one place that knows both and wires them:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -45,6 +46,12 @@ class Node:
         if self.pair is not None:
             self.pair.attach(self.engine)
         self._share_memory_with_the_web_side()
+        from bms.notifications.runner import NotificationRunner, runner_wanted
+
+        # Without a Celery worker (embedded shape, or BMS_NOTIFY_RUNNER=on) a thread of this process drains the
+        # notification outbox, only while the node is active (docs/notifications.md).
+        engine_role = self.engine.role
+        self.notifications = NotificationRunner(lambda: engine_role.active) if runner_wanted() else None
 
     def _share_memory_with_the_web_side(self) -> None:
         """In the embedded shape the web side runs in this process: it may answer from the engine's memory."""
@@ -61,8 +68,12 @@ class Node:
         await self.engine.start()
         if self.pair is not None:
             await self.pair.start()
+        if self.notifications is not None:
+            self.notifications.start()
 
     async def stop(self) -> None:
+        if self.notifications is not None:
+            await asyncio.to_thread(self.notifications.stop)
         if self.pair is not None:
             await self.pair.stop()
         await self.engine.stop()

@@ -1,7 +1,9 @@
 """Configuration replication: the active node's configuration as one dump, applied whole on the standby.
 
 "Configuration" is what engineers edit: devices and points, alarm classes and
-definitions, schedules and calendars (``bms.schedules.replication``), and the users
+definitions, schedules and calendars (``bms.schedules.replication``), notification
+rules and recipients (``bms.notifications.replication``), logic rules
+(``bms.logic.replication``), and the users
 and groups operators log in with (so that after a failover they can log in
 on the other node with the same password, and history rows keep pointing at
 the same users and points: primary keys are preserved). The dump is small
@@ -27,6 +29,8 @@ from django.db import connection, models, transaction
 from django.db.models.functions import Cast, Concat
 
 from bms.alarms.models import AlarmClass, AlarmDefinition
+from bms.logic.replication import LOGIC_MODELS, LOGIC_TABLES, dump_logic
+from bms.notifications.replication import NOTIFY_MODELS, NOTIFY_TABLES, apply_rule_classes, dump_notifications
 from bms.points.models import ConfigRevision, Device, Point
 from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
 from redundancy import framing
@@ -73,6 +77,8 @@ def dump_config() -> dict[str, Any]:
         alarm_classes = list(AlarmClass.objects.order_by("pk").values("id", *_plain_fields(AlarmClass)))
         alarms = list(AlarmDefinition.objects.order_by("pk").values("id", *_plain_fields(AlarmDefinition)))
         schedules = dump_schedules()  # dates as ISO strings: msgpack has no date type
+        notifications = dump_notifications(_plain_fields)
+        logic = dump_logic()
         revision = ConfigRevision.current()
     return {
         "revision": revision,
@@ -83,6 +89,8 @@ def dump_config() -> dict[str, Any]:
         "alarm_classes": alarm_classes,
         "alarms": alarms,
         **schedules,
+        **notifications,
+        **logic,
     }
 
 
@@ -167,6 +175,11 @@ def apply_config(dump: dict[str, Any]) -> str:
         _replace(AlarmDefinition, dump.get("alarms", []), ("name",))
         for key, model, unique in SCHEDULE_TABLES:  # children first: an exception holds its calendar (PROTECT)
             _replace(model, dump.get(key, []), unique)
+        for key, model, unique in NOTIFY_TABLES:  # children first: a rule holds its group (PROTECT)
+            _replace(model, dump.get(key, []), unique)
+        apply_rule_classes(dump)
+        for key, model, unique in LOGIC_TABLES:
+            _replace(model, dump.get(key, []), unique)
         _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
         _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
         through = User.groups.through
@@ -174,7 +187,9 @@ def apply_config(dump: dict[str, Any]) -> str:
         through.objects.bulk_create(
             [through(user_id=u["id"], group_id=group_id) for u in dump["users"] for group_id in u["groups"]]
         )
-        _reset_sequences([Group, User, Device, Point, AlarmClass, AlarmDefinition, *SCHEDULE_MODELS])
+        _reset_sequences(
+            [Group, User, Device, Point, AlarmClass, AlarmDefinition, *SCHEDULE_MODELS, *NOTIFY_MODELS, *LOGIC_MODELS]
+        )
         # One bump so the engine (and the web side's caches) notice the change.
         ConfigRevision.bump()
     return config_hash()

@@ -27,10 +27,12 @@ INSTALLED_APPS = [
     "bms.control",
     "bms.events",
     "bms.alarms",
+    "bms.notifications",
     "bms.realtime",
     "bms.web",
     "bms.api",
     "bms.schedules",
+    "bms.logic",
     "redundancy",
 ]
 
@@ -105,8 +107,11 @@ BMS_ALARM_SHELVE_MAX_SECONDS = float(os.environ.get("BMS_ALARM_SHELVE_MAX_SECOND
 BMS_ALARM_CHATTER_COUNT = int(os.environ.get("BMS_ALARM_CHATTER_COUNT", "5"))
 BMS_ALARM_CHATTER_WINDOW_SECONDS = float(os.environ.get("BMS_ALARM_CHATTER_WINDOW_SECONDS", "60"))
 BMS_ALARM_JOURNAL_BUFFER = int(os.environ.get("BMS_ALARM_JOURNAL_BUFFER", "200000"))
-# The site's time zone (schedules are evaluated in it; each schedule keeps its own, defaulting to this); empty: TIME_ZONE.
+# The site's time zone: schedules are evaluated in it (each keeps its own, defaulting to this); empty: TIME_ZONE.
 BMS_SITE_TIME_ZONE = os.environ.get("BMS_SITE_TIME_ZONE", "")
+# Who drains the alarm notification outbox (docs/notifications.md): "auto" = a thread of the node when Celery has no
+# broker (embedded), else the Celery worker; "on" = always the node's thread (a site without a worker); "off" = never.
+BMS_NOTIFY_RUNNER = os.environ.get("BMS_NOTIFY_RUNNER", "auto")
 # A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
 # accepted before a pause or a failover must not reach the device long after the operator gave up.
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))

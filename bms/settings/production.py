@@ -39,3 +39,12 @@ CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
+
+# Alarm notification email (docs/notifications.md): the site's SMTP relay; nothing here is required.
+EMAIL_HOST = os.environ.get("BMS_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("BMS_EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("BMS_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("BMS_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = flag("BMS_EMAIL_STARTTLS")
+EMAIL_USE_SSL = flag("BMS_EMAIL_SSL")
+DEFAULT_FROM_EMAIL = os.environ.get("BMS_EMAIL_FROM", "bms@localhost")

@@ -154,3 +154,27 @@ def test_user_and_group_changes_move_the_revision_but_a_login_does_not():
     before_login = ConfigRevision.current()
     user.save(update_fields=["last_login"])
     assert ConfigRevision.current() == before_login
+
+
+def test_notification_rules_and_recipients_travel_with_the_configuration(configured):
+    from bms.alarms.models import AlarmClass
+    from bms.notifications.models import NotificationRule, Recipient, RecipientGroup
+
+    critical, _ = AlarmClass.objects.get_or_create(name="critical", defaults={"default_priority": 100})
+    duty = RecipientGroup.objects.create(name="duty")
+    Recipient.objects.create(name="hook", group=duty, channel="webhook", address="http://127.0.0.1:9/x", secret="s3")
+    rule = NotificationRule.objects.create(name="urgent", group=duty)
+    rule.alarm_classes.add(critical)
+    dump = configsync.dump_config()
+    original_hash = configsync.hash_dump(dump)
+    rule.alarm_classes.clear()  # the standby drifted
+    Recipient.objects.filter(name="hook").update(secret="other")
+    RecipientGroup.objects.create(name="local-only")
+    assert configsync.config_hash() != original_hash
+
+    assert configsync.apply_config(dump) == original_hash
+    assert list(NotificationRule.objects.get(name="urgent").alarm_classes.values_list("name", flat=True)) == [
+        "critical"
+    ]
+    assert Recipient.objects.get(name="hook").secret == "s3"
+    assert not RecipientGroup.objects.filter(name="local-only").exists()

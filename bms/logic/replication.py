@@ -1,0 +1,35 @@
+"""The logic tables in the configuration dump that ``redundancy.configsync`` replicates to the standby.
+
+One table, :class:`~bms.logic.models.Rule`, with plain fields only (text,
+numbers, JSON objects of text and numbers), so its rows travel in the
+msgpack dump as they are, and no foreign keys (points are named), so it can
+be replaced in any order relative to the point tables. :data:`LOGIC_TABLES`
+lists ``(dump key, model, unique fields to free before the upsert)`` for
+``apply_config``; :func:`dump_logic` gives the rows for ``dump_config``.
+Rows are written with ``bulk_create`` there, past ``Rule.save``: the active
+node checked them when they were saved, and the points they name arrive in
+the same dump.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from bms.logic.models import Rule
+
+LOGIC_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (("logic_rules", Rule, ("name",)),)
+LOGIC_MODELS = [model for _key, model, _unique in LOGIC_TABLES]
+
+
+def _plain_fields(model: type[models.Model]) -> list[str]:
+    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
+
+
+def dump_logic() -> dict[str, list[dict[str, Any]]]:
+    """The logic configuration as plain data by dump key, rows in primary-key order (call in a transaction)."""
+    return {
+        key: list(model.objects.order_by("pk").values("id", *_plain_fields(model)))
+        for key, model, _unique in LOGIC_TABLES
+    }

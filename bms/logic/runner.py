@@ -1,0 +1,335 @@
+"""Running logic rules: which are due, their inputs, blocks, quality policy and the commands they make. Pure.
+
+:class:`RuleRunner` is what the engine holds: built from the loaded
+:class:`~bms.logic.spec.RuleSpec` s and the rules' replicated states, it is
+asked to :meth:`~RuleRunner.evaluate` at ``now`` with the process image's
+points (any mapping of name -> ``PointState`` / :class:`~bms.logic.expr.Sample`
+/ ``(value, quality)``) and the names that changed since the last call. It
+answers with the commands to submit and the state entries to write into the
+image; it never reads the clock, the database or the image by itself.
+
+When a rule runs: when a point it reads changed, when its cycle is due
+(every ``cycle_time`` seconds), and when a timer of its block is due
+(:meth:`RuleRunner.next_deadline` says when to call next).
+
+What a run does: every input expression is evaluated. If one is **bad**,
+the block is not stepped (its state, timers and integrators included, stays
+as it was) and the rule's quality policy applies: ``hold`` commands
+nothing (the last command stands), ``fallback`` commands the fallback value,
+``relinquish`` releases the rule's priority slot (a command with value
+``None``) once. Otherwise (good or uncertain) the block is stepped (a PID that has no
+state and no ``track`` input starts from its output point's present value,
+so enabling it is bumpless) and each
+output is converted to what its point accepts (range, resolution) and
+commanded **if it differs from the last command** by more than the rule's
+deadband (and always when it reaches an end of its range): a rule whose
+output is steady makes no commands.
+
+Each command has a number, counted per rule in the rule's state, and the id
+``logic:<rule>:<number>``: replicated with the state, so a node that takes
+over continues the numbering and the same command is not recorded twice.
+
+A rule's state (image entry ``logic:<rule>``, :class:`RuleState`): its
+block's state, the last value commanded per output, the command count, the
+quality and reason of the last run. It changes only when one of those does,
+so a steady expression rule makes no image traffic; a PID changes every sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bms.logic.blocks import PID, Block
+from bms.logic.expr import Quality, Result, Type, input_quality
+from bms.logic.spec import FALLBACK, RELINQUISH, OutputSpec, RuleSpec, entry_name, evaluation_order
+
+log = logging.getLogger(__name__)
+
+VALUE, FALLBACK_REASON, RELINQUISH_REASON, REASSERT = "value", "fallback", "relinquish", "reassert"
+
+
+@dataclass(frozen=True, slots=True)
+class LogicCommand:
+    """One write a rule asks for: ``value`` None releases the rule's priority slot (relinquish)."""
+
+    rule: str
+    point: str
+    value: bool | int | float | None
+    priority: int
+    #: the command's number in its rule's life (RuleState.number after it)
+    number: int
+    #: why: value, fallback, relinquish or reassert
+    reason: str = VALUE
+
+    @property
+    def command_id(self) -> str:
+        """A stable id for the command path (the same command twice is executed once)."""
+        return f"logic:{self.rule}:{self.number}"
+
+
+@dataclass(slots=True)
+class RuleState:
+    """Everything a rule remembers (image entry ``logic:<rule>``), as a small JSON-safe dict (:meth:`to_dict`)."""
+
+    #: the block kind the block state belongs to ("" for an expression rule)
+    kind: str = ""
+    block: dict[str, Any] = field(default_factory=dict)
+    #: the last value commanded, per output (None: nothing commanded, or relinquished)
+    out: list[Any] = field(default_factory=list)
+    #: commands so far
+    number: int = 0
+    #: the last run's quality (good, uncertain, bad) and, when bad, why
+    quality: str = Quality.GOOD.label
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"q": self.quality}
+        if self.kind:
+            data["k"] = self.kind
+        if self.block:
+            data["block"] = dict(self.block)
+        if any(value is not None for value in self.out):
+            data["out"] = list(self.out)
+        if self.number:
+            data["n"] = self.number
+        if self.reason:
+            data["why"] = self.reason
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RuleState:
+        if not data:
+            return cls()
+        block = data.get("block")
+        out = data.get("out")
+        return cls(
+            kind=str(data.get("k", "")),
+            block=dict(block) if isinstance(block, Mapping) else {},
+            out=list(out) if isinstance(out, list | tuple) else [],
+            number=int(data.get("n", 0)),
+            quality=str(data.get("q", Quality.GOOD.label)),
+            reason=str(data.get("why", "")),
+        )
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a call did: the commands to submit (in order) and the image entries whose state changed."""
+
+    commands: list[LogicCommand] = field(default_factory=list)
+    #: image entry (``logic:<rule>``) -> the rule's new state dict
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the rules that ran, in order
+    evaluated: list[str] = field(default_factory=list)
+
+
+class _Rule:
+    __slots__ = ("block", "emitted", "next_cycle", "spec", "state")
+
+    def __init__(self, spec: RuleSpec, data: Mapping[str, Any] | None) -> None:
+        self.spec = spec
+        self.emitted = dict(data) if data else None
+        self.next_cycle: datetime | None = None
+        state = RuleState.from_dict(data)
+        kind = spec.kind if spec.is_block else ""
+        if state.kind != kind:
+            state.kind, state.block = kind, {}
+        count = len(spec.outputs)
+        state.out = (state.out + [None] * count)[:count]
+        self.state = state
+        self.block: Block | None = None
+        if spec.is_block:
+            try:
+                self.block = spec.new_block(state.block)
+            except (TypeError, ValueError, KeyError, OverflowError):
+                log.warning("logic rule %s: its replicated block state could not be read; starting afresh", spec.name)
+                self.block = spec.new_block(None)
+                state.block = {}
+
+
+class RuleRunner:
+    """The rules of one configuration and their states; :meth:`evaluate` runs the due ones."""
+
+    def __init__(self, specs: Iterable[RuleSpec], states: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """``states``: image entry (``logic:<rule>``) -> state dict, e.g. the replicated image's entries after a
+        takeover, or :meth:`states` of the runner this one replaces after a configuration change."""
+        states = states or {}
+        self._rules = [_Rule(spec, states.get(spec.entry)) for spec in evaluation_order(specs)]
+        self._by_name = {rule.spec.name: rule for rule in self._rules}
+        self._readers: dict[str, list[_Rule]] = {}
+        for rule in self._rules:
+            for point in rule.spec.points:
+                self._readers.setdefault(point, []).append(rule)
+
+    @property
+    def specs(self) -> list[RuleSpec]:
+        """The rules, in evaluation order (a rule after those whose outputs it reads)."""
+        return [rule.spec for rule in self._rules]
+
+    @property
+    def points(self) -> frozenset[str]:
+        """Every point some rule reads: a change of one of these is worth a call."""
+        return frozenset(self._readers)
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Every rule's state by image entry."""
+        return {rule.spec.entry: rule.state.to_dict() for rule in self._rules}
+
+    def state_of(self, rule: str) -> RuleState:
+        return self._by_name[rule].state
+
+    def block_of(self, rule: str) -> Block | None:
+        return self._by_name[rule].block
+
+    def next_deadline(self) -> datetime | None:
+        """The earliest time a rule is due with unchanged inputs (cycle or timer); None before the first call."""
+        dues = []
+        for rule in self._rules:
+            if rule.next_cycle is None:
+                return None
+            dues.append(rule.next_cycle)
+            if rule.block is not None:
+                deadline = rule.block.next_deadline()
+                if deadline is not None:
+                    dues.append(deadline)
+        return min(dues) if dues else None
+
+    def evaluate(self, now: datetime, values: Mapping[str, Any], changed: Iterable[str] | None = None) -> RunResult:
+        """Run the rules due at ``now``: those reading a point in ``changed`` (None: every rule), those whose cycle
+        or timer is due. ``values``: point name -> PointState / Sample / ``(value, quality)``."""
+        if not isinstance(now, datetime) or now.tzinfo is None:
+            raise ValueError(f"logic times must be timezone-aware (UTC) datetimes, not {now!r}")
+        if changed is None:
+            due = set(self._by_name)
+        else:
+            due = {rule.spec.name for point in changed for rule in self._readers.get(point, ())}
+        result = RunResult()
+        for rule in self._rules:
+            if rule.spec.name in due or self._due(rule, now):
+                self._run(rule, now, values, result)
+        return result
+
+    def reassert(self) -> RunResult:
+        """Command every rule's last commanded values again (new numbers): for a node that has just taken over,
+        whose devices may have lost or never seen the old node's last writes."""
+        result = RunResult()
+        for rule in self._rules:
+            for index, value in enumerate(rule.state.out):
+                if value is not None:
+                    self._command(rule, index, value, REASSERT, result)
+            self._emit(rule, result)
+        return result
+
+    # ---- inside ------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _due(rule: _Rule, now: datetime) -> bool:
+        if rule.next_cycle is None or now >= rule.next_cycle:
+            return True
+        if rule.block is not None:
+            deadline = rule.block.next_deadline()
+            return deadline is not None and now >= deadline
+        return False
+
+    def _run(self, rule: _Rule, now: datetime, values: Mapping[str, Any], result: RunResult) -> None:
+        spec, state = rule.spec, rule.state
+        result.evaluated.append(spec.name)
+        if rule.next_cycle is None or now >= rule.next_cycle:
+            rule.next_cycle = now + timedelta(seconds=spec.cycle_time)
+        results = [(slot, expression.evaluate(values)) for slot, expression in spec.inputs]
+        bad = next(((slot, found) for slot, found in results if found.quality is Quality.BAD), None)
+        if bad is not None:
+            slot, found = bad
+            state.quality = Quality.BAD.label
+            state.reason = f"{slot}: {found.reason}" if spec.is_block else found.reason
+            self._apply_policy(rule, result)
+        else:
+            try:
+                produced = self._produce(rule, now, results, values)
+            except Exception as exc:  # a fault in one rule must not stop the others
+                log.exception("logic rule %s failed", spec.name)
+                state.quality = Quality.BAD.label
+                state.reason = f"failed: {exc}"[:200]
+                self._apply_policy(rule, result)
+            else:
+                state.quality = max(found.quality for _, found in results).label if results else "good"
+                state.reason = ""
+                for index, (output, value) in enumerate(zip(spec.outputs, produced, strict=False)):
+                    converted = output.convert(value)
+                    if self._differs(spec, output, state.out[index], converted):
+                        self._command(rule, index, converted, VALUE, result)
+        self._emit(rule, result)
+
+    @staticmethod
+    def _produce(
+        rule: _Rule, now: datetime, results: list[tuple[str, Result]], values: Mapping[str, Any]
+    ) -> tuple[Any, ...]:
+        if rule.block is None:
+            return (results[0][1].value,)
+        inputs = rule.spec.slot_defaults()
+        inputs.update((slot, found.value) for slot, found in results)
+        if isinstance(rule.block, PID) and inputs.get("track") is None and rule.block.state.output is None:
+            # a PID without state and without a bound track starts from where its output point is now (bumpless)
+            inputs["track"] = _usable_number(values.get(rule.spec.outputs[0].point))
+        produced = rule.block.step(now, **inputs)
+        rule.state.block = rule.block.to_dict()
+        return produced if isinstance(produced, tuple) else (produced,)
+
+    def _apply_policy(self, rule: _Rule, result: RunResult) -> None:
+        spec, state = rule.spec, rule.state
+        if spec.quality_policy == FALLBACK and spec.fallback_value is not None:
+            for index, output in enumerate(spec.outputs):
+                value = output.convert(spec.fallback_value)
+                if self._differs(spec, output, state.out[index], value):
+                    self._command(rule, index, value, FALLBACK_REASON, result)
+        elif spec.quality_policy == RELINQUISH:
+            for index, last in enumerate(state.out):
+                if last is not None:
+                    self._command(rule, index, None, RELINQUISH_REASON, result)
+
+    @staticmethod
+    def _differs(spec: RuleSpec, output: OutputSpec, last: Any, new: Any) -> bool:
+        if last is None:
+            return True
+        if output.type is Type.BOOL or isinstance(new, bool) or isinstance(last, bool):
+            return bool(new) != bool(last)
+        if new == last:
+            return False
+        if spec.deadband <= 0:
+            return True
+        ends = {output.low, output.high, getattr(spec.params, "out_min", None), getattr(spec.params, "out_max", None)}
+        return abs(new - last) > spec.deadband or new in ends
+
+    @staticmethod
+    def _command(rule: _Rule, index: int, value: Any, reason: str, result: RunResult) -> None:
+        spec, state = rule.spec, rule.state
+        state.number += 1
+        state.out[index] = value
+        result.commands.append(
+            LogicCommand(spec.name, spec.outputs[index].point, value, spec.priority, state.number, reason)
+        )
+
+    @staticmethod
+    def _emit(rule: _Rule, result: RunResult) -> None:
+        data = rule.state.to_dict()
+        if data != rule.emitted:
+            result.states[entry_name(rule.spec.name)] = data
+            rule.emitted = data
+
+
+def _usable_number(sample: Any) -> float | None:
+    """The value of an image entry (PointState, Sample or tuple) if it is a usable finite number, else None."""
+    if sample is None:
+        return None
+    if isinstance(sample, tuple):
+        value, quality = sample[0], sample[1]
+    else:
+        value, quality = getattr(sample, "value", None), getattr(sample, "quality", None)
+    if input_quality(quality) is Quality.BAD or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,49 @@
+"""Loading the logic rules for the engine: every enabled rule as a :class:`~bms.logic.spec.RuleSpec`.
+
+Blocking: call it on the engine's database thread, inside the transaction
+that reads the rest of the configuration, once per configuration revision.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bms.logic.models import Rule
+from bms.logic.spec import RuleInvalid, RuleSpec, evaluation_order
+from bms.points.models import Point
+
+log = logging.getLogger(__name__)
+
+
+def read_rule_specs(problems: list[str] | None = None) -> tuple[RuleSpec, ...]:
+    """Every enabled rule that can run, in evaluation order (a rule after the rules whose outputs it reads).
+
+    A rule that no longer compiles (a point it names was renamed, deleted or
+    changed type since it was saved) or whose output point or device is
+    disabled is left out; why is logged and appended to ``problems``.
+    """
+    rules = list(Rule.objects.filter(enabled=True).order_by("name"))
+    names: set[str] = set()
+    for rule in rules:
+        names.update(rule.output_names())
+        names.update(rule.input_points())
+    points = {point.name: point for point in Point.objects.filter(name__in=names).select_related("device")}
+    specs = []
+    for rule in rules:
+        try:
+            spec = rule.build_spec(points)
+        except RuleInvalid as exc:
+            _problem(problems, f"logic rule {rule.name} cannot run: {exc}")
+            continue
+        disabled = [name for name in spec.output_points if not (points[name].enabled and points[name].device.enabled)]
+        if disabled:
+            _problem(problems, f"logic rule {rule.name} cannot run: its output {disabled[0]} is disabled")
+            continue
+        specs.append(spec)
+    return tuple(evaluation_order(specs))
+
+
+def _problem(problems: list[str] | None, message: str) -> None:
+    log.warning("%s", message)
+    if problems is not None:
+        problems.append(message)

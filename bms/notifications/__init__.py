@@ -1,0 +1,1 @@
+"""Alarm notifications: rules, the replicated outbox, email and webhook delivery, escalation."""
