@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ("points", "0004_point_trend_settings"),
+        ("points", "0003_point_options"),
     ]
 
     operations = [
