@@ -25,7 +25,7 @@ from typing import Any
 
 from django.apps import apps
 from django.db import models, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.db.models.constants import OnConflict
 
 from bms.events.models import Event
@@ -57,20 +57,16 @@ class Outgoing:
 
 
 def replicated_models() -> dict[str, type[HistoryRow]]:
-    """Every concrete history table, by ``app_label.model`` name."""
-    return {
-        model._meta.label_lower: model
-        for model in apps.get_models()
-        if issubclass(model, HistoryRow) and not model._meta.abstract
-    }
+    """Every concrete history table, by ``app_label.model`` name; the bulk ones (``HistoryRow.BULK``) last."""
+    found = [model for model in apps.get_models() if issubclass(model, HistoryRow) and not model._meta.abstract]
+    return {model._meta.label_lower: model for model in sorted(found, key=lambda model: model.BULK)}
 
 
 def local_cursors() -> Cursors:
     """What this node holds: per table and origin, the highest ``origin_seq``."""
     cursors: Cursors = {}
     for label, model in replicated_models().items():
-        rows = model.objects.values("origin").annotate(top=Max("origin_seq"))
-        cursors[label] = {row["origin"]: row["top"] for row in rows}
+        cursors[label] = model.stored_tops()
     return cursors
 
 
@@ -93,7 +89,7 @@ def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any
     for label, model in replicated_models().items():
         fields = [field.attname for field in _fields(model)]
         have = cursors.get(label, {})
-        for origin in model.objects.values_list("origin", flat=True).distinct().order_by("origin"):
+        for origin in model.stored_origins():
             after = have.get(origin, 0)
             pending = _sendable(model, label, origin, after)
             rows = list(pending.order_by("origin_seq").values_list(*fields)[:budget]) if budget > 0 and room > 0 else []
@@ -107,7 +103,7 @@ def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any
                 batches.append({"table": label, "origin": origin, "after": after, "fields": fields, "rows": rows})
                 budget -= taken
             if budget <= 0:
-                backlog += pending.count() - len(rows)
+                backlog += model.count_pending(pending, origin, after) - len(rows)
     return batches, backlog
 
 
@@ -181,8 +177,9 @@ def waiting(acked: Cursors) -> dict[tuple[str, str], int]:
     streams: dict[tuple[str, str], int] = {}
     for label, model in replicated_models().items():
         have = acked.get(label, {})
-        for origin in model.objects.values_list("origin", flat=True).distinct().order_by("origin"):
-            count = _sendable(model, label, origin, have.get(origin, 0)).count()
+        for origin in model.stored_origins():
+            after = have.get(origin, 0)
+            count = model.count_pending(_sendable(model, label, origin, after), origin, after)
             if count:
                 streams[(label, origin)] = count
     return streams
@@ -220,12 +217,14 @@ def store_rows(batch: dict[str, Any]) -> int:
     _drop_dangling_references(model, records)
     key = list(model.NATURAL_KEY)
     with transaction.atomic():
-        if key == ["origin", "origin_seq"]:
+        if model.store_replicated(records):
+            pass  # the table stores its rows its own way (trend samples: COPY, partitions on demand)
+        elif key == ["origin", "origin_seq"]:
             model.settle_replicated(records)
             _insert_as_sent(model, records, OnConflict.IGNORE)
         else:
             _upsert_newer(model, key, records)
-        top = model.objects.filter(origin=batch["origin"]).aggregate(top=Max("origin_seq"))["top"]
+        top = model.stored_tops(batch["origin"]).get(batch["origin"])
     return top or 0
 
 

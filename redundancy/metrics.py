@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bms.trends import status as trend_status
 from redundancy import nodeview
 from redundancy.nodeview import UNKNOWN, NodeView
 from redundancy.roles import Role
@@ -72,6 +73,8 @@ def render(view: NodeView) -> str:
     status = view.status if view.fresh else {}
     # A pair node's engine reports its loop in the status row; a node alone only if its engine runs in this process.
     _engine_loop(out, node, status.get("engine_loop") if view.pair else nodeview.engine_loop())
+    for family in trend_status.metric_families(view.node):
+        out.family(*family)
     if not view.pair:
         return out.text()
     partner = (status.get("partners") or [{}])[0]

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from bms.realtime import layer_health
 from bms.realtime.hub import live_stats
+from bms.trends import status as trend_status
 from redundancy import follow as follow_tokens
 from redundancy import metrics as pair_metrics
 from redundancy import operations
@@ -64,6 +65,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
 def _health_body(view: NodeView) -> dict[str, Any]:
     body = layer_health.add_to_health(view.health())
     body["live"] = live_stats()
+    body["trends"] = trend_status.health()  # ok, spooling, losing or unknown (bms/trends/status.py)
     return body
 
 

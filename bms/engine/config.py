@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bms.alarms.spec import AlarmSpec
 from bms.engine.scaling import Scaling
+from bms.trends.spec import TrendSpec
 from drivers.base import DeviceSpec, PointSpec
 
 
@@ -44,6 +45,7 @@ class EngineConfig:
     revision: int
     devices: tuple[DeviceConfig, ...]
     alarms: tuple[AlarmSpec, ...] = ()
+    trends: tuple[TrendSpec, ...] = ()
 
     @property
     def points(self) -> dict[str, PointConfig]:

@@ -32,6 +32,7 @@ from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.tasks import cancel_and_wait
 from bms.outage import OutageLog
+from bms.trends.sampler import TrendSampler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +71,7 @@ class Engine:
             batch=1000,
         )
         self.alarms = AlarmEngine(self.image, self.role, self.journal, self.publisher.notify, self.run_in_db)
+        self.trends = TrendSampler.for_node(self.image, self.role, self._log_event)
         self._tasks: list[asyncio.Task] = []
         # The loop's own punctuality (lag p50/p99/max): what web load on this process costs the engine.
         self.loop_watch = LoopWatch()
@@ -100,6 +102,7 @@ class Engine:
         self.events.start()
         self.journal.start()
         self.alarms.start()
+        self.trends.start()
         self.commands.start()
         self._tasks = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
@@ -116,6 +119,7 @@ class Engine:
         await self.loop_watch.stop()
         await self.commands.stop()
         await self.alarms.stop()
+        await self.trends.stop()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
         self.pollers.clear()
         await self.publisher.flush()
@@ -141,11 +145,13 @@ class Engine:
             if not poller.running:
                 poller.start()
         await self.alarms.take_control()
+        self.trends.take_control()
         self.commands.wake()
 
     async def release_control(self) -> None:
         """Stop all field I/O and alarm evaluation (the role gate already refuses writes); the image stays."""
         self.alarms.release_control()
+        self.trends.release_control()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
 
     async def reload(self) -> None:
@@ -170,6 +176,7 @@ class Engine:
                 + AlarmEngine.entry_names(config.alarms)
             )
         self.alarms.configure(config.alarms)
+        self.trends.configure(config.trends)
         for name, device in new.items():
             if name not in self.pollers:
                 poller = DevicePoller(device, self.image, self._points_changed, self._log_event, online.get(name))
@@ -182,6 +189,7 @@ class Engine:
     def _points_changed(self) -> None:
         self.publisher.notify()
         self.alarms.wake()
+        self.trends.wake()
 
     def _log_event(self, kind: str, source: str, message: str, severity: str) -> None:
         self.events.record(kind, source, message, severity, datetime.now(UTC))

@@ -6,25 +6,33 @@ reload, on command execution and on state transitions: never per sample.
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from bms.alarms.store import read_alarm_specs
-from bms.control.models import Command
+from bms.control import priority as arrays
+from bms.control.models import AuditEntry, Command
+from bms.control.services import payload_hash
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
 from bms.history.models import stamped_update
 from bms.points.models import ConfigRevision, Device
+from bms.trends.spec import Point, read_trend_specs
 from drivers.base import DeviceSpec, PointSpec
 
 P = ParamSpec("P")
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @with_fresh_connection
@@ -58,7 +66,8 @@ def read_config() -> EngineConfig:
             )
             devices.append(DeviceConfig(spec, device.driver, device.poll_interval, points))
         alarms = read_alarm_specs()
-    return EngineConfig(revision, tuple(devices), alarms)
+        trends = read_trend_specs()
+    return EngineConfig(revision, tuple(devices), alarms, trends)
 
 
 #: the engine's variant, on its long-lived database thread
@@ -195,3 +204,271 @@ def mark_interrupted_commands(node: str, epoch: int) -> int:
     that are not this node's to send in ``epoch`` are settled as well.
     """
     return _mark_unknown(Command.objects.filter(status=Command.EXECUTING)) + settle_unsendable(node, epoch)
+
+
+# --- server-kept priority arrays (ADR 0016) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    """What executing one claimed command means for its device, decided from the point's priority array.
+
+    ``send``: write ``value`` (engineering units) at ``priority`` (the
+    driver's own array: BACnet) or without one (server-kept arrays). Not
+    sending: the outcome is ``status`` with ``detail``. ``detail`` also goes
+    with a successful send (what the write did to the array).
+    """
+
+    send: bool
+    value: object = None
+    priority: int | None = None
+    status: str = Command.SUCCEEDED
+    detail: str = ""
+
+
+def _in_control(priority: int, array: dict[int, arrays.Slot]) -> arrays.Slot | None:
+    """The slot above ``priority`` that is in control, if any."""
+    higher = [p for p in array if p < priority]
+    return array[min(higher)] if higher else None
+
+
+@with_fresh_connection
+def plan_command(pk: int) -> WritePlan:
+    """Decide what the claimed (executing) command ``pk`` writes, if anything (blocking; after the claim).
+
+    A point whose device keeps its own array (BACnet) is written through at
+    the command's priority, as before. On a server-kept array the command
+    is the latest of its slot: it writes its value if no higher slot is set,
+    else it ends ``held`` (slot set, device untouched); a relinquish writes
+    the next effective value (or the relinquish default, or nothing). An
+    engine row (``source="engine"``) writes the effective value it was made
+    for, if that is still the effective value.
+    """
+    command = Command.objects.get(pk=pk)
+    point = Point.objects.select_related("device").filter(name=command.point_name).first()
+    if point is None or not arrays.server_keeps_array(point.device.driver):
+        return WritePlan(True, command.value, command.priority)
+    now = timezone.now()
+    array = arrays.slots(point.name, now)
+    default, problem = arrays.relinquish_default(point)
+    if command.source == Command.ENGINE:
+        winner = arrays.effective(array, default)
+        if winner is None or (winner.value, winner.priority) != (command.value, command.priority):
+            now_text = winner.describe() if winner else "nothing (every slot empty, no relinquish default)"
+            return WritePlan(
+                False, status=Command.HELD, detail=f"not sent: the priority array changed since; it now asks {now_text}"
+            )
+        return WritePlan(True, winner.value, detail=f"effective value {winner.describe()} written")
+    slot = command.priority or arrays.DEFAULT_PRIORITY
+    if command.hold_until is not None and command.hold_until <= now:
+        return WritePlan(
+            False,
+            status=Command.EXPIRED,
+            detail=f"its override ended ({command.hold_until.isoformat()}) before it "
+            "could be applied, so neither its slot nor the device was changed",
+        )
+    above = _in_control(slot, array)
+    if command.value is not None:
+        if above is not None:
+            return WritePlan(
+                False,
+                status=Command.HELD,
+                detail=f"slot {slot} set to {command.value!r}; priority {above.priority} ({above.value!r}) is in "
+                "control, so the device was not written",
+            )
+        return WritePlan(True, command.value, detail=f"slot {slot} set and in control")
+    # A relinquish: the slot is empty from now on.
+    array.pop(slot, None)
+    if above is not None:
+        return WritePlan(
+            False,
+            status=Command.HELD,
+            detail=f"slot {slot} cleared; priority {above.priority} ({above.value!r}) is in control, "
+            "so the device was not written",
+        )
+    winner = arrays.effective(array, default)
+    if winner is None:
+        why = f"; {problem}" if problem else ""
+        return WritePlan(
+            False,
+            status=Command.SUCCEEDED,
+            detail=f"slot {slot} cleared; every slot is empty and the point has no relinquish default{why}, "
+            "so the device was left as it is",
+        )
+    return WritePlan(True, winner.value, detail=f"slot {slot} cleared; {winner.describe()} written")
+
+
+def _assert_id(epoch: int) -> str:
+    return f"assert-e{epoch}-{uuid.uuid4().hex[:24]}"
+
+
+def _record_assert(point: Point, winner: arrays.Effective, node: str, epoch: int, reason: str) -> int:
+    """Record one engine write of ``point``'s effective value, bound to ``(node, epoch)``; return its row id."""
+    command_id = _assert_id(epoch)
+    with transaction.atomic():
+        command = Command.objects.create(
+            command_id=command_id,
+            point=point,
+            point_name=point.name,
+            value=winner.value,
+            priority=winner.priority,
+            payload_hash=payload_hash(point.name, winner.value, winner.priority),
+            source=Command.ENGINE,
+            accepted_by=node,
+            accepted_epoch=epoch,
+            expires_at=timezone.now() + timedelta(seconds=settings.BMS_COMMAND_LIFETIME_SECONDS),
+        )
+        AuditEntry.objects.create(
+            action="write.asserted",
+            target=point.name,
+            detail={
+                "command_id": command_id,
+                "value": winner.value,
+                "priority": winner.priority,
+                "reason": reason,
+            },
+        )
+    return command.pk
+
+
+def _server_array_points(names: list[str] | None = None) -> list[Point]:
+    points = Point.objects.select_related("device").filter(writable=True, enabled=True, device__enabled=True)
+    if names is not None:
+        points = points.filter(name__in=names)
+    return [point for point in points if arrays.server_keeps_array(point.device.driver)]
+
+
+def _last_claimed_is_unknown(point_name: str) -> bool:
+    """True if the latest command sent (or maybe sent) to the point ended ``unknown``: the device may hold it."""
+    last = (
+        Command.objects.filter(point_name=point_name, started_at__isnull=False)
+        .exclude(source=Command.ENGINE)
+        .exclude(status=Command.EXECUTING)
+        .order_by("-accepted_epoch", "-started_at", "-pk")
+        .only("status")
+        .first()
+    )
+    return last is not None and last.status == Command.UNKNOWN
+
+
+def _targets(node: str, epoch: int, since: datetime, names: list[str] | None) -> dict[str, arrays.Effective]:
+    now = timezone.now()
+    candidates = set(
+        Command.objects.filter(status__in=Command.SETS_SLOT)
+        .exclude(source=Command.ENGINE)
+        .order_by()
+        .values_list("point_name", flat=True)
+        .distinct()
+    )
+    # Points this node already wrote in this epoch: their device holds what the array says since then.
+    written = set(
+        Command.objects.filter(accepted_by=node, accepted_epoch=epoch, started_at__gte=since)
+        .order_by()
+        .values_list("point_name", flat=True)
+        .distinct()
+    )
+    targets = {}
+    for point in _server_array_points(names):
+        if point.name in written or (point.name not in candidates and point.relinquish_default is None):
+            continue
+        if _last_claimed_is_unknown(point.name):
+            log.warning(
+                "%s: its latest command ended unknown (the device may hold it), so its array is not re-asserted",
+                point.name,
+            )
+            continue
+        default, _ = arrays.relinquish_default(point)
+        winner = arrays.effective(arrays.slots(point.name, now), default)
+        if winner is not None:
+            targets[point.name] = winner
+    return targets
+
+
+@with_fresh_connection
+def array_targets(node: str, epoch: int, since: datetime) -> dict[str, arrays.Effective]:
+    """What each server-kept array asks of its device now that this node controls it (since ``since``).
+
+    Points with an effective value only (a non-empty slot or a relinquish
+    default); not the ones this node has already written in ``epoch``, nor
+    those whose latest command ended ``unknown`` (re-asserting the older
+    value could undo a write the device may have applied).
+    """
+    return _targets(node, epoch, since, None)
+
+
+@with_fresh_connection
+def reassert_arrays(node: str, epoch: int, names: list[str], since: datetime) -> list[int]:
+    """One engine write of the effective value of each of ``names`` (their device was read holding another).
+
+    The targets are computed again first (a command may have moved one
+    meanwhile). Each write is a new command row bound to this node and
+    epoch, so it is claimed, fenced and recorded like any other and never
+    sent by another node or in another epoch; no old command is re-sent.
+    """
+    return [
+        _record_assert(point, winner, node, epoch, f"control taken in epoch {epoch}; the device held another value")
+        for point, winner in (
+            (Point.objects.select_related("device").get(name=name), winner)
+            for name, winner in _targets(node, epoch, since, names).items()
+        )
+    ]
+
+
+@with_fresh_connection
+def next_hold_expiry(after: datetime) -> datetime | None:
+    """The earliest end of an override after ``after`` among slot-setting commands (None: no override ends)."""
+    return (
+        Command.objects.filter(status__in=Command.SETS_SLOT, hold_until__gt=after)
+        .exclude(source=Command.ENGINE)
+        .order_by("hold_until")
+        .values_list("hold_until", flat=True)
+        .first()
+    )
+
+
+@with_fresh_connection
+def expire_holds(node: str, epoch: int, since: datetime, until: datetime) -> list[int]:
+    """Overrides that ended in ``(since, until]``: where one was in control, write the next effective value.
+
+    An override that had been replaced in its slot, or that a higher slot
+    overrode, changes nothing on the device. With every slot empty and no
+    relinquish default the device is left as it is (nothing recorded).
+    Returns the ids of the engine rows created (executed by the scan).
+    """
+    ended = (
+        Command.objects.filter(status__in=Command.SETS_SLOT, hold_until__gt=since, hold_until__lte=until)
+        .exclude(source=Command.ENGINE)
+        .order_by("hold_until")
+    )
+    created = []
+    done: set[str] = set()
+    for hold in ended:
+        if hold.point_name in done:
+            continue
+        points = _server_array_points([hold.point_name])
+        if not points:
+            continue
+        point = points[0]
+        latest = (
+            Command.objects.filter(point_name=point.name, priority=hold.priority, status__in=Command.SETS_SLOT)
+            .exclude(source=Command.ENGINE)
+            .order_by("-accepted_epoch", "-started_at", "-pk")
+            .first()
+        )
+        array = arrays.slots(point.name, until)
+        if latest is None or latest.pk != hold.pk or _in_control(hold.priority or arrays.DEFAULT_PRIORITY, array):
+            continue  # replaced in its slot, or not in control when it ended: the device keeps its value
+        done.add(point.name)
+        default, problem = arrays.relinquish_default(point)
+        winner = arrays.effective(array, default)
+        if winner is None:
+            log.info(
+                "override %s of %s ended; every slot is empty and %s, so the device is left as it is",
+                hold.command_id,
+                point.name,
+                problem or "there is no relinquish default",
+            )
+            continue
+        reason = f"override {hold.command_id} at priority {hold.priority} ended"
+        created.append(_record_assert(point, winner, node, epoch, reason))
+    return created

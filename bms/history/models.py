@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import connection, models, transaction
+from django.db.models import Max
 
 
 class OriginCounter(models.Model):
@@ -89,6 +90,9 @@ class HistoryRow(models.Model):
     NATURAL_KEY: tuple[str, ...] = ("origin", "origin_seq")
     #: fields :meth:`merge_rank` reads (a mutable row's versions are compared on them first)
     MERGE_FIELDS: tuple[str, ...] = ()
+    #: a table of very many rows (trend samples): each replication round serves every other table first, so a
+    #: backlog of it never holds back commands, events or notifications
+    BULK: bool = False
 
     origin = models.CharField(max_length=64, help_text="node that wrote this row (or its latest change)")
     epoch = models.BigIntegerField(default=0, help_text="fencing epoch when it was written")
@@ -118,6 +122,37 @@ class HistoryRow(models.Model):
     def merge_rank(cls, record: dict) -> int:
         """Rank of one version of a mutable row in the merge (higher wins, before epoch and seq); 0 by default."""
         return 0
+
+    @classmethod
+    def stored_origins(cls) -> list[str]:
+        """The origins this table holds rows of, in order (replication asks on every round).
+
+        A table that grows to billions of rows (trend samples) answers from an index instead of scanning."""
+        return list(cls.objects.values_list("origin", flat=True).distinct().order_by("origin"))
+
+    @classmethod
+    def stored_tops(cls, origin: str | None = None) -> dict[str, int]:
+        """Per origin (only ``origin`` if given), the highest ``origin_seq`` this table holds: its cursors."""
+        rows = cls.objects.all() if origin is None else cls.objects.filter(origin=origin)
+        return {row["origin"]: row["top"] for row in rows.values("origin").annotate(top=Max("origin_seq"))}
+
+    @classmethod
+    def count_pending(cls, rows: models.QuerySet, origin: str, after: int) -> int:
+        """How many ``rows`` (this table's rows of ``origin`` above ``after`` still to be sent) there are.
+
+        Exact by default. Asked every replication round while rows wait: a table that may fall far behind
+        (trend samples after an outage) may answer from its stamps instead, as long as it is exact when
+        little waits (the backlog must reach 0 exactly)."""
+        return rows.count()
+
+    @classmethod
+    def store_replicated(cls, records: list[dict]) -> bool:
+        """Store ``records`` from the partner in this table's own way, inside the storing transaction.
+
+        True if it did; False (the default) leaves them to the generic idempotent upsert by ``NATURAL_KEY``
+        (``redundancy.history.store_rows``). A table stored another way (trend samples: ``COPY``, partitions
+        made on demand) must be just as idempotent."""
+        return False
 
 
 def stamped_update(queryset: models.QuerySet, **fields) -> int:

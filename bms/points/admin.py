@@ -17,6 +17,9 @@ class PointInline(admin.TabularInline):
         "min_value",
         "max_value",
         "deadband",
+        "trend_mode",
+        "trend_deadband",
+        "trend_interval",
         "enabled",
     )
 
@@ -41,7 +44,9 @@ class PointAdmin(admin.ModelAdmin):
         "min_value",
         "max_value",
         "deadband",
+        "trend_mode",
+        "trend_interval",
         "enabled",
     )
-    list_filter = ("device", "data_type", "writable", "enabled")
+    list_filter = ("device", "data_type", "writable", "enabled", "trend_mode")
     search_fields = ("name", "description", "address")

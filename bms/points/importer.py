@@ -22,6 +22,12 @@ options         no        the point's driver options as a JSON object, e.g.
                           ``{"word_order": "little", "read_back": true}``
 word_order      no        Modbus: ``big`` or ``little``, overrides the device's
 byte_order      no        Modbus: ``big`` or ``little``, overrides the device's
+trend_mode      no        ``off``, ``change``, ``interval`` or ``both`` (default
+                          ``both``: on change, and at least every trend_interval)
+trend_deadband  no        trend a change only beyond this distance from the last
+                          sample (default empty: the point's deadband)
+trend_interval  no        seconds between interval samples, or the longest gap
+                          between samples with ``both`` (default 900)
 ==============  ========  =====================================================
 
 ``word_order`` and ``byte_order`` are shorthands for the same keys of
@@ -45,7 +51,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from bms.points.models import Device, Point
+from bms.points.models import TREND_BOTH, TREND_INTERVAL_DEFAULT, Device, Point
 from drivers.registry import driver_class
 
 REQUIRED = ("device", "name", "address", "data_type")
@@ -62,6 +68,9 @@ OPTIONAL = (
     "options",
     "word_order",
     "byte_order",
+    "trend_mode",
+    "trend_deadband",
+    "trend_interval",
 )
 OPTION_COLUMNS = ("word_order", "byte_order")
 TRUE = {"1", "true", "yes", "y", "on"}
@@ -161,6 +170,9 @@ def _build_point(values: dict[str, str], devices: dict[str, Device], existing: d
     point.writable = _flag(values, "writable", False)
     point.enabled = _flag(values, "enabled", True)
     point.options = _options(values)
+    point.trend_mode = values.get("trend_mode", "").lower() or TREND_BOTH
+    point.trend_deadband = _number(values, "trend_deadband", None)
+    point.trend_interval = _number(values, "trend_interval", TREND_INTERVAL_DEFAULT)
     point.check_siblings = False  # the whole list is checked at once, see _conflicts
     point.full_clean(validate_unique=False)
     return point

@@ -20,6 +20,16 @@ DEVICE_NUMBER_OPTIONS = (
 )
 # every data type some driver can decode, in the drivers' order
 DATA_TYPES = list(dict.fromkeys(data_type for driver in DRIVERS.values() for data_type in driver.data_types))
+# How a point is trended (bms/trends, docs/trends.md): never, on change beyond the trend deadband, every N seconds
+# (on a grid of N seconds), or both (on change, and at least every N seconds). New points: both, every 15 minutes.
+TREND_OFF, TREND_CHANGE, TREND_INTERVAL, TREND_BOTH = "off", "change", "interval", "both"
+TREND_MODES = [
+    (TREND_OFF, "off"),
+    (TREND_CHANGE, "on change"),
+    (TREND_INTERVAL, "every N seconds"),
+    (TREND_BOTH, "on change, and at least every N seconds"),
+]
+TREND_INTERVAL_DEFAULT = 900.0
 
 
 class Device(models.Model):
@@ -83,6 +93,23 @@ class Point(models.Model):
         default=dict, blank=True, help_text='driver options of this point, e.g. {"word_order": "little"} (Modbus)'
     )
     enabled = models.BooleanField(default=True)
+    trend_mode = models.CharField(
+        max_length=8,
+        choices=TREND_MODES,
+        default=TREND_BOTH,
+        help_text="trend samples: off, on change, every N seconds, or both (on change and at least every N s)",
+    )
+    trend_deadband = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text="trend a change only beyond this distance from the last sample; empty: the point's deadband",
+    )
+    trend_interval = models.FloatField(
+        default=TREND_INTERVAL_DEFAULT,
+        validators=[MinValueValidator(1.0)],
+        help_text="seconds: the period of 'every N seconds' and the longest gap of 'at least every N seconds'",
+    )
 
     #: the importer checks a whole point list at once and turns this per-point query off
     check_siblings = True

@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "bms.control",
     "bms.events",
     "bms.alarms",
+    "bms.trends",
     "bms.notifications",
     "bms.realtime",
     "bms.web",

@@ -13,6 +13,7 @@ HEALTH_KEYS = {
     "channel_layer",  # "ok" | "down" (bms.realtime.layer_health); always "ok" with the in-memory layer
     "database",  # "ok" | why not (answered from memory while the database is away)
     "live",  # this web process's live fan-out counters (bms.realtime.hub.live_stats)
+    "trends",  # the trend writer: ok, spooling, losing or unknown (bms/trends/status.py)
 }
 
 
@@ -44,6 +45,7 @@ def test_health_of_a_node_alone(client, settings, db):
             "catch_ups": 0,
             "snapshots_requested": 0,
         },
+        "trends": {"status": "unknown"},  # no trend writer has run for this node and database
     }
     assert client.get("/healthz/active").status_code == 200
 

@@ -1,0 +1,1 @@
+"""Trending: per-point sampling on the engine loop, COPY into partitioned PostgreSQL, spool, roll-ups (ADR 0015)."""
