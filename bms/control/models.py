@@ -24,6 +24,16 @@ class Command(HistoryRow):
     version ever replaces it (:meth:`merge_rank`, ADR 0008).
     Every change of status takes a new history stamp, so the standby holds
     the latest version of each command (natural key: ``command_id``).
+
+    The log is also where the server's **priority arrays** live (ADR 0016):
+    for a point whose driver has no array of its own (Modbus), slot ``p``
+    holds the latest command at priority ``p`` whose outcome set the slot
+    (``succeeded`` or ``held``), unless it was a relinquish (``value`` null)
+    or its ``hold_until`` has passed. ``held`` is the truthful outcome of a
+    command whose slot was set while a higher priority was in control: the
+    device was not written. Rows with ``source="engine"`` are the engine's
+    own writes of an array's effective value (after an override expired,
+    after a takeover); they never set a slot.
     """
 
     NATURAL_KEY = ("command_id",)
@@ -35,8 +45,13 @@ class Command(HistoryRow):
     FAILED = "failed"
     UNKNOWN = "unknown"
     EXPIRED = "expired"
-    STATUSES = [(s, s) for s in (PENDING, EXECUTING, SUCCEEDED, FAILED, UNKNOWN, EXPIRED)]
-    FINAL = (SUCCEEDED, FAILED, UNKNOWN, EXPIRED)
+    HELD = "held"
+    STATUSES = [(s, s) for s in (PENDING, EXECUTING, SUCCEEDED, FAILED, UNKNOWN, EXPIRED, HELD)]
+    FINAL = (SUCCEEDED, FAILED, UNKNOWN, EXPIRED, HELD)
+    #: outcomes after which the command's value is in its priority slot (server arrays, ADR 0016)
+    SETS_SLOT = (SUCCEEDED, HELD)
+    #: the source of the engine's own writes of an array's effective value (they set no slot)
+    ENGINE = "engine"
 
     command_id = models.CharField(max_length=64, unique=True)
     point = models.ForeignKey("points.Point", null=True, on_delete=models.SET_NULL, related_name="commands")
@@ -58,6 +73,11 @@ class Command(HistoryRow):
         default=False,
         help_text="outcome recorded by the node that could send the command (it saw the device answer)",
     )
+    hold_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="an override's end (server arrays): its slot is empty from then on (source node's clock)",
+    )
     status = models.CharField(max_length=16, choices=STATUSES, default=PENDING, db_index=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -66,6 +86,7 @@ class Command(HistoryRow):
 
     class Meta(HistoryRow.Meta):
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["point_name", "priority", "status"], name="control_cmd_slot")]
 
     def __str__(self) -> str:
         return f"{self.command_id}: {self.point_name} := {self.value} ({self.status})"
@@ -102,6 +123,7 @@ class Command(HistoryRow):
                 else None
             ),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "hold_until": self.hold_until.isoformat() if self.hold_until else None,
             "accepted_by": self.accepted_by,
             "accepted_epoch": self.accepted_epoch,
         }

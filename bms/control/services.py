@@ -3,6 +3,13 @@
 Web manager, REST API and code (later: schedules and logic) all call
 :func:`submit_write`. It records the command in the database (the carrier)
 and then nudges the engine through the channel layer (a hint only).
+
+Every write names a priority slot (ADR 0016): on a point whose device keeps
+no array of its own (Modbus) a write without a priority goes to slot 16, a
+null value relinquishes (clears) the slot, and ``expires_in`` makes an
+override end by itself. Operators may write and relinquish at priority 8
+(manual) or without a priority; any other priority needs an engineer
+(``points.change_point``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bms.control.models import AuditEntry, Command
+from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.engine import bus
 from bms.engine.scaling import WIDEST_INT_MAX, WIDEST_INT_MIN, Scaling, ValueRejected, preview, validate_value
 from bms.points.models import Point
@@ -65,8 +73,11 @@ class Submission:
     created: bool
 
 
-def payload_hash(point_name: str, value: object, priority: int | None) -> str:
-    body = json.dumps({"point": point_name, "value": value, "priority": priority}, sort_keys=True)
+def payload_hash(point_name: str, value: object, priority: int | None, expires_in: float | None = None) -> str:
+    payload: dict[str, object] = {"point": point_name, "value": value, "priority": priority}
+    if expires_in is not None:  # only then: the hashes of writes without an end stay what they were
+        payload["expires_in"] = expires_in
+    body = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -80,6 +91,7 @@ def submit_write(
     source: str = "api",
     epoch: int = 0,
     lifetime: object = None,
+    expires_in: object = None,
 ) -> Submission:
     """Validate and record a write; raise :class:`CommandRejected` (and record nothing but an audit line).
 
@@ -87,10 +99,13 @@ def submit_write(
     with the role, e.g. from the node view); the command is bound to it, so
     only this node in this epoch will ever send it. ``lifetime``: seconds
     within which it must be started (default ``BMS_COMMAND_LIFETIME_SECONDS``).
+    ``expires_in``: seconds after which this override's slot empties by
+    itself (server-kept arrays only; the engine then writes the next
+    effective value).
     """
     username = getattr(user, "username", "") or ""
     try:
-        return _submit(user, point_name, value, command_id, priority, source, epoch, lifetime)
+        return _submit(user, point_name, value, command_id, priority, source, epoch, lifetime, expires_in)
     except CommandRejected as exc:
         AuditEntry.objects.create(
             user=user if getattr(user, "pk", None) else None,
@@ -116,7 +131,15 @@ def _lifetime(lifetime: object) -> timedelta:
     return timedelta(seconds=float(lifetime))
 
 
-def _submit(user, point_name, value, command_id, priority, source, epoch, lifetime) -> Submission:
+def _hold(expires_in: object) -> float | None:
+    if expires_in is None:
+        return None
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not 1 <= expires_in <= MAX_HOLD:
+        raise CommandRejected("invalid", f"expires_in must be a number of seconds from 1 to {MAX_HOLD:.0f}")
+    return float(expires_in)
+
+
+def _submit(user, point_name, value, command_id, priority, source, epoch, lifetime, expires_in) -> Submission:
     if source not in SOURCES:
         raise ValueError(f"unknown command source {source!r}")
     if source in ("web", "api"):
@@ -136,7 +159,14 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
         isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 16
     ):
         raise CommandRejected("invalid", "priority must be a whole number from 1 to 16")
+    if source in ("web", "api") and priority not in (None, MANUAL) and not user.has_perm("points.change_point"):
+        raise CommandRejected(
+            "forbidden",
+            f"user {user.username} may write at priority {MANUAL} (manual) only; other priorities are "
+            "for engineers (points.change_point)",
+        )
     lifespan = _lifetime(lifetime)
+    hold = _hold(expires_in)
 
     point = Point.objects.select_related("device").filter(name=point_name).first()
     if point is None:
@@ -146,10 +176,21 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
     if not point.enabled or not point.device.enabled:
         raise CommandRejected("read_only", f"point {point_name} is disabled")
     driver = driver_class(point.device.driver)
+    server_array = server_keeps_array(point.device.driver)
+    if hold is not None and not server_array:
+        raise CommandRejected(
+            "invalid",
+            f"{point_name}: expires_in is for server-kept priority arrays; a {driver.name} device keeps "
+            "its own array (relinquish the priority when the override should end)",
+        )
     if value is None:
         # A relinquish: release this priority slot so a lower priority (or the default) takes over.
-        if not driver.relinquish:
-            raise CommandRejected("wrong_type", f"{point_name}: a value is required ({driver.name} cannot relinquish)")
+        if hold is not None:
+            raise CommandRejected("invalid", f"{point_name}: a relinquish cannot have expires_in")
+        if priority is None and server_array:
+            raise CommandRejected(
+                "wrong_type", f"{point_name}: a value is required (a null value relinquishes, and needs the priority)"
+            )
         if priority is None:
             raise CommandRejected("invalid", f"{point_name}: a relinquish (null value) needs the priority to release")
         normalised = None
@@ -162,10 +203,13 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
         except ValueRejected as exc:
             raise CommandRejected(exc.code, f"{point_name}: {exc.message}") from None
 
-    digest = payload_hash(point_name, normalised, priority)
+    if server_array and priority is None:
+        priority = DEFAULT_PRIORITY
+    digest = payload_hash(point_name, normalised, priority, hold)
     existing = Command.objects.filter(command_id=command_id).first()
     if existing is not None:
         return _repeat(existing, digest)
+    now = timezone.now()
     try:
         with transaction.atomic():
             command = Command.objects.create(
@@ -180,14 +224,21 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
                 username=getattr(user, "username", "") or "",
                 accepted_by=settings.BMS_NODE_NAME,
                 accepted_epoch=epoch,
-                expires_at=timezone.now() + lifespan,
+                expires_at=now + lifespan,
+                hold_until=now + timedelta(seconds=hold) if hold is not None else None,
             )
             AuditEntry.objects.create(
                 user=command.user,
                 username=command.username,
                 action="write.requested",
                 target=point_name,
-                detail={"command_id": command_id, "value": normalised, "priority": priority, "source": source},
+                detail={
+                    "command_id": command_id,
+                    "value": normalised,
+                    "priority": priority,
+                    "source": source,
+                    **({"expires_in": hold} if hold is not None else {}),
+                },
             )
             transaction.on_commit(wake_engine)
     except IntegrityError:

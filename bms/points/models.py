@@ -93,6 +93,14 @@ class Point(models.Model):
         default=dict, blank=True, help_text='driver options of this point, e.g. {"word_order": "little"} (Modbus)'
     )
     enabled = models.BooleanField(default=True)
+    relinquish_default = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=(
+            "engineering value written when every priority slot is empty (server priority arrays, ADR 0016); "
+            "empty: leave the device as it is"
+        ),
+    )
     trend_mode = models.CharField(
         max_length=8,
         choices=TREND_MODES,

@@ -234,6 +234,10 @@
       } else if (body.status === "succeeded") {
         resultEl.textContent = `Written: ${formatValue(body.value, target.kind)} ${target.unit}`;
         resultEl.className = "ok";
+      } else if (body.status === "held") {
+        // the slot is set, but a higher priority is in control (server priority arrays, ADR 0016)
+        resultEl.textContent = `Slot set, device not written: ${body.error}`;
+        resultEl.className = "error";
       } else if (body.status === "failed") {
         resultEl.textContent = `Not written: ${body.error}`;
         resultEl.className = "error";

@@ -38,7 +38,8 @@ def test_manage_spectacular_validates_without_errors_or_warnings(tmp_path):
     assert "Warning" not in result.stderr and "Error" not in result.stderr, result.stderr
     schema = yaml.safe_load(out.read_text())
     assert schema["openapi"].startswith("3.")
-    assert set(schema["paths"]) == {
+    # every endpoint is in the schema (later functions add theirs: this is the floor, not the whole list)
+    assert set(schema["paths"]) >= {
         "/api/v1/alarms/",
         "/api/v1/alarms/journal/",
         "/api/v1/alarms/acknowledge",
@@ -50,6 +51,7 @@ def test_manage_spectacular_validates_without_errors_or_warnings(tmp_path):
         "/api/v1/alarm-classes/",
         "/api/v1/alarm-classes/{id}/",
         "/api/v1/redundancy/status",
+        "/api/v1/points/{name}/priority-array",
     }
 
 

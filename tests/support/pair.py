@@ -52,7 +52,7 @@ HISTORY_TABLES = {
 #: columns that name rows local to each database (primary keys, references to users and points)
 LOCAL_COLUMNS = {"id", "user_id", "point_id"}
 ROLE_CHANGE = re.compile(r"^(\w+) -> (\w+) \(epoch (\d+)\): (.*)$", re.S)
-FINAL = ("succeeded", "failed", "unknown", "expired")
+FINAL = ("succeeded", "held", "failed", "unknown", "expired")
 
 
 def admin(sql: str) -> None:

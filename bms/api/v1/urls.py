@@ -6,7 +6,7 @@ Collections and objects end in ``/``; actions on them do not (``alarms/acknowled
 
 from django.urls import path, re_path
 
-from bms.api.v1 import alarms, docs, errors, pair
+from bms.api.v1 import alarms, docs, errors, pair, priority
 
 definitions = alarms.AlarmDefinitionViewSet
 classes = alarms.AlarmClassViewSet
@@ -41,6 +41,11 @@ urlpatterns = [
         f"alarm-classes/{ID}/",
         classes.as_view({"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}),
         name="api-v1-alarm-class",
+    ),
+    path(
+        "points/<str:name>/priority-array",
+        priority.PriorityArrayView.as_view(),
+        name="api-v1-point-priority-array",
     ),
     path("redundancy/status", pair.RedundancyStatusView.as_view(), name="api-v1-redundancy-status"),
     re_path(r"^(?P<path>.*)$", errors.not_found, name="api-v1-not-found"),
