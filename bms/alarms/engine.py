@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 #: rate-of-change alarms are sampled at least this often (seconds)
 RATE_SAMPLE_SECONDS = 5.0
+#: alarms evaluated per slice: a flood of changes is evaluated in slices with the loop free in between
+SLICE = 1000
 ACTIONS = ("acknowledge", "shelve", "unshelve")
 _ACTION_TRANSITION = {
     "acknowledge": TransitionKind.ACKNOWLEDGED,
@@ -91,6 +93,8 @@ class AlarmRuntime:
     scheduled: datetime | None = None
     #: the last transition, as the image entry carries it (a successor rebuilds a lost journal row from it)
     last: dict[str, Any] | None = field(default=None)
+    #: what this alarm adds to the summary now: (class, unacknowledged, active, priority), None: nothing
+    counted: tuple[str, bool, bool, int] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -131,8 +135,14 @@ class AlarmEngine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._summary: dict[str, Any] | None = None
-        #: a transition happened since the summary was last counted (counting walks every alarm)
+        #: the summary's counts, kept up to date transition by transition (recounting walks every alarm)
+        self._unacked: Counter[str] = Counter()
+        self._active: Counter[str] = Counter()
+        self._unacked_priorities: Counter[int] = Counter()
+        self._classes: list[dict[str, Any]] = []
         self._summary_stale = True
+        #: alarms whose points changed, waiting for their slice
+        self._pending: dict[str, AlarmRuntime] = {}
         self._next_rate_sample: datetime | None = None
         #: the node has adopted the image's states and evaluates; False on a standby
         self.running = False
@@ -147,17 +157,33 @@ class AlarmEngine:
         names = [spec.entry for spec in specs]
         return [*names, SUMMARY_ENTRY] if names else []
 
-    def configure(self, specs: Iterable[AlarmSpec]) -> None:
-        """Run exactly ``specs``: keep the state of alarms that stay, take new ones' from the image."""
+    async def configure(self, specs: Iterable[AlarmSpec]) -> None:
+        """Run exactly ``specs``: keep the state of alarms that stay, take new ones' from the image.
+
+        An alarm new to a running node without a state in the image (just defined, or enabled again) starts
+        normal, its numbering continuing after the journal's last row of that name: a number the journal holds
+        already would make its transitions look written (ADR 0014)."""
         specs = list(specs)
+        positions: dict[str, int] = {}
+        if self.running:
+            fresh = [
+                spec.name
+                for spec in specs
+                if spec.name not in self.runtimes
+                and not isinstance(getattr(self.image.points.get(spec.entry), "value", None), dict)
+            ]
+            if fresh:
+                positions = await self.run_in_db(store.journal_positions, fresh)
         wanted = {spec.name for spec in specs}
         for name in [name for name in self.runtimes if name not in wanted]:
             del self.runtimes[name]
+            self._pending.pop(name, None)
         created = []
         for spec in specs:
             runtime = self.runtimes.get(spec.name)
             if runtime is None:
                 state, last = self._image_state(spec)
+                state.journal_seq = max(state.journal_seq, positions.get(spec.name, 0))
                 runtime = self.runtimes[spec.name] = AlarmRuntime(spec, Alarm(spec.name, spec.config, state), last=last)
                 created.append(runtime)
             elif runtime.spec != spec:
@@ -172,7 +198,7 @@ class AlarmEngine:
         self.rate_alarms = [rt for rt in self.runtimes.values() if rt.spec.condition.kind is Kind.RATE_OF_CHANGE]
         if not self.runtimes:
             self._summary = None
-        self._summary_stale = True  # classes, priorities or the set of alarms may have changed
+        self._count_all()  # classes, priorities or the set of alarms may have changed
         if self.running and self.role.active:
             now = datetime.now(UTC)
             self._apply_service_flags(now)
@@ -202,6 +228,7 @@ class AlarmEngine:
             ):
                 missing.append(runtime.spec.name)
         self._timers.clear()
+        self._pending.clear()
         names = list(self.runtimes)
         if missing:
             for name, row in (await self.run_in_db(store.last_journal_rows, missing)).items():
@@ -218,6 +245,7 @@ class AlarmEngine:
         for runtime in self.runtimes.values():  # every entry, evaluated: a new alarm shows its point's value
             self._publish(runtime)
             self._schedule(runtime)
+        self._count_all()
         self._publish_summary(force=True)
         self.changed()
         log.info("alarms: %d in control (%d resumed from the journal)", len(self.runtimes), len(missing))
@@ -291,26 +319,35 @@ class AlarmEngine:
                 self._cursor.dirty.clear()
                 continue
             try:
-                self.run_once(datetime.now(UTC))
+                while self.run_once(datetime.now(UTC)):
+                    await asyncio.sleep(0)  # a flood: the loop polls, publishes and replicates between slices
+                    if not (self.running and self.role.active):
+                        break
             except Exception:
                 log.exception("alarm evaluation failed; continuing with the next change")
 
-    def run_once(self, now: datetime) -> None:
-        """Evaluate the alarms whose points changed, then fire the timers due by ``now``."""
+    def run_once(self, now: datetime) -> bool:
+        """Evaluate (a slice of) the alarms whose points changed, then fire the timers due by ``now``.
+
+        True if alarms are left for another slice (at most :data:`SLICE` are evaluated per call)."""
         dirty = self._cursor.dirty
         if dirty:
             names = list(dirty)
             dirty.clear()
-            todo: dict[str, AlarmRuntime] = {}
+            pending = self._pending
             readers = self.readers
             for name in names:
                 for runtime in readers.get(name, ()):
-                    todo[runtime.spec.name] = runtime
-            for runtime in todo.values():
-                self._evaluate(runtime, now)
-        self._tick(now)
+                    pending[runtime.spec.name] = runtime
+        pending = self._pending
+        for _ in range(min(SLICE, len(pending))):
+            runtime = pending.pop(next(iter(pending)))
+            self._evaluate(runtime, now)
+        if not pending:
+            self._tick(now)
         self._publish_summary()
         self.changed()
+        return bool(pending)
 
     # ---- evaluation ------------------------------------------------------------------------------------------
 
@@ -406,7 +443,7 @@ class AlarmEngine:
             }
         self.transitions += len(transitions)
         if transitions:
-            self._summary_stale = True
+            self._recount(runtime)
         if transitions or force:
             self._publish(runtime)
             self._schedule(runtime)
@@ -439,38 +476,64 @@ class AlarmEngine:
             state.since or datetime.now(UTC),
         )
 
+    @staticmethod
+    def _contribution(runtime: AlarmRuntime) -> tuple[str, bool, bool, int] | None:
+        spec, alarm = runtime.spec, runtime.alarm
+        if not spec.annunciated or alarm.inhibit is not None:
+            return None
+        state = alarm.state.state
+        return spec.alarm_class, state in _UNACKED, state in _ACTIVE, spec.priority
+
+    def _recount(self, runtime: AlarmRuntime) -> None:
+        """Move ``runtime``'s part of the summary counts to what its state says now."""
+        new = self._contribution(runtime)
+        old = runtime.counted
+        if new == old:
+            return
+        for part, sign in ((old, -1), (new, 1)):
+            if part is None:
+                continue
+            alarm_class, unacked, active, priority = part
+            if unacked:
+                self._unacked[alarm_class] += sign
+                self._unacked_priorities[priority] += sign
+            if active:
+                self._active[alarm_class] += sign
+        runtime.counted = new
+        self._summary_stale = True
+
+    def _count_all(self) -> None:
+        """Count every alarm afresh (the set of alarms or their classes changed)."""
+        self._unacked.clear()
+        self._active.clear()
+        self._unacked_priorities.clear()
+        classes: dict[str, tuple[int, str]] = {}
+        for runtime in self.runtimes.values():
+            spec = runtime.spec
+            if spec.annunciated:
+                rank = classes.get(spec.alarm_class)
+                if rank is None or spec.priority < rank[0]:
+                    classes[spec.alarm_class] = (spec.priority, spec.colour)
+            runtime.counted = None
+            self._recount(runtime)
+        self._classes = [
+            {"name": name, "colour": colour, "priority": priority}
+            for name, (priority, colour) in sorted(classes.items(), key=lambda item: (item[1][0], item[0]))
+        ]
+        self._summary_stale = True
+
     def _publish_summary(self, force: bool = False) -> None:
         if not self.runtimes or not (force or self._summary_stale):
             return
         self._summary_stale = False
-        unacked: Counter[str] = Counter()
-        active: Counter[str] = Counter()
-        classes: dict[str, tuple[int, str]] = {}
-        highest: int | None = None
-        for runtime in self.runtimes.values():
-            spec, alarm = runtime.spec, runtime.alarm
-            if not spec.annunciated:
-                continue
-            rank = classes.get(spec.alarm_class)
-            if rank is None or spec.priority < rank[0]:
-                classes[spec.alarm_class] = (spec.priority, spec.colour)
-            if alarm.inhibit is not None:
-                continue
-            state = alarm.state.state
-            if state in _UNACKED:
-                unacked[spec.alarm_class] += 1
-                highest = spec.priority if highest is None else min(highest, spec.priority)
-            if state in _ACTIVE:
-                active[spec.alarm_class] += 1
+        unacked = {name: count for name, count in self._unacked.items() if count > 0}
+        priorities = [priority for priority, count in self._unacked_priorities.items() if count > 0]
         summary = {
-            "unacked": dict(unacked),
-            "active": dict(active),
+            "unacked": unacked,
+            "active": {name: count for name, count in self._active.items() if count > 0},
             "unacked_total": sum(unacked.values()),
-            "highest_unacked_priority": highest,
-            "classes": [
-                {"name": name, "colour": colour, "priority": priority}
-                for name, (priority, colour) in sorted(classes.items(), key=lambda item: (item[1][0], item[0]))
-            ],
+            "highest_unacked_priority": min(priorities) if priorities else None,
+            "classes": self._classes,
         }
         if force or summary != self._summary:
             self._summary = summary

@@ -269,3 +269,43 @@ async def test_a_quality_alarm_follows_a_device_that_stops_answering(warm, plant
         lambda: AlarmJournal.objects.filter(alarm="test_quality", transition="raised").first(), db=True
     )
     assert row.message == "zone1_temp quality comm_failure"
+
+
+async def test_an_alarm_enabled_again_goes_on_numbering_after_its_journal(warm, plant):
+    engine = warm
+    definition = await define(limit=25.0)
+    await plant.set("zone1_temp", 26.0)
+    await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked")
+    await plant.set("zone1_temp", 20.0)
+    await eventually(lambda: entry(engine, "test_high").get("state") == "rtn_unacked")
+    definition.enabled = False
+    await sync_to_async(definition.save)()
+    await eventually(lambda: "test_high" not in engine.alarms.runtimes, message="disabled")
+    definition.enabled = True
+    await sync_to_async(definition.save)()
+    await eventually(lambda: entry(engine, "test_high").get("state") == "normal", message="enabled again")
+    await plant.set("zone1_temp", 27.0)
+    await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked", message="raised again")
+    await eventually(
+        lambda: AlarmJournal.objects.filter(alarm="test_high", alarm_seq=3).exists(), db=True, message="journalled"
+    )
+    assert await journal("test_high") == [
+        ("raised", "active_unacked", 1),
+        ("returned", "rtn_unacked", 2),
+        ("raised", "active_unacked", 3),
+    ]
+
+
+async def test_a_flood_is_evaluated_in_slices_and_every_alarm_is_raised(warm, plant, monkeypatch):
+    from bms.alarms import engine as alarm_engine
+
+    monkeypatch.setattr(alarm_engine, "SLICE", 2)
+    engine = warm
+    for index in range(5):
+        await define(name=f"flood_{index}", limit=25.0 + index * 0.1)
+    await eventually(lambda: all(entry(engine, f"flood_{i}").get("state") == "normal" for i in range(5)))
+    await plant.set("zone1_temp", 30.0)
+    await eventually(
+        lambda: all(entry(engine, f"flood_{i}").get("state") == "active_unacked" for i in range(5)), message="all"
+    )
+    assert engine.image.points[SUMMARY_ENTRY].value["unacked"]["tests"] == 5
