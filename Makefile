@@ -34,6 +34,8 @@ bench: install
 	-$(PY) bench/state_transfer.py
 	-$(PY) bench/failover.py
 	-$(PY) bench/pair_scenarios.py
+	-$(PY) bench/alarms.py
+	-$(PY) bench/trend_write.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""Instruments the node processes that ``bench/alarms.py`` starts (on their ``PYTHONPATH``); the product never loads it.
+
+* Thread names reach ``/proc/<pid>/task/<tid>/comm`` (``bench/scale_hooks``,
+  run from here), so the ``bms-engine`` and ``engine-db_0`` threads can be
+  measured apart from Daphne's.
+* With ``BENCH_ALARMS_HOOK=<file>``: every tick of the engine's
+  :class:`bms.engine.loopwatch.LoopWatch` (20 ms) is also written to that file
+  as ``L <monotonic> <lag s>``: the loop's lag, tick by tick, on the clock the
+  bench reads (CLOCK_MONOTONIC is the machine's), so the bench can cut out any
+  window, such as an alarm flood. Once a second ``S <monotonic> <json>`` adds
+  the engine's counters (image seq, alarm evaluations, transitions, alarms
+  configured, journal rows written and waiting, and the loop thread's CPU
+  seconds inside ``AlarmEngine.run_once``), and every garbage collection
+  of 1 ms or more, in any thread, ``G <monotonic start> <generation> <s>``
+  (a collection holds the GIL: the loop waits for it too).
+* Control: a line ``profile <path> <seconds>`` written to ``<file>.cmd`` makes
+  the loop thread run under :mod:`cProfile` for that long, timed by the
+  thread's own CPU clock (``time.thread_time``: waits for the GIL and idle
+  time are not counted). It is started and stopped from the LoopWatch tick,
+  so on the loop's own thread; then the stats go to ``<path>`` and the file
+  gets ``P <monotonic> <path>``.
+  A line ``gc-freeze`` runs ``gc.collect()`` then ``gc.freeze()`` on the loop's
+  thread and logs ``F <monotonic> <objects frozen>`` (``--gc-freeze``).
+
+The lines are buffered and flushed once a second: a few microseconds per tick,
+the same with and without alarms.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.machinery
+import json
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+runpy.run_path(str(Path(__file__).resolve().parents[1] / "scale_hooks" / "sitecustomize.py"))
+
+OUT = os.environ.get("BENCH_ALARMS_HOOK", "")
+
+
+class _State:
+    engine: Any = None
+    alarm_cpu = 0.0  # thread CPU seconds spent inside AlarmEngine.run_once
+    gc_began = 0.0
+    file: Any = None
+    next_second = 0.0
+    profiler: Any = None
+    profile_path = ""
+    profile_until = 0.0
+
+
+def _engine_counters() -> dict[str, Any]:
+    engine = _State.engine
+    if engine is None:
+        return {}
+    alarms, journal = engine.alarms, engine.journal
+    return {
+        "seq": engine.image.seq,
+        "evaluations": alarms.evaluations,
+        "transitions": alarms.transitions,
+        "alarms": len(alarms.runtimes),
+        "running": alarms.running,
+        "journal_written": journal.written,
+        "journal_waiting": journal.waiting,
+        "journal_dropped": journal.dropped,
+        "points": len(engine.image.points),
+        "alarm_cpu": _State.alarm_cpu,
+    }
+
+
+def _each_second(now: float) -> None:
+    out = _State.file
+    out.write(f"S {now:.6f} {json.dumps(_engine_counters())}\n")
+    if _State.profiler is not None and now >= _State.profile_until:
+        _State.profiler.disable()
+        _State.profiler.dump_stats(_State.profile_path)
+        out.write(f"P {now:.6f} {_State.profile_path}\n")
+        _State.profiler = None
+    command_file = OUT + ".cmd"
+    if os.path.exists(command_file):
+        try:
+            words = Path(command_file).read_text().split()
+            os.remove(command_file)
+        except OSError:
+            words = []
+        if len(words) == 3 and words[0] == "profile" and _State.profiler is None:
+            import cProfile
+
+            _State.profile_path, _State.profile_until = words[1], now + float(words[2])
+            _State.profiler = cProfile.Profile(time.thread_time)  # CPU of this thread, not GIL waits
+            _State.profiler.enable()
+            out.write(f"P-start {now:.6f} {words[1]}\n")
+        elif words == ["gc-freeze"]:
+            # the experiment of bench/alarms.py --gc-freeze: what the engine would gain from gc.freeze() after
+            # loading its configuration (everything alive now is left out of later full collections)
+            gc.collect()
+            gc.freeze()
+            out.write(f"F {time.monotonic():.6f} {gc.get_freeze_count()}\n")
+    out.flush()
+
+
+def _patch_loopwatch(module: Any) -> None:
+    record = module.LoopWatch.record
+
+    def recorded(self: Any, lag: float, now: float) -> None:
+        record(self, lag, now)
+        if _State.file is None:
+            _State.file = open(OUT, "a", encoding="utf-8")
+        _State.file.write(f"L {now:.6f} {lag:.6f}\n")
+        if now >= _State.next_second:
+            _State.next_second = now + 1.0
+            _each_second(now)
+
+    module.LoopWatch.record = recorded
+
+
+def _patch_runner(module: Any) -> None:
+    init = module.Engine.__init__
+
+    def initialised(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        _State.engine = self
+
+    module.Engine.__init__ = initialised
+
+
+def _gc_timed(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _State.gc_began = time.monotonic()
+        return
+    took = time.monotonic() - _State.gc_began
+    if took >= 0.001 and _State.file is not None:
+        _State.file.write(f"G {_State.gc_began:.6f} {info.get('generation')} {took:.6f}\n")
+
+
+def _patch_alarm_engine(module: Any) -> None:
+    run_once = module.AlarmEngine.run_once
+    clock = time.thread_time
+
+    def timed_run_once(self: Any, now: Any) -> None:
+        began = clock()
+        try:
+            run_once(self, now)
+        finally:
+            _State.alarm_cpu += clock() - began
+
+    module.AlarmEngine.run_once = timed_run_once
+
+
+_PATCHES = {
+    "bms.engine.loopwatch": _patch_loopwatch,
+    "bms.engine.runner": _patch_runner,
+    "bms.alarms.engine": _patch_alarm_engine,
+}
+
+
+class _Finder:
+    """Finds the two modules as the path finder does and patches them right after they ran."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> Any:
+        patch = _PATCHES.get(name)
+        if patch is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        execute = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            execute(module)
+            patch(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if OUT:
+    sys.meta_path.insert(0, _Finder())
+    gc.callbacks.append(_gc_timed)
+    _State.next_second = time.monotonic()
