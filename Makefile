@@ -23,7 +23,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Every benchmark, one after the other (about 15 minutes); a failed or unmet one does not stop the others.
+# Every benchmark, one after the other (about 45 minutes); a failed or unmet one does not stop the others.
 # bench/modbus_poll.py needs libmodbus-dev (apt-get install -y libmodbus-dev) for its C server;
 # bench/pair_scenarios.py needs PostgreSQL and Redis on loopback (as the pair tests do).
 bench: install
