@@ -228,7 +228,8 @@
         credentials: "same-origin",
       });
       const body = await response.json();
-      if (body.error) {
+      // An API error is {"error": code, "message"}; a command's own "error" is its outcome's detail (ADR 0016)
+      if (!response.ok && body.message !== undefined && body.status === undefined) {
         resultEl.textContent = body.message;
         resultEl.className = "error";
       } else if (body.status === "succeeded") {

@@ -278,6 +278,23 @@ class PairNode:
             return "stale"
         return state["role"]
 
+    def takeover(self, after: float, timeout: float = 20.0) -> RoleChange:
+        """This node's first activation at or after ``after`` (epoch seconds) in its own event log.
+
+        Waits for it: the event outbox writes the role change a moment after the role itself changed (behind
+        the takeover's own database work), so a role seen active does not mean the event is stored yet."""
+
+        def found() -> RoleChange | None:
+            mine = [c for c in self.role_changes(source=self.name) if c.new == "active" and c.time >= after]
+            return mine[0] if mine else None
+
+        deadline = time.monotonic() + timeout
+        while (change := found()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no activation of {self.name} after {after} in its event log within {timeout} s")
+            time.sleep(0.1)
+        return change
+
     def role_changes(self, source: str | None = None) -> list[RoleChange]:
         """Role changes in this node's event log (its own and, replicated, its partner's), oldest first."""
         rows = self.query(

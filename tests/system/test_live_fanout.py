@@ -40,6 +40,9 @@ from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession, Node, wait_until
 from tests.support.waiting import eventually
 
+#: how long a node may take to stop after SIGTERM with its clients connected (both layouts)
+STOP_SECONDS = 4.0
+
 pytestmark = pytest.mark.system
 
 LOOP_POINT, LOOP_REGISTER = "ahu1_damper", 20  # changed all the time by DeviceWriter
@@ -569,7 +572,9 @@ async def test_mass_disconnect_and_sigterm(fanout_node):
     print(f"runbms with 100 clients: exit {process.returncode} {seconds:.2f} s after SIGTERM")
     await asyncio.gather(*(asyncio.wait_for(client.task, 10) for client in clients), return_exceptions=True)
     assert process.returncode is not None, "runbms still running 15 s after SIGTERM"
-    assert seconds < 2.0, f"runbms took {seconds:.2f} s to stop"
+    # a prompt stop, not an instant one: the engine hands its trend samples and journal rows to the database
+    # (or the spool) before it goes, which a loaded two-core machine stretches
+    assert seconds < STOP_SECONDS, f"runbms took {seconds:.2f} s to stop"
 
     # The same for the production layout: a supervisor, the engine process and one web process.
     port = free_port()
@@ -592,7 +597,7 @@ async def test_mass_disconnect_and_sigterm(fanout_node):
         )
         await asyncio.gather(*(asyncio.wait_for(client.task, 10) for client in clients), return_exceptions=True)
         assert supervisor.returncode is not None, "the supervisor still runs 15 s after SIGTERM"
-        assert seconds < 2.0, f"runbms --web-workers 1 took {seconds:.2f} s to stop"
+        assert seconds < STOP_SECONDS, f"runbms --web-workers 1 took {seconds:.2f} s to stop"
         assert not left, f"processes left behind: {left}"
     finally:
         for pid in [supervisor.pid, *children]:

@@ -54,7 +54,7 @@ def test_sigstop_of_the_active_node_it_steps_down_and_sends_no_write_after_the_n
         stopped_at = pair.main.sigstop()
     try:
         pair.wait_for_roles(10, backup="active")
-        takeover = [c for c in pair.backup.role_changes(source="backup") if c.new == "active"][-1]
+        takeover = pair.backup.takeover(after=stopped_at)
         assert takeover.epoch == epoch + 1
         remaining = stopped_at + 2 * pair.timeout - time.time()
         if remaining > 0:

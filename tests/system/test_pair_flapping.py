@@ -102,7 +102,7 @@ def test_after_a_quiet_window_a_crash_is_taken_over_after_the_plain_timeout(make
     pair.wait_for_roles(30, **{active.name: "active", standby.name: "standby"})
     killed_at = active.kill9()
     pair.wait_for_roles(10, **{standby.name: "active"})
-    takeover = [c for c in standby.role_changes(source=standby.name) if c.new == "active"][-1]
+    takeover = standby.takeover(after=killed_at)
     elapsed = takeover.time - killed_at
     silence = int(SILENCE.search(takeover.reason)[1])
     print(

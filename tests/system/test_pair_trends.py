@@ -40,9 +40,7 @@ def test_after_a_failover_and_a_failback_both_nodes_hold_the_same_samples(make_p
 
     killed = datetime.fromtimestamp(pair.main.kill9(), UTC)
     pair.wait_for_roles(10, backup="active")
-    took_over = datetime.fromtimestamp(
-        [c for c in pair.backup.role_changes(source="backup") if c.new == "active"][-1].time, UTC
-    )
+    took_over = datetime.fromtimestamp(pair.backup.takeover(after=killed.timestamp()).time, UTC)
     wait_until(
         lambda: count(pair.backup, "backup", took_over + timedelta(seconds=1)) > 10, 30, message="backup samples"
     )
