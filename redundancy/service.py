@@ -621,10 +621,12 @@ class PairService:
         """This node's state row as the status loop last published it in memory (None before its first slot).
 
         The web side of the same process reads it instead of the database row
-        (ADR 0013): it ages exactly like the row, since the same loop slots
-        publish it and write the row, but a busy database cannot make it look
-        stale, and reading it costs no query. Built on the engine's loop, so the
-        web thread never walks the pair service's state while it changes.
+        (ADR 0013): the slots that write the row publish it, so it ages like
+        the row when this node's loop is stuck or the node is in doubt after a
+        stall, but a busy or absent database cannot make it look stale (its
+        slots never wait for a write), and reading it costs no query. Built on
+        the engine's loop, so the web thread never walks the pair service's
+        state while it changes.
         """
         return self._published
 
@@ -655,42 +657,63 @@ class PairService:
         return min(self.config.period, self.config.timeout / 3, STATUS_INTERVAL)
 
     async def _status_loop(self) -> None:
-        """The node state row: the whole status every STATUS_INTERVAL, a liveness beat in the slots between.
+        """The node state: published in memory every slot, and written to the row beside the loop.
 
-        Writes are awaited one at a time on a fixed schedule, so a slot that
-        comes while the previous write is still running (a slow database) is
-        skipped, never queued behind it.
+        The row gets the whole status every STATUS_INTERVAL and a liveness beat
+        in the slots between.
+
+        Publishing never waits for the database: a database that hangs or is
+        away (the pool waits ``BMS_DB_POOL_TIMEOUT`` for a connection, far
+        longer than the heartbeat timeout) must not make this live node look
+        stale to the web side of its process. The row's writes run one at a
+        time beside the loop, so a slot that comes while the previous write is
+        still running (a slow database) skips its write, never queues it;
+        a whole status owed meanwhile goes with the next write.
         """
         interval = self.beat_interval
         origin = time.monotonic()
         next_status = origin + STATUS_INTERVAL
-        while True:
-            await asyncio.sleep(interval - (time.monotonic() - origin) % interval)
-            if self.machine.role in OWNS_FIELD and not self.write_allowed():
-                # After a stall this node may have been replaced: the row ages (the
-                # web side says "unknown") until the role loop has heard the partner.
-                continue
-            now = time.monotonic()
-            self._publish(full=now >= next_status)
-            try:
-                if now >= next_status:
+        full_owed = False  # a whole status the row has not had yet (its slot came while a write was running)
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(interval - (time.monotonic() - origin) % interval)
+                if self.machine.role in OWNS_FIELD and not self.write_allowed():
+                    # After a stall this node may have been replaced: the row and the published
+                    # state age (the web side says "unknown") until the role loop has heard the partner.
+                    continue
+                now = time.monotonic()
+                full = now >= next_status
+                if full:
                     # Half a slot of slack: slots wake a little late or early, and the full
                     # status must not slip to every other one.
                     next_status = now + STATUS_INTERVAL - interval / 2
-                    await self.write_status()
-                    requests = await self.engine.run_in_db(state.take_operator_requests)
-                    if "switchover_requested_at" in requests:
-                        log.info("switchover requested by an operator")
-                        self.request_switchover()
-                    if "take_control_requested_at" in requests:
-                        log.warning("an operator asked this node to take control although its state may be stale")
-                        self._take_control_at = time.monotonic()
-                else:
-                    await self.engine.run_in_db(state.beat)
-            except DatabaseUnavailable:
-                pass  # logged once per outage by the engine's database health
-            except Exception:
-                log.exception("writing the redundancy status failed")
+                self._publish(full=full)
+                full_owed = full_owed or full
+                if writing is None or writing.done():
+                    writing = asyncio.create_task(self._write_row(full_owed), name="pair-status-write")
+                    full_owed = False
+        finally:
+            await cancel_and_wait(writing)
+
+    async def _write_row(self, full: bool) -> None:
+        """One slot's write of the node state row: the whole status (and the operators' requests), or a beat."""
+        try:
+            if full:
+                await self.write_status()
+                requests = await self.engine.run_in_db(state.take_operator_requests)
+                if "switchover_requested_at" in requests:
+                    log.info("switchover requested by an operator")
+                    self.request_switchover()
+                if "take_control_requested_at" in requests:
+                    log.warning("an operator asked this node to take control although its state may be stale")
+                    self._take_control_at = time.monotonic()
+            else:
+                await self.engine.run_in_db(state.beat)
+        except DatabaseUnavailable:
+            pass  # logged once per outage by the engine's database health
+        except Exception:
+            log.exception("writing the redundancy status failed")
 
     def _persist_soon(self) -> None:
         task = asyncio.ensure_future(self.engine.run_in_db(state.save_epoch, self.machine.epoch))
