@@ -36,6 +36,7 @@ bench: install
 	-$(PY) bench/pair_scenarios.py
 	-$(PY) bench/alarms.py
 	-$(PY) bench/trend_write.py
+	-$(PY) bench/trend_query.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

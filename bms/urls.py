@@ -5,8 +5,10 @@ from django.views.generic import RedirectView
 
 from bms.api import bacnet_views as bacnet_api
 from bms.api import views as api
+from bms.api.v1 import trends as trends_api
 from bms.web import alarm_views as alarms_web
 from bms.web import bacnet_views as bacnet_web
+from bms.web import trend_views as trends_web
 from bms.web import views as web
 from redundancy import views as pair
 
@@ -16,6 +18,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("points/", web.points, name="points"),
     path("events/", web.events, name="events"),
+    path("trends/", trends_web.page, name="trends"),
     path("alarms/", alarms_web.console, name="alarms"),
     path("alarms/action", alarms_web.action, name="alarms-action"),
     path("alarms/journal/", alarms_web.journal, name="alarm-journal"),
@@ -34,6 +37,8 @@ urlpatterns = [
     path("api/commands/<str:command_id>/", api.command_detail, name="api-command"),
     path("api/redundancy/status", pair.api_status, name="api-redundancy-status"),
     path("api/redundancy/switchover", pair.api_switchover, name="api-redundancy-switchover"),
+    path("api/trends/", trends_api.TrendAliasView.as_view(), name="api-trends"),  # alias of /api/v1/trends/
+    path("api/trends/csv", trends_api.TrendExportAliasView.as_view(), name="api-trends-csv"),
     path("api/v1/", include("bms.api.v1.urls")),  # the REST API (docs/api.md)
     path("admin/", admin.site.urls),
 ]

@@ -4,9 +4,9 @@ Collections and objects end in ``/``; actions on them do not (``alarms/acknowled
 ``alarm-definitions/<id>/out-of-service``), like the older ``/api/points/<name>/write``.
 """
 
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
-from bms.api.v1 import alarms, docs, errors, pair, priority
+from bms.api.v1 import alarms, docs, errors, pair, priority, trends
 
 definitions = alarms.AlarmDefinitionViewSet
 classes = alarms.AlarmClassViewSet
@@ -47,6 +47,7 @@ urlpatterns = [
         priority.PriorityArrayView.as_view(),
         name="api-v1-point-priority-array",
     ),
+    path("trends/", include(trends)),  # trends/ and trends/csv (bms/api/v1/trends.py)
     path("redundancy/status", pair.RedundancyStatusView.as_view(), name="api-v1-redundancy-status"),
     re_path(r"^(?P<path>.*)$", errors.not_found, name="api-v1-not-found"),
 ]
