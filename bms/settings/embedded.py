@@ -22,8 +22,12 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("OPTIONS", {})
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # WAL lets the web threads read while the engine writes.
-    DATABASES["default"]["OPTIONS"].update({"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"})
+    # WAL lets the web threads read while the engine writes. IMMEDIATE: a transaction takes the write lock when it
+    # begins and waits up to the timeout for it; a deferred one that read first and then writes while another
+    # connection (the trend writer's, the web's) holds the lock fails at once with "database is locked".
+    DATABASES["default"]["OPTIONS"].update(
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"}
+    )
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
 
