@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bms.alarms.spec import AlarmSpec
 from bms.engine.scaling import Scaling
-from bms.trends.spec import TrendSpec
 from drivers.base import DeviceSpec, PointSpec
+
+if TYPE_CHECKING:  # bms.trends.spec reads the point models: this module stays importable without Django (benches)
+    from bms.trends.spec import TrendSpec
 
 
 @dataclass(frozen=True, slots=True)
