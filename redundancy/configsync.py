@@ -34,6 +34,7 @@ from bms.notifications.replication import NOTIFY_MODELS, NOTIFY_TABLES, apply_ru
 from bms.points.models import ConfigRevision, Device, Point
 from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
 from redundancy import framing
+from redundancy.configrows import plain_fields
 
 #: in dependency order; per model the fields that travel (``id`` always does)
 USER_FIELDS = (
@@ -52,10 +53,6 @@ def _permission_keys(queryset: models.QuerySet) -> list[str]:
     return sorted(f"{p.content_type.app_label}.{p.codename}" for p in queryset.select_related("content_type"))
 
 
-def _plain_fields(model: type[models.Model]) -> list[str]:
-    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
-
-
 def dump_config() -> dict[str, Any]:
     """The configuration as plain data, ordered so that equal configurations give equal dumps."""
     with transaction.atomic():
@@ -72,12 +69,12 @@ def dump_config() -> dict[str, Any]:
             }
             for user in User.objects.order_by("pk")
         ]
-        devices = list(Device.objects.order_by("pk").values("id", *_plain_fields(Device)))
-        points = list(Point.objects.order_by("pk").values("id", *_plain_fields(Point)))
-        alarm_classes = list(AlarmClass.objects.order_by("pk").values("id", *_plain_fields(AlarmClass)))
-        alarms = list(AlarmDefinition.objects.order_by("pk").values("id", *_plain_fields(AlarmDefinition)))
+        devices = list(Device.objects.order_by("pk").values("id", *plain_fields(Device)))
+        points = list(Point.objects.order_by("pk").values("id", *plain_fields(Point)))
+        alarm_classes = list(AlarmClass.objects.order_by("pk").values("id", *plain_fields(AlarmClass)))
+        alarms = list(AlarmDefinition.objects.order_by("pk").values("id", *plain_fields(AlarmDefinition)))
         schedules = dump_schedules()  # dates as ISO strings: msgpack has no date type
-        notifications = dump_notifications(_plain_fields)
+        notifications = dump_notifications()
         logic = dump_logic()
         revision = ConfigRevision.current()
     return {

@@ -13,6 +13,7 @@ refuses changes like a standby and answers 503 on ``/healthz/active``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ from bms.engine.dbhealth import UNAVAILABLE_ERRORS
 from bms.outage import one_line
 from redundancy.config import heartbeat_timeout, pair_configured
 from redundancy.models import NodeState
+
+log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 ACTIVE = "active"
@@ -220,3 +223,26 @@ def node_view(request: HttpRequest | None = None) -> NodeView:
         view = load_view()
         setattr(request, _REQUEST_ATTRIBUTE, view)
     return view
+
+
+def worker_may_act(waiting: str) -> bool:
+    """May periodic work outside the engine (a Celery task, a maintenance thread) act for this node now?
+
+    True on the active node (a node without a partner always is); False otherwise and whenever the role
+    cannot be read (``waiting`` says, in the log, what then waits). A worker started without the pair's
+    settings would see "no partner, always active": a fresh state row of this node that says it is not
+    active wins over that, so nothing acts from a standby.
+    """
+    try:
+        view = load_view()
+        if not view.is_active:
+            return False
+        if not view.pair:
+            row = NodeState.objects.filter(node=settings.BMS_NODE_NAME).first()
+            if row is not None and row.fresh() and row.role != ACTIVE:
+                log.warning("no partner configured here, but this node's engine says it is %s: %s", row.role, waiting)
+                return False
+        return True
+    except Exception:  # a view that cannot be read means "do nothing now"
+        log.exception("cannot read this node's role; %s", waiting)
+        return False

@@ -18,18 +18,15 @@ from typing import Any
 from django.db import models
 
 from bms.logic.models import Rule
+from redundancy.configrows import plain_fields
 
 LOGIC_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (("logic_rules", Rule, ("name",)),)
 LOGIC_MODELS = [model for _key, model, _unique in LOGIC_TABLES]
 
 
-def _plain_fields(model: type[models.Model]) -> list[str]:
-    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
-
-
 def dump_logic() -> dict[str, list[dict[str, Any]]]:
     """The logic configuration as plain data by dump key, rows in primary-key order (call in a transaction)."""
     return {
-        key: list(model.objects.order_by("pk").values("id", *_plain_fields(model)))
+        key: list(model.objects.order_by("pk").values("id", *plain_fields(model)))
         for key, model, _unique in LOGIC_TABLES
     }

@@ -15,6 +15,7 @@ from typing import Any
 from django.db import models
 
 from bms.notifications.models import NotificationRule, Recipient, RecipientGroup
+from redundancy.configrows import plain_fields
 
 #: (dump key, model, unique fields to free before the upsert), in the order apply_config replaces them
 NOTIFY_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (
@@ -26,10 +27,8 @@ NOTIFY_MODELS = [model for _key, model, _unique in NOTIFY_TABLES]
 RULE_CLASSES = "notify_rule_classes"
 
 
-def dump_notifications(plain_fields: Any) -> dict[str, list[Any]]:
-    """The notification configuration by dump key, rows in primary-key order (call in a transaction).
-
-    ``plain_fields``: configsync's list of a model's stored, non-key fields."""
+def dump_notifications() -> dict[str, list[Any]]:
+    """The notification configuration by dump key, rows in primary-key order (call in a transaction)."""
     dump: dict[str, list[Any]] = {
         key: list(model.objects.order_by("pk").values("id", *plain_fields(model))) for key, model, _ in NOTIFY_TABLES
     }

@@ -16,10 +16,10 @@ from dataclasses import asdict
 from typing import Any
 
 from celery import shared_task
-from django.conf import settings
 
 from bms.notifications import conf
 from bms.notifications.drain import drain_all
+from redundancy.nodeview import worker_may_act
 
 log = logging.getLogger(__name__)
 TASK_NAME = "bms.notifications.drain"
@@ -27,28 +27,8 @@ SCHEDULE_NAME = "bms-notifications-drain"
 
 
 def node_is_active() -> bool:
-    """True if this node is the active one (a node without a partner always is); False if it cannot tell.
-
-    A worker started without the pair's settings would see "no partner,
-    always active": so a fresh node state row of this node that says it is
-    not active wins over that, and nothing is sent from a standby.
-    """
-    from redundancy.models import NodeState
-    from redundancy.nodeview import ACTIVE, load_view
-
-    try:
-        view = load_view()
-        if not view.is_active:
-            return False
-        if not view.pair:
-            row = NodeState.objects.filter(node=settings.BMS_NODE_NAME).first()
-            if row is not None and row.fresh() and row.role != ACTIVE:
-                log.warning("no partner configured here, but this node's engine says it is %s: not sending", row.role)
-                return False
-        return True
-    except Exception:  # a view that cannot be read means "do not send"
-        log.exception("cannot read this node's role; not sending notifications")
-        return False
+    """True if this node is the active one and may send (:func:`redundancy.nodeview.worker_may_act`)."""
+    return worker_may_act("not sending notifications")
 
 
 @shared_task(name=TASK_NAME, ignore_result=True)

@@ -18,6 +18,7 @@ from typing import Any
 from django.db import models
 
 from bms.schedules.models import Calendar, CalendarEntry, ExceptionEvent, Schedule, ScheduleTarget
+from redundancy.configrows import plain_fields
 
 #: (dump key, model, unique fields to free before the upsert), in the order apply_config replaces them
 SCHEDULE_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (
@@ -30,10 +31,6 @@ SCHEDULE_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (
 SCHEDULE_MODELS = [model for _key, model, _unique in SCHEDULE_TABLES]
 
 
-def _plain_fields(model: type[models.Model]) -> list[str]:
-    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
-
-
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
@@ -43,7 +40,7 @@ def dump_schedules() -> dict[str, list[dict[str, Any]]]:
     return {
         key: [
             {name: _plain(value) for name, value in row.items()}
-            for row in model.objects.order_by("pk").values("id", *_plain_fields(model))
+            for row in model.objects.order_by("pk").values("id", *plain_fields(model))
         ]
         for key, model, _unique in SCHEDULE_TABLES
     }

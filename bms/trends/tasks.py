@@ -19,6 +19,7 @@ from typing import Any
 from celery import shared_task
 
 from bms.trends import conf, maintenance
+from redundancy.nodeview import worker_may_act
 
 log = logging.getLogger(__name__)
 ROLLUP_TASK = "bms.trends.roll_up"
@@ -26,14 +27,8 @@ MAINTAIN_TASK = "bms.trends.maintain"
 
 
 def node_is_active() -> bool:
-    """True if this node is the active one (a node without a partner always is); False if it cannot tell."""
-    from redundancy.nodeview import load_view
-
-    try:
-        return load_view().is_active
-    except Exception:  # a view that cannot be read means "do nothing now"
-        log.exception("cannot read this node's role; trend maintenance waits")
-        return False
+    """True if this node is the active one and may do trend maintenance (``nodeview.worker_may_act``)."""
+    return worker_may_act("trend maintenance waits")
 
 
 @shared_task(name=ROLLUP_TASK, ignore_result=True)

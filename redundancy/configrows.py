@@ -1,0 +1,15 @@
+"""The columns of a configuration table that travel in the configuration dump (``redundancy.configsync``).
+
+Shared by configsync and the apps that add their own tables to the dump
+(``bms.schedules.replication``, ``bms.logic.replication``,
+``bms.notifications.replication``), so every table is dumped alike.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+def plain_fields(model: type[models.Model]) -> list[str]:
+    """Every stored column but the primary key (which the dump carries as ``id``), by attribute name."""
+    return [field.attname for field in model._meta.concrete_fields if not field.primary_key]
