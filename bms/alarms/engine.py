@@ -61,7 +61,7 @@ from bms.alarms.states import (
 from bms.engine.image import GOOD, ProcessImage
 from bms.engine.outbox import Outbox
 from bms.engine.role import RoleGate
-from bms.engine.tasks import cancel_and_wait
+from bms.engine.tasks import cancel_and_wait, woken_or_due
 
 log = logging.getLogger(__name__)
 
@@ -303,18 +303,12 @@ class AlarmEngine:
 
     async def _run(self) -> None:
         while True:
-            timeout = None
+            due = []
             if self.running:
                 due = [self._timers[0][0]] if self._timers else []
                 if self._next_rate_sample is not None:
                     due.append(self._next_rate_sample)
-                if due:
-                    timeout = max(0.0, (min(due) - datetime.now(UTC)).total_seconds())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await woken_or_due(self._wake, min(due) if due else None)
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue

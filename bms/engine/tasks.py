@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 
 async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -> None:
@@ -22,6 +23,18 @@ async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -
         await asyncio.wait({task}, timeout=retry_every)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+async def woken_or_due(wake: asyncio.Event, due: datetime | None) -> None:
+    """Wait until ``wake`` is set or the wall-clock time ``due`` (None: no deadline) has come; clear ``wake``.
+
+    The wait of the engine modules that react to image changes and run timers (alarms, trend sampling)."""
+    timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
+    try:
+        await asyncio.wait_for(wake.wait(), timeout)
+    except TimeoutError:
+        pass
+    wake.clear()
 
 
 class Alarm:

@@ -46,7 +46,7 @@ from typing import Any
 
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
-from bms.engine.tasks import cancel_and_wait
+from bms.engine.tasks import cancel_and_wait, woken_or_due
 from bms.points.models import TREND_BOTH, TREND_INTERVAL
 from bms.trends import conf
 from bms.trends.maintenance import MaintenanceThread
@@ -213,14 +213,7 @@ class TrendSampler:
 
     async def _run(self) -> None:
         while True:
-            timeout = None
-            if self.running and self._timers:
-                timeout = max(0.0, (self._timers[0][0] - datetime.now(UTC)).total_seconds())
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await woken_or_due(self._wake, self._timers[0][0] if self.running and self._timers else None)
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue
