@@ -93,23 +93,5 @@ async def aperform(
     return ActionResult(list(reply["done"]), list(reply["unchanged"]), dict(reply["refused"]))
 
 
-def perform(
-    action: str,
-    alarms: list[str],
-    user: str,
-    *,
-    comment: str = "",
-    seconds: float | None = None,
-    until_normal: bool = False,
-    wait_seconds: float = 5.0,
-) -> ActionResult:
-    """:func:`aperform` for synchronous views."""
-    return async_to_sync(aperform)(
-        action,
-        alarms,
-        user,
-        comment=comment,
-        seconds=seconds,
-        until_normal=until_normal,
-        wait_seconds=wait_seconds,
-    )
+#: :func:`aperform` for synchronous views (the same arguments)
+perform = async_to_sync(aperform)
