@@ -34,6 +34,7 @@ from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.engine import bus
 from bms.engine.scaling import WIDEST_INT_MAX, WIDEST_INT_MIN, Scaling, ValueRejected, preview, validate_value
+from bms.engine.sink import ENGINE_SOURCES
 from bms.points.models import Point
 from drivers.registry import driver_class
 
@@ -227,6 +228,11 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
                 expires_at=now + lifespan,
                 hold_until=now + timedelta(seconds=hold) if hold is not None else None,
             )
+            if source in ENGINE_SOURCES:
+                # The engine's own functions: the command row is their record (a PID makes one per change,
+                # an audit row each would bury the operators' actions), and the engine's command sink wakes
+                # its executor itself once the batch is recorded.
+                return Submission(command, True)
             AuditEntry.objects.create(
                 user=command.user,
                 username=command.username,

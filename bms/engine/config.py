@@ -9,7 +9,9 @@ from bms.alarms.spec import AlarmSpec
 from bms.engine.scaling import Scaling
 from drivers.base import DeviceSpec, PointSpec
 
-if TYPE_CHECKING:  # bms.trends.spec reads the point models: this module stays importable without Django (benches)
+if TYPE_CHECKING:  # these read the models: this module stays importable without Django (benches)
+    from bms.logic.spec import RuleSpec
+    from bms.schedules.spec import ScheduleSpec
     from bms.trends.spec import TrendSpec
 
 
@@ -49,6 +51,9 @@ class EngineConfig:
     devices: tuple[DeviceConfig, ...]
     alarms: tuple[AlarmSpec, ...] = ()
     trends: tuple[TrendSpec, ...] = ()
+    schedules: tuple[ScheduleSpec, ...] = ()
+    #: in evaluation order (a rule after the rules whose outputs it reads)
+    rules: tuple[RuleSpec, ...] = ()
 
     @property
     def points(self) -> dict[str, PointConfig]:

@@ -25,12 +25,14 @@ from bms.engine.commands import CommandExecutor
 from bms.engine.config import EngineConfig
 from bms.engine.dbhealth import UNAVAILABLE_ERRORS, DatabaseUnavailable, database_outage_log
 from bms.engine.eventlog import EventOutbox
+from bms.engine.function import EngineFunction
 from bms.engine.image import ProcessImage
 from bms.engine.loopwatch import LoopWatch
 from bms.engine.outbox import Outbox
 from bms.engine.poller import DevicePoller
 from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
+from bms.engine.sink import CommandSink
 from bms.engine.tasks import cancel_and_wait
 from bms.outage import OutageLog
 from bms.trends.sampler import TrendSampler
@@ -73,6 +75,13 @@ class Engine:
         )
         self.alarms = AlarmEngine(self.image, self.role, self.journal, self.publisher.notify, self.run_in_db)
         self.trends = TrendSampler.for_node(self.image, self.role, self._log_event)
+        # Commands the engine's own functions make, recorded through the one command path.
+        self.sink = CommandSink(self.run_in_db, self.role, self.commands.wake, self._log_event)
+        # The functions that act on points (schedules, logic), in the order they see a change.
+        function_classes: list[type[EngineFunction]] = []
+        self.functions: list[EngineFunction] = [
+            cls(self.image, self.role, self.sink, self.publisher.notify, self._log_event) for cls in function_classes
+        ]
         self._tasks: list[asyncio.Task] = []
         # The loop's own punctuality (lag p50/p99/max): what web load on this process costs the engine.
         self.loop_watch = LoopWatch()
@@ -104,6 +113,9 @@ class Engine:
         self.journal.start()
         self.alarms.start()
         self.trends.start()
+        self.sink.start()
+        for function in self.functions:
+            function.start()
         self.commands.start()
         self._tasks = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
@@ -118,6 +130,9 @@ class Engine:
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task) for task in self._tasks))
         await self.loop_watch.stop()
+        for function in self.functions:
+            await function.stop()
+        await self.sink.stop()
         await self.commands.stop()
         await self.alarms.stop()
         await self.trends.stop()
@@ -147,12 +162,16 @@ class Engine:
                 poller.start()
         await self.alarms.take_control()
         self.trends.take_control()
+        for function in self.functions:
+            await function.take_control()
         self.commands.wake()
 
     async def release_control(self) -> None:
         """Stop all field I/O and alarm evaluation (the role gate already refuses writes); the image stays."""
         self.alarms.release_control()
         self.trends.release_control()
+        for function in self.functions:
+            function.release_control()
         await asyncio.gather(*(poller.stop() for poller in self.pollers.values()))
 
     async def reload(self) -> None:
@@ -175,9 +194,12 @@ class Engine:
             self.image.define(
                 [point.name for device in config.devices for point in device.points]
                 + AlarmEngine.entry_names(config.alarms)
+                + [name for function in self.functions for name in function.entry_names(config)]
             )
         await self.alarms.configure(config.alarms)
         self.trends.configure(config.trends)
+        for function in self.functions:
+            await function.configure(config)
         for name, device in new.items():
             if name not in self.pollers:
                 poller = DevicePoller(device, self.image, self._points_changed, self._log_event, online.get(name))
@@ -195,6 +217,8 @@ class Engine:
         self.publisher.notify()
         self.alarms.wake()
         self.trends.wake()
+        for function in self.functions:
+            function.wake()
 
     def _log_event(self, kind: str, source: str, message: str, severity: str) -> None:
         self.events.record(kind, source, message, severity, datetime.now(UTC))

@@ -26,7 +26,9 @@ from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
 from bms.history.models import stamped_update
+from bms.logic.store import read_rule_specs
 from bms.points.models import ConfigRevision, Device
+from bms.schedules.store import read_schedule_specs
 from bms.trends.spec import Point, read_trend_specs
 from drivers.base import DeviceSpec, PointSpec
 
@@ -67,7 +69,9 @@ def read_config() -> EngineConfig:
             devices.append(DeviceConfig(spec, device.driver, device.poll_interval, points))
         alarms = read_alarm_specs()
         trends = read_trend_specs()
-    return EngineConfig(revision, tuple(devices), alarms, trends)
+        schedules = read_schedule_specs()
+        rules = read_rule_specs()
+    return EngineConfig(revision, tuple(devices), alarms, trends, schedules, rules)
 
 
 #: the engine's variant, on its long-lived database thread

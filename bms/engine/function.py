@@ -1,0 +1,77 @@
+"""What the engine needs of a BMS function that acts on points (schedules, logic): the abstract base.
+
+A function runs on the engine loop while the node is active. Its state is
+in the process image (entries it names, replicated to the standby with the
+values), so a node that takes over continues from it. It commands points
+only through the :class:`~bms.engine.sink.CommandSink`, with stable command
+ids, so a takeover never sends one of its commands twice.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+from bms.engine.config import EngineConfig
+from bms.engine.image import ProcessImage
+from bms.engine.role import RoleGate
+from bms.engine.sink import CommandSink, LogEvent
+
+
+class EngineFunction(abc.ABC):
+    """Abstract base of a function the engine runs (see the module docstring).
+
+    Built once per engine with the engine's image, role, command sink,
+    publisher notification and event log; then ``configure`` on every
+    configuration revision, ``start``/``stop`` with the engine,
+    ``take_control``/``release_control`` with the role, ``wake`` whenever
+    points changed in the image.
+    """
+
+    def __init__(
+        self,
+        image: ProcessImage,
+        role: RoleGate,
+        sink: CommandSink,
+        notify: Callable[[], None],
+        log_event: LogEvent,
+    ) -> None:
+        self.image = image
+        self.role = role
+        self.sink = sink
+        self.notify = notify
+        self.log_event = log_event
+
+    @staticmethod
+    @abc.abstractmethod
+    def entry_names(config: EngineConfig) -> list[str]:
+        """The image entries this function owns under ``config`` (the active node defines them)."""
+
+    @abc.abstractmethod
+    async def configure(self, config: EngineConfig) -> None:
+        """Apply a new configuration revision (keeping the state of what did not change)."""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the function's task(s) on the running loop; they act only while in control."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop the task(s) and wait for them."""
+
+    @abc.abstractmethod
+    async def take_control(self) -> None:
+        """This node became the one that acts: adopt the replicated state from the image and run."""
+
+    @abc.abstractmethod
+    def release_control(self) -> None:
+        """This node no longer acts: stop commanding (the state stays in the image)."""
+
+    @abc.abstractmethod
+    def wake(self) -> None:
+        """Points changed in the image: look at them soon (on the loop, returns at once)."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /metrics and benches."""
+        return {}

@@ -1,0 +1,210 @@
+"""Commands made by the engine's own BMS functions (schedules, logic), recorded through the one command path.
+
+A schedule transition or a logic output is a write like an operator's: it
+is validated and recorded by :func:`bms.control.services.submit_write` (a
+``Command`` row bound to the epoch it was made in, with a stable
+``command_id``) and executed by the :class:`~bms.engine.commands.CommandExecutor`
+at most once. The functions run on the engine loop, which never waits for the
+database, so :meth:`CommandSink.submit` only queues the request; a task
+records the queue in order, in batches, on the engine's database thread,
+then wakes the executor.
+
+* **Idempotent**: a request whose ``command_id`` is already recorded (the
+  same occurrence of a schedule, the same numbered command of a rule, made
+  again by a node that took over) is recorded once; the repeat is counted in
+  :attr:`CommandSink.repeated`, never sent twice.
+* **Bound to its epoch**: a request made in an epoch this node is no longer
+  active in is dropped (counted): its successor re-asserts from the
+  replicated state, with its own epoch.
+* **Refusals are never silent**: a request the command path refuses (a
+  point deleted, disabled or made read-only since the configuration was
+  loaded, a value out of range) is logged, recorded as an event and counted
+  in :attr:`CommandSink.refused`; the queue goes on.
+* **Database away**: requests wait in memory (bounded: the oldest are
+  dropped, counted and logged) and are recorded when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bms.engine.dbhealth import DatabaseUnavailable
+from bms.engine.role import RoleGate
+from bms.engine.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0
+BATCH = 200
+#: the sources the engine's own functions write as (one of bms.control.services.SOURCES each)
+ENGINE_SOURCES = ("schedule", "logic")
+#: how the engine records an event: (kind, source, message, severity), called on the loop
+LogEvent = Callable[[str, str, str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """One write a BMS function asks for. ``value`` None relinquishes ``priority``."""
+
+    point: str
+    value: Any
+    priority: int
+    command_id: str
+    #: schedule or logic
+    source: str
+    #: the epoch the function ran in (the role's epoch when it made the request)
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the command path said about one request: ``created``, ``repeat`` or ``refused`` (with why)."""
+
+    request: CommandRequest
+    outcome: str
+    detail: str = ""
+
+
+def record_requests(requests: list[CommandRequest]) -> list[Recorded]:
+    """Record ``requests`` in order through :func:`~bms.control.services.submit_write` (database thread)."""
+    from bms.control.services import CommandRejected, submit_write
+
+    answers = []
+    for request in requests:
+        try:
+            submission = submit_write(
+                user=None,
+                point_name=request.point,
+                value=request.value,
+                command_id=request.command_id,
+                priority=request.priority,
+                source=request.source,
+                epoch=request.epoch,
+            )
+        except CommandRejected as exc:
+            answers.append(Recorded(request, "refused", exc.message))
+        else:
+            answers.append(Recorded(request, "created" if submission.created else "repeat"))
+    return answers
+
+
+class CommandSink:
+    """The queue between the engine's functions and the command path (see the module docstring)."""
+
+    def __init__(
+        self,
+        run_in_db: Callable[..., Awaitable[Any]],
+        role: RoleGate,
+        wake_executor: Callable[[], None],
+        log_event: LogEvent,
+        capacity: int = 10_000,
+        record: Callable[[list[CommandRequest]], list[Recorded]] = record_requests,
+    ) -> None:
+        self.run_in_db = run_in_db
+        self.role = role
+        self.wake_executor = wake_executor
+        self.log_event = log_event
+        self.capacity = capacity
+        self.record = record
+        self.queue: deque[CommandRequest] = deque()
+        self.created = 0
+        self.repeated = 0
+        self.refused = 0
+        self.dropped = 0
+        self.stale = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    def submit(self, request: CommandRequest) -> None:
+        """Queue ``request`` (on the loop; returns at once)."""
+        if request.source not in ENGINE_SOURCES:
+            raise ValueError(f"unknown engine command source {request.source!r}")
+        if len(self.queue) >= self.capacity:
+            lost = self.queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "engine command queue full (%d): oldest request %s dropped (%d so far)",
+                    self.capacity,
+                    lost.command_id,
+                    self.dropped,
+                )
+        self.queue.append(request)
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="engine-commands")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        if self.queue:
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.error("%d engine command request(s) not recorded at shutdown: %s", len(self.queue), exc)
+
+    async def flush(self) -> None:
+        """Record everything waiting, in order; raises :class:`DatabaseUnavailable` (requests stay queued)."""
+        recorded_any = False
+        while self.queue:
+            batch = [self.queue[i] for i in range(min(BATCH, len(self.queue)))]
+            current = [request for request in batch if self.role.may_write(request.epoch)]
+            answers = await self.run_in_db(self.record, current) if current else []
+            for _ in batch:
+                self.queue.popleft()
+            self.stale += len(batch) - len(current)
+            for answer in answers:
+                self._count(answer)
+            recorded_any = recorded_any or any(answer.outcome == "created" for answer in answers)
+        if recorded_any:
+            self.wake_executor()
+
+    def _count(self, answer: Recorded) -> None:
+        if answer.outcome == "created":
+            self.created += 1
+        elif answer.outcome == "repeat":
+            self.repeated += 1
+        else:
+            self.refused += 1
+            request = answer.request
+            log.warning("%s command %s refused: %s", request.source, request.command_id, answer.detail)
+            self.log_event(
+                "command_refused",
+                request.point,
+                f"{request.source} command {request.command_id} refused: {answer.detail}",
+                "warning",
+            )
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "waiting": self.waiting,
+            "created": self.created,
+            "repeated": self.repeated,
+            "refused": self.refused,
+            "dropped": self.dropped,
+            "stale": self.stale,
+        }
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except DatabaseUnavailable:
+                await asyncio.sleep(RETRY_SECONDS)  # the outage is logged once by the engine's health
+                self._wake.set()
+            except Exception:
+                log.exception("recording engine commands failed; retrying")
+                await asyncio.sleep(RETRY_SECONDS)
+                self._wake.set()
