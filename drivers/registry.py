@@ -5,8 +5,13 @@ from __future__ import annotations
 from drivers.bacnet import BacnetDriver
 from drivers.base import Driver
 from drivers.modbus import ModbusDriver
+from drivers.node import NodeDriver
 
-DRIVERS: dict[str, type[Driver]] = {ModbusDriver.name: ModbusDriver, BacnetDriver.name: BacnetDriver}
+DRIVERS: dict[str, type[Driver]] = {
+    ModbusDriver.name: ModbusDriver,
+    BacnetDriver.name: BacnetDriver,
+    NodeDriver.name: NodeDriver,
+}
 
 
 def driver_class(name: str) -> type[Driver]:

@@ -103,3 +103,10 @@ def maintenance_in_engine() -> bool:
     """True: the engine runs roll-ups and upkeep on a thread of its own (the embedded shape: no broker, no beat)."""
     default = bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
     return str(_get("BMS_TREND_MAINTENANCE_IN_ENGINE", default)).strip().lower() in ("1", "true", "yes", "on")
+
+
+def node_health_points() -> bool:
+    """Whether ``migrate`` creates the ``node`` device with the trend writer's gauges and the spool alarm.
+
+    On by default; the test settings turn it off so that tests see only the devices they create."""
+    return _get("BMS_NODE_HEALTH_POINTS", True, lambda raw: str(raw).lower() not in ("0", "false", "no", "off", ""))

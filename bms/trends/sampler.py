@@ -54,6 +54,7 @@ from bms.trends.models import QUALITY_CODES
 from bms.trends.spec import TrendSpec
 from bms.trends.spool import Spool, SpoolInUse
 from bms.trends.writer import TrendWriter
+from drivers.node import register_gauge, unregister_gauge
 
 log = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -124,6 +125,13 @@ class TrendSampler:
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        # What this node's ``node`` device reads (drivers/node.py): an alarm on the spool filling is an
+        # ordinary alarm definition on node.trend_spool_percent.
+        self._gauges: dict[str, Callable[[], float | int]] = {
+            "trend_spool_percent": lambda: round(writer.spool_percent, 1),
+            "trend_samples_waiting": lambda: writer.waiting,
+            "trend_samples_lost": lambda: writer.lost,
+        }
 
     @classmethod
     def for_node(cls, image: ProcessImage, role: RoleGate, log_event: LogEvent | None = None) -> TrendSampler:
@@ -197,12 +205,16 @@ class TrendSampler:
 
             self.writer.report = report
         self.writer.start()
+        for gauge, read in self._gauges.items():
+            register_gauge(gauge, read)
         if self.maintenance is not None:
             self.maintenance.start()
         self._task = asyncio.create_task(self._run(), name="trends")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        for gauge, read in self._gauges.items():
+            unregister_gauge(gauge, read)
         if self.maintenance is not None:
             await asyncio.to_thread(self.maintenance.stop)
         await self.writer.stop()

@@ -153,6 +153,11 @@ class TrendWriter:
         return self.spool.dropped + self.refused + self.memory_lost
 
     @property
+    def spool_percent(self) -> float:
+        """How full the disk spool is, in percent of its bound (the node gauge ``trend_spool_percent``)."""
+        return 100.0 * self.spool.bytes / self.spool.capacity
+
+    @property
     def waiting(self) -> int:
         """Samples not yet in the database: buffered on the loop, in memory and in the spool."""
         return len(self._pending) + self._memory_held + self.spool.samples
@@ -320,7 +325,7 @@ class TrendWriter:
         """Events: the spool filling (once per filling), samples lost (at once, then at most once a minute),
         and the spool drained after it held samples."""
         held = self.spool.samples
-        percent = 100.0 * self.spool.bytes / self.spool.capacity
+        percent = self.spool_percent
         if held:
             self._held_since_empty = max(self._held_since_empty, held)
         if percent >= self.warn_percent and held and not self._warned:

@@ -99,6 +99,7 @@ def base_env(db_name: str, node: str) -> dict[str, str]:
         "REDIS_URL": services.REDIS_URL,
         "BMS_CHANNEL_PREFIX": f"p{uuid.uuid4().hex[:8]}",
         "BMS_NODE_NAME": node,
+        "BMS_NODE_HEALTH_POINTS": "off",  # only the devices each test creates
         "BMS_PUBLISH_MIN_INTERVAL": "0.02",
         "BMS_SYNC_SECRET": SECRET,
     }

@@ -88,6 +88,7 @@ class Node:
             "REDIS_URL": services.REDIS_URL,
             "BMS_CHANNEL_PREFIX": f"t{uuid.uuid4().hex[:8]}",
             "BMS_NODE_NAME": name,
+            "BMS_NODE_HEALTH_POINTS": "off",  # only the devices each test creates
             "BMS_PUBLISH_MIN_INTERVAL": "0.02",
         }
         with psycopg.connect(services.admin_conninfo(), autocommit=True) as conn:
