@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from bms.api import bacnet_views as bacnet_api
 from bms.api import views as api
 from bms.api.v1 import trends as trends_api
+from bms.tokens import views as tokens_web
 from bms.web import alarm_views as alarms_web
 from bms.web import bacnet_views as bacnet_web
 from bms.web import trend_views as trends_web
@@ -23,6 +24,8 @@ urlpatterns = [
     path("alarms/action", alarms_web.action, name="alarms-action"),
     path("alarms/journal/", alarms_web.journal, name="alarm-journal"),
     path("alarms/journal.csv", alarms_web.journal_csv, name="alarm-journal-csv"),
+    path("account/tokens/", tokens_web.tokens, name="api-tokens"),
+    path("account/tokens/<int:pk>/revoke", tokens_web.revoke_token, name="api-token-revoke"),
     path("bacnet/discover/", bacnet_web.discover, name="bacnet-discover"),
     path("redundancy/", pair.page, name="redundancy"),
     path("redundancy/follow-token", pair.follow_token, name="redundancy-follow-token"),

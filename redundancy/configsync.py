@@ -3,7 +3,7 @@
 "Configuration" is what engineers edit: devices and points, alarm classes and
 definitions, schedules and calendars (``bms.schedules.replication``), notification
 rules and recipients (``bms.notifications.replication``), logic rules
-(``bms.logic.replication``), and the users
+(``bms.logic.replication``), API tokens (``bms.tokens.replication``), and the users
 and groups operators log in with (so that after a failover they can log in
 on the other node with the same password, and history rows keep pointing at
 the same users and points: primary keys are preserved). The dump is small
@@ -33,6 +33,7 @@ from bms.logic.replication import LOGIC_MODELS, LOGIC_TABLES, dump_logic
 from bms.notifications.replication import NOTIFY_MODELS, NOTIFY_TABLES, apply_rule_classes, dump_notifications
 from bms.points.models import ConfigRevision, Device, Point
 from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
+from bms.tokens.replication import TOKEN_MODELS, TOKEN_TABLES, dump_tokens
 from redundancy import framing
 from redundancy.configrows import plain_fields
 
@@ -76,6 +77,7 @@ def dump_config() -> dict[str, Any]:
         schedules = dump_schedules()  # dates as ISO strings: msgpack has no date type
         notifications = dump_notifications()
         logic = dump_logic()
+        tokens = dump_tokens()
         revision = ConfigRevision.current()
     return {
         "revision": revision,
@@ -88,6 +90,7 @@ def dump_config() -> dict[str, Any]:
         **schedules,
         **notifications,
         **logic,
+        **tokens,
     }
 
 
@@ -175,7 +178,7 @@ def apply_config(dump: dict[str, Any]) -> str:
         for key, model, unique in NOTIFY_TABLES:  # children first: a rule holds its group (PROTECT)
             _replace(model, dump.get(key, []), unique)
         apply_rule_classes(dump)
-        for key, model, unique in LOGIC_TABLES:
+        for key, model, unique in (*LOGIC_TABLES, *TOKEN_TABLES):  # tokens after their users
             _replace(model, dump.get(key, []), unique)
         _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
         _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
@@ -185,7 +188,18 @@ def apply_config(dump: dict[str, Any]) -> str:
             [through(user_id=u["id"], group_id=group_id) for u in dump["users"] for group_id in u["groups"]]
         )
         _reset_sequences(
-            [Group, User, Device, Point, AlarmClass, AlarmDefinition, *SCHEDULE_MODELS, *NOTIFY_MODELS, *LOGIC_MODELS]
+            [
+                Group,
+                User,
+                Device,
+                Point,
+                AlarmClass,
+                AlarmDefinition,
+                *SCHEDULE_MODELS,
+                *NOTIFY_MODELS,
+                *LOGIC_MODELS,
+                *TOKEN_MODELS,
+            ]
         )
         # One bump so the engine (and the web side's caches) notice the change.
         ConfigRevision.bump()

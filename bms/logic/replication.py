@@ -18,7 +18,7 @@ from typing import Any
 from django.db import models
 
 from bms.logic.models import Rule
-from redundancy.configrows import plain_fields
+from redundancy.configrows import dump_tables
 
 LOGIC_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (("logic_rules", Rule, ("name",)),)
 LOGIC_MODELS = [model for _key, model, _unique in LOGIC_TABLES]
@@ -26,7 +26,4 @@ LOGIC_MODELS = [model for _key, model, _unique in LOGIC_TABLES]
 
 def dump_logic() -> dict[str, list[dict[str, Any]]]:
     """The logic configuration as plain data by dump key, rows in primary-key order (call in a transaction)."""
-    return {
-        key: list(model.objects.order_by("pk").values("id", *plain_fields(model)))
-        for key, model, _unique in LOGIC_TABLES
-    }
+    return dump_tables(LOGIC_TABLES)

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import models
 
 from bms.notifications.models import NotificationRule, Recipient, RecipientGroup
-from redundancy.configrows import plain_fields
+from redundancy.configrows import dump_tables
 
 #: (dump key, model, unique fields to free before the upsert), in the order apply_config replaces them
 NOTIFY_TABLES: tuple[tuple[str, type[models.Model], tuple[str, ...]], ...] = (
@@ -29,9 +29,7 @@ RULE_CLASSES = "notify_rule_classes"
 
 def dump_notifications() -> dict[str, list[Any]]:
     """The notification configuration by dump key, rows in primary-key order (call in a transaction)."""
-    dump: dict[str, list[Any]] = {
-        key: list(model.objects.order_by("pk").values("id", *plain_fields(model))) for key, model, _ in NOTIFY_TABLES
-    }
+    dump: dict[str, list[Any]] = dump_tables(NOTIFY_TABLES)
     through = NotificationRule.alarm_classes.through
     dump[RULE_CLASSES] = [
         list(link)

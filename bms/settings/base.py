@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "bms.api",
     "bms.schedules",
     "bms.logic",
+    "bms.tokens",
     "redundancy",
 ]
 
@@ -43,6 +44,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # records every request made with an API token, with its answer's status (bms/tokens/middleware.py)
+    "bms.tokens.middleware.TokenUseMiddleware",
     "redundancy.middleware.StandbyReadOnlyMiddleware",
     "bms.web.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -167,8 +170,9 @@ LOGGING = {
 # The REST API under /api/v1/ (bms/api/v1/, docs/api.md): DRF, its OpenAPI schema, Swagger UI and Redoc served locally.
 INSTALLED_APPS += ["rest_framework", "drf_spectacular", "drf_spectacular_sidecar", "bms.accounts"]
 REST_FRAMEWORK = {
-    # The web manager's session (CSRF token on changes). API tokens (issue 13) are added to this list, before it.
-    "DEFAULT_AUTHENTICATION_CLASSES": ["bms.api.v1.auth.SessionAuthentication"],
+    # The web manager's session (CSRF token on changes; first, so a 401 names it in WWW-Authenticate) and API tokens
+    # for scripts (bms/tokens: Authorization: Bearer bms_...; the session class ignores a request without a session).
+    "DEFAULT_AUTHENTICATION_CLASSES": ["bms.api.v1.auth.SessionAuthentication", "bms.tokens.auth.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["bms.api.v1.parsers.JSONParser"],

@@ -55,6 +55,7 @@ from bms.api.v1.fields import (
 from bms.api.v1.permissions import ModelPermissions, permission
 from bms.control.models import AuditEntry
 from bms.points.models import Point
+from bms.tokens.models import WRITE
 
 STATES = tuple(state.value for state in DISPLAY_STATES)
 #: what ``GET alarms/`` shows without a state filter: every alarm that is not plainly normal
@@ -401,6 +402,9 @@ class ActionResultSerializer(serializers.Serializer):
 
 class AlarmActionView(GenericAPIView):
     """Base of the operator actions: check, hand to the engine, answer per alarm."""
+
+    #: an API token needs the write scope for it (bms/tokens/auth.py)
+    token_scope = WRITE
 
     action_name = ""
     pagination_class = None

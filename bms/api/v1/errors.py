@@ -160,7 +160,9 @@ def _body(exc: exceptions.APIException) -> dict[str, Any]:
 
 def _code(exc: exceptions.APIException) -> str:
     own = getattr(exc.detail, "code", None) if not isinstance(exc.detail, dict | list) else None
-    if isinstance(exc, Conflict | ServiceUnavailable | PayloadTooLarge | BadRequest) or own == "csrf_failed":
+    # An exception that names its own code (csrf_failed, the token refusals of bms/tokens/auth.py) keeps it.
+    keeps = own == "csrf_failed" or getattr(exc, "keeps_code", False)
+    if isinstance(exc, Conflict | ServiceUnavailable | PayloadTooLarge | BadRequest) or keeps:
         return str(own or exc.default_code)
     for kind, code in CODES:
         if isinstance(exc, kind):

@@ -37,6 +37,7 @@ from bms.control import priority as arrays
 from bms.control.models import Command
 from bms.control.services import CommandRejected, submit_write, wait_for_outcome
 from bms.points.models import Point
+from bms.tokens.models import WRITE
 from drivers.base import CommunicationError, DriverError
 from redundancy.nodeview import node_view
 
@@ -135,6 +136,9 @@ ARRAY_RESPONSE = OpenApiResponse(
 
 class PriorityArrayView(APIView):
     """A writable point's 16-level priority array, and writes into its slots."""
+
+    #: an API token needs the write scope for it (bms/tokens/auth.py)
+    token_scope = WRITE
 
     permission_classes = [permission("points.write_point", "write points")]
 
