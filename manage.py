@@ -9,7 +9,12 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bms.settings.embedded")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from bms.audit.context import Actor, acting
+
+    # Configuration a command changes (loaddemo, importpoints, createsuperuser, ...) is audited as made by it.
+    command = sys.argv[1] if len(sys.argv) > 1 else "help"
+    with acting(Actor("command", name=f"manage.py {command}")):
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from django.db import connection, models, transaction
 from django.db.models.functions import Cast, Concat
 
 from bms.alarms.models import AlarmClass, AlarmDefinition
+from bms.audit.context import not_recorded
 from bms.logic.replication import LOGIC_MODELS, LOGIC_TABLES, dump_logic
 from bms.notifications.replication import NOTIFY_MODELS, NOTIFY_TABLES, apply_rule_classes, dump_notifications
 from bms.points.models import ConfigRevision, Device, Point
@@ -165,7 +166,8 @@ def apply_config(dump: dict[str, Any]) -> str:
     permissions = {
         f"{p.content_type.app_label}.{p.codename}": p.pk for p in Permission.objects.select_related("content_type")
     }
-    with transaction.atomic():
+    # Not recorded again here: the active node recorded each change, and its audit rows arrive as history.
+    with transaction.atomic(), not_recorded():
         _replace(Group, [{"id": g["id"], "name": g["name"]} for g in dump["groups"]], ("name",))
         _replace(User, [{"id": u["id"], **{k: u[k] for k in USER_FIELDS}} for u in dump["users"]], ("username",))
         _replace(Device, dump["devices"], ("name",))

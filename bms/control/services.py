@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 import uuid
@@ -30,10 +29,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from bms.audit.values import bounded_text, recordable
 from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.engine import bus
-from bms.engine.scaling import WIDEST_INT_MAX, WIDEST_INT_MIN, Scaling, ValueRejected, preview, validate_value
+from bms.engine.scaling import Scaling, ValueRejected, preview, validate_value
 from bms.engine.sink import ENGINE_SOURCES
 from bms.points.models import Point
 from drivers.registry import driver_class
@@ -41,8 +41,6 @@ from drivers.registry import driver_class
 log = logging.getLogger(__name__)
 COMMAND_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 SOURCES = ("web", "api", "code", "schedule", "logic")
-#: how much of a refused request's value the audit trail keeps
-RECORDED_CHARS = 200
 MAX_LIFETIME = 3600.0
 
 
@@ -112,12 +110,12 @@ def submit_write(
             user=user if getattr(user, "pk", None) else None,
             username=username,
             action="write.rejected",
-            target=_text(point_name if isinstance(point_name, str) else preview(point_name), 128),
+            target=bounded_text(point_name if isinstance(point_name, str) else preview(point_name), 128),
             detail={
                 "code": exc.code,
-                "message": _text(exc.message, 300),
-                "value": _jsonable(value),
-                "command_id": _jsonable(command_id),
+                "message": bounded_text(exc.message, 300),
+                "value": recordable(value),
+                "command_id": recordable(command_id),
             },
         )
         log.info("write refused for %s by %s: %s", point_name, username or "-", exc.message)
@@ -287,29 +285,3 @@ def wait_for_outcome(command: Command, timeout: float) -> Command:
             connection.close()  # back to the pool; the next refresh takes one again
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = min(pause * 1.5, 0.1)
-
-
-def _jsonable(value: object) -> object:
-    """A short, JSON-safe stand-in for a value a client sent, as the audit trail records it.
-
-    Whatever arrives is recorded bounded, so the row can always be stored,
-    sent to the partner (msgpack packs 64-bit integers at most, and a frame
-    has a size limit) and shown: numbers only if they fit 64 bits and are
-    finite, strings cut to :data:`RECORDED_CHARS`, containers as a short
-    preview, NUL and unencodable characters escaped (ADR 0011).
-    """
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if WIDEST_INT_MIN <= value <= WIDEST_INT_MAX else preview(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)  # PostgreSQL's json refuses NaN and Infinity
-    if isinstance(value, str):
-        return _text(value)
-    return _text(preview(value, RECORDED_CHARS))
-
-
-def _text(text: str, limit: int = RECORDED_CHARS) -> str:
-    # PostgreSQL text and jsonb cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8 (database, msgpack).
-    text = text[: limit + 1].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else text[: limit - 3] + "..."

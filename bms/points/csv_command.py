@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from bms.audit.context import Actor, acting
 from bms.points.importer import ImportFailed, ImportResult
 
 
@@ -28,7 +29,9 @@ class CsvImportCommand(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read {path}: {exc}") from exc
         try:
-            result = self.import_text(text, dry_run)
+            # Each object it creates or changes is an audit entry "via import", naming the file.
+            with acting(Actor("import", name=f"manage.py ({path.name})")):
+                result = self.import_text(text, dry_run)
         except ImportFailed as exc:
             raise CommandError(
                 f"{path}: nothing imported, {len(exc.errors)} problem(s):\n" + "\n".join(exc.errors)

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "bms.schedules",
     "bms.logic",
     "bms.tokens",
+    "bms.audit",
     "redundancy",
 ]
 
@@ -46,6 +47,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # records every request made with an API token, with its answer's status (bms/tokens/middleware.py)
     "bms.tokens.middleware.TokenUseMiddleware",
+    # who changes the configuration in this request, for its audit entries (bms/audit/changes.py)
+    "bms.audit.middleware.AuditContextMiddleware",
     "redundancy.middleware.StandbyReadOnlyMiddleware",
     "bms.web.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

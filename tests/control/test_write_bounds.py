@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from bms.audit.values import RECORDED_CHARS, recordable
 from bms.control.models import AuditEntry, Command
-from bms.control.services import RECORDED_CHARS, _jsonable
 from redundancy import framing, history
 
 DEEP_600 = "[" * 600 + "]" * 600
@@ -95,7 +95,7 @@ def test_a_point_name_with_nul_is_a_404_with_an_escaped_audit_target(operator):
 
 
 def test_jsonable_keeps_plain_values_and_bounds_everything_else():
-    assert [_jsonable(v) for v in (None, True, 7, -(2**63), 2**64 - 1, 2.5, "ok")] == [
+    assert [recordable(v) for v in (None, True, 7, -(2**63), 2**64 - 1, 2.5, "ok")] == [
         None,
         True,
         7,
@@ -104,11 +104,11 @@ def test_jsonable_keeps_plain_values_and_bounds_everything_else():
         2.5,
         "ok",
     ]
-    assert _jsonable(2**64) == "<integer of about 20 digits>"
-    assert _jsonable(float("nan")) == "nan" and _jsonable(float("-inf")) == "-inf"
-    long = _jsonable("x" * 10_000)
+    assert recordable(2**64) == "<integer of about 20 digits>"
+    assert recordable(float("nan")) == "nan" and recordable(float("-inf")) == "-inf"
+    long = recordable("x" * 10_000)
     assert len(long) == RECORDED_CHARS and long.endswith("...")
-    assert _jsonable("\ud800") == "\\ud800"  # a lone surrogate cannot be stored as UTF-8
-    assert len(_jsonable({"k": list(range(10_000))})) <= RECORDED_CHARS
+    assert recordable("\ud800") == "\\ud800"  # a lone surrogate cannot be stored as UTF-8
+    assert len(recordable({"k": list(range(10_000))})) <= RECORDED_CHARS
     for value in (2**64, "\ud800\x00", {"a": [[[[1]]]]}, object()):
-        framing.pack({"v": _jsonable(value)})
+        framing.pack({"v": recordable(value)})
