@@ -175,6 +175,9 @@ async def test_an_override_ends_by_itself_and_the_engine_writes_the_next_value(e
     assert override.status == Command.SUCCEEDED and override.hold_until is not None
     assert await building.get(POINT) == 23.5
     await device_reaches(building, 21.25)
+    # The device holds the value a moment before the engine records the outcome: wait for the final row.
+    final = Command.objects.filter(source=Command.ENGINE, status__in=Command.FINAL)
+    await eventually(lambda: final.exists(), message="the engine's write recorded", db=True)
     engine_rows = [c async for c in Command.objects.filter(source=Command.ENGINE)]
     assert len(engine_rows) == 1, engine_rows
     row = engine_rows[0]
