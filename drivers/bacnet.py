@@ -4,7 +4,7 @@ Device: ``host`` and ``port`` are the device's IP address and UDP port
 (47808 is BACnet's standard port). Options (``DeviceSpec.options``, all
 optional):
 
-``device_instance``          the device object's instance (the liveness check reads its name)
+``device_instance``          the device object's instance, checked on every connect (see Identity)
 ``local_address``            our side's ``host[/prefix]:port``; default ``0.0.0.0:0``, an ephemeral port
 ``local_instance``           the device instance our client announces (default 4194301)
 ``retries``                  extra attempts per request before the device counts as unreachable (default 1)
@@ -47,6 +47,8 @@ wildcard ``device,4194303``) and refuses a device that answers with another
 one (:class:`~drivers.base.WrongDevice` naming both), so after an IP swap the
 points show ``comm_failure`` instead of another device's values. A device
 that does not resolve the wildcard must have the configured device object.
+While connected the check is repeated every :data:`IDENTITY_CHECK_INTERVAL`
+seconds, for a device replaced without a silent spell in between.
 
 Local endpoints: the default local address is an ephemeral port, one per
 driver. A fixed ``local_address`` (for example ``:47808``) is one endpoint
@@ -57,8 +59,10 @@ it silently and mix that program's requests and COV cancels with ours. COV
 subscriber process identifiers are unique per endpoint and start at a random
 22-bit value each time an endpoint opens, so a restarted process does not
 reuse its predecessor's identifiers. Commissioning tools use
-:func:`commissioning_spec` (an ephemeral port) so they never touch the
-engine's endpoint.
+:func:`commissioning_spec` (an ephemeral port, no COV) so they never touch
+the engine's endpoint or its subscriptions. A local address that cannot be
+bound is refused at once with the reason (bacpypes3 alone would retry the
+bind for ever).
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_OBJECTS = 32
 DEFAULT_COV_LIFETIME = 300
 DEFAULT_RETRIES = 1
+#: seconds between identity checks while connected: a device replaced at the address without a silent spell in
+#: between (an identical controller, an address moved at once) shows as comm_failure within this, not as good
+IDENTITY_CHECK_INTERVAL = 60.0
 STATUS_FLAGS = PropertyIdentifier("status-flags")
 OBJECT_NAME = PropertyIdentifier("object-name")
 OBJECT_IDENTIFIER = PropertyIdentifier("object-identifier")
@@ -230,18 +237,22 @@ def _open_lock() -> asyncio.Lock:
 
 
 def commissioning_spec(spec: DeviceSpec) -> DeviceSpec:
-    """``spec`` for a commissioning tool: the same interface as the device's ``local_address``, an ephemeral port.
+    """``spec`` for a commissioning tool: the device's interface on an ephemeral port, and no COV.
 
     A tool (``poll --once``, ``bacnet priority``, the priority-array API) must
     never bind the engine's fixed port: it would share it silently and its
-    COV cancels and requests would look like the engine's.
+    COV cancels and requests would look like the engine's. Nor does it
+    subscribe: it reads once, and a subscription of its own would only take
+    a slot in the device's subscription table (small on many controllers,
+    and left taken for a lifetime if the tool dies before cancelling).
     """
+    options = {**spec.options, "cov": False}
     local = str(spec.options.get("local_address") or stack.DEFAULT_LOCAL_ADDRESS)
     try:
-        ephemeral = stack.ephemeral_address(local)
-    except (ValueError, RuntimeError):
-        return spec  # a malformed address is reported by connect(), with the device's own words
-    return dataclasses.replace(spec, options={**spec.options, "local_address": ephemeral})
+        options["local_address"] = stack.ephemeral_address(local)
+    except stack.EndpointError:
+        pass  # a malformed address is reported by connect(), in one line
+    return dataclasses.replace(spec, options=options)
 
 
 class BacnetDriver(Driver):
@@ -276,6 +287,8 @@ class BacnetDriver(Driver):
         self._cov_values: dict[str, Reading] = {}
         #: requests sent by the last read(), for tests and the benchmark
         self.requests_last_read = 0
+        self.identity_check_interval = IDENTITY_CHECK_INTERVAL
+        self._identity_due = 0.0  # loop time of the next identity check while connected
 
     # -- contract -----------------------------------------------------------------
 
@@ -317,6 +330,7 @@ class BacnetDriver(Driver):
         except CommunicationError:
             self._online = False
             raise
+        self._identity_due = asyncio.get_running_loop().time() + self.identity_check_interval
         self._cov_values.clear()
         for subscription in self._subscriptions.values():
             subscription.active = False
@@ -331,48 +345,51 @@ class BacnetDriver(Driver):
         return Address(f"{infos[0][4][0]}:{self.device.port}")
 
     async def _acquire_endpoint(self) -> _Endpoint:
-        """Our endpoint: a new one for an ephemeral port; the process's one for a fixed address, if free."""
+        """Our endpoint: a new one for an ephemeral port; the process's one for a fixed address, if free.
+
+        Every socket is bind-tested first (:func:`~drivers.bacnet_stack.check_local_address`), so an
+        address that is not on this host, a port out of range or a port another program holds is one
+        clear line at once; bacpypes3 alone would retry the bind for ever.
+        """
         try:
             key = stack.local_endpoint(self.local_address)
-        except (ValueError, RuntimeError) as exc:  # bacpypes3 raises RuntimeError for a name it cannot resolve
-            raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from exc
-        if key[1] == 0:
-            endpoint = _Endpoint(await self._open_application(), None)
-            endpoint.users.add(self)
-            return endpoint
-        async with _open_lock():
-            endpoint = _SHARED.get(key)
-            if endpoint is not None and endpoint.loop is not asyncio.get_running_loop():
-                raise CommunicationError(
-                    f"cannot open a BACnet endpoint on {self.local_address}: UDP {key[0]}:{key[1]} is already "
-                    "used by another event loop of this process"
-                )
-            if endpoint is None:
-                for attempt in range(3):
-                    try:
-                        stack.check_port_free(self.local_address)
-                        break
-                    except stack.PortInUse as exc:
-                        if attempt == 2:
-                            raise CommunicationError(
-                                f"cannot open a BACnet endpoint on {self.local_address}: {exc}"
-                            ) from exc
-                        # A socket closed a moment ago (a reconfigured device) is released one loop step later.
-                        await asyncio.sleep(0.05)
-                    except OSError as exc:
-                        raise CommunicationError(
-                            f"cannot open a BACnet endpoint on {self.local_address}: {exc}"
-                        ) from exc
-                endpoint = _Endpoint(await self._open_application(), key)
-                _SHARED[key] = endpoint
-            elif endpoint.users:
-                log.info(
-                    "device %s shares the BACnet endpoint %s:%d (timeout and retries of the first device using it)",
-                    self.device.name,
-                    *key,
-                )
-            endpoint.users.add(self)
-            return endpoint
+            if key[1] == 0:
+                stack.check_local_address(self.local_address)
+                endpoint = _Endpoint(await self._open_application(), None)
+                endpoint.users.add(self)
+                return endpoint
+            async with _open_lock():
+                endpoint = _SHARED.get(key)
+                if endpoint is not None and endpoint.loop is not asyncio.get_running_loop():
+                    raise stack.EndpointError(
+                        f"UDP {key[0]}:{key[1]} is already used by another event loop of this process"
+                    )
+                if endpoint is None:
+                    await self._check_free()
+                    endpoint = _Endpoint(await self._open_application(), key)
+                    _SHARED[key] = endpoint
+                elif endpoint.users:
+                    log.info(
+                        "device %s shares the BACnet endpoint %s:%d (timeout and retries of the first device using it)",
+                        self.device.name,
+                        *key,
+                    )
+                endpoint.users.add(self)
+                return endpoint
+        except stack.EndpointError as exc:
+            raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from None
+
+    async def _check_free(self) -> None:
+        """Bind-test a fixed local address; a socket closed a moment ago (a reconfigured device) gets a moment."""
+        for attempt in range(3):
+            try:
+                stack.check_local_address(self.local_address)
+                return
+            except stack.PortInUse:
+                if attempt == 2:
+                    raise
+                # the kernel releases a closed socket's port one loop step after transport.close()
+                await asyncio.sleep(0.05)
 
     async def _open_application(self) -> _ClientApplication:
         try:
@@ -384,8 +401,8 @@ class BacnetDriver(Driver):
                 retries=self.retries,
                 app_class=_ClientApplication,
             )
-        except (OSError, ValueError, RuntimeError, TimeoutError) as exc:
-            raise CommunicationError(f"cannot open a BACnet endpoint on {self.local_address}: {exc}") from exc
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise stack.EndpointError(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) from None
         assert isinstance(app, _ClientApplication)
         return app
 
@@ -409,16 +426,20 @@ class BacnetDriver(Driver):
         active = [s for s in self._subscriptions.values() if s.active]
         for subscription in active:
             subscription.active = False
-            # Cancel politely so the device stops sending; a dead device must not delay shutdown.
+        for subscription in active:
+            # Cancel politely so the device stops sending. bacpypes3 ends the request itself (no response
+            # after the timeout and retries); cancelling its future first made it log a traceback per request.
             request = SubscribeCOVRequest(
                 subscriberProcessIdentifier=subscription.process_id,
                 monitoredObjectIdentifier=subscription.object_id,
                 destination=self._address,
             )
             try:
-                await asyncio.wait_for(app.request(request), self.device.timeout)
-            except (ErrorRejectAbortNack, TimeoutError, OSError) as exc:
+                await app.request(request)
+            except (ErrorRejectAbortNack, OSError) as exc:
                 log.debug("device %s: COV cancel of %s: %s", self.device.name, subscription.object_id, exc)
+                if isinstance(exc, OSError) or stack.is_timeout(exc):
+                    break  # a dead device costs one timeout, not one per object; its subscriptions lapse
         self._release_endpoint()
 
     async def read(self, points: Sequence[PointSpec]) -> dict[str, Reading]:
@@ -430,6 +451,11 @@ class BacnetDriver(Driver):
     async def read_iter(self, points: Sequence[PointSpec]) -> AsyncIterator[dict[str, Reading]]:
         self._require_online()
         self.requests_last_read = 0
+        if self.device_instance is not None:
+            now = asyncio.get_running_loop().time()
+            if now >= self._identity_due:
+                self._identity_due = now + self.identity_check_interval
+                await self._verify_instance()
         parsed = self._parse(points)
         refresh: set[ObjectIdentifier] = set()
         if self.cov_enabled:

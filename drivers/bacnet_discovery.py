@@ -15,7 +15,6 @@ type (:attr:`FoundObjects.skipped`) instead of being dropped silently.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import re
 import socket
@@ -191,34 +190,20 @@ def parse_target(text: str) -> Address:
 def check_local_address(text: str) -> tuple[tuple[str, int], ...]:
     """Check ``ADDR[/PREFIX]:PORT`` and bind-test it; the socket addresses bacpypes3 will bind.
 
-    The bind test (:func:`~drivers.bacnet_stack.probe_bind`) fails where
-    bacpypes3 would (an address not on this host, a privileged port) and also
-    where another socket holds the port: bacpypes3 would share it silently
-    and steal that program's replies (one endpoint per local address). Raises
-    :class:`DiscoveryInputError` for malformed input and
-    :class:`CommunicationError` with the operating system's reason for a
-    failed bind.
+    Input errors come first, as :class:`DiscoveryInputError`; then the bind
+    test (:func:`~drivers.bacnet_stack.check_local_address`, the driver's
+    too) fails where bacpypes3 would (an address not on this host, a
+    privileged port) and also where another socket holds the port: bacpypes3
+    would share it silently and steal that program's replies (one endpoint
+    per local address). A failed bind is a :class:`CommunicationError` with
+    the operating system's reason.
     """
-    host, prefix, port = _split(text, "local address", "ADDR[/PREFIX]:PORT")
-    ip = _resolve(host, "local address", text)
-    port = BACNET_PORT if port is None else port  # as bacpypes3 reads an address without a port
-    binds = [(ip, port)]
-    if prefix is not None and port != 0:
-        # bacpypes3 (on Linux) also listens on the broadcast address to hear broadcast Who-Is and I-Am
-        broadcast = str(ipaddress.IPv4Interface(f"{ip}/{prefix}").network.broadcast_address)
-        if broadcast != ip:
-            binds.append((broadcast, port))
-    for where in binds:
-        try:
-            stack.probe_bind(*where)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            if exc.errno == errno.EADDRNOTAVAIL:
-                reason += f" ({where[0]} is not an address of this host)"
-            raise CommunicationError(
-                f"cannot open a BACnet endpoint on {text}: binding UDP {where[0]}:{where[1]}: {reason}"
-            ) from None
-    return tuple(binds)
+    host, _, _ = _split(text, "local address", "ADDR[/PREFIX]:PORT")
+    _resolve(host, "local address", text)
+    try:
+        return stack.check_local_address(text)
+    except stack.EndpointError as exc:
+        raise CommunicationError(f"cannot open a BACnet endpoint on {text}: {exc}") from None
 
 
 async def who_is(
@@ -338,10 +323,7 @@ async def open_endpoint(local_address: str) -> Application:
     check_local_address(local_address)
     try:
         return await stack.open_application(local_address, stack.DEFAULT_LOCAL_INSTANCE, "bms-discovery")
-    except TimeoutError:
-        # passed the bind test, then still not bound (lost a race for the port, or the interface went away)
-        raise CommunicationError(f"cannot open a BACnet endpoint on {local_address}: not bound within 5 s") from None
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # EndpointError (not bound in time) among them
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise CommunicationError(f"cannot open a BACnet endpoint on {local_address}: {reason}") from None
 

@@ -14,8 +14,11 @@ Fixed local ports: bacpypes3 binds with ``SO_REUSEPORT``, so a second
 application (another process, or a tool in this one) on the same fixed port
 binds without error and then shares the engine's source address: its COV
 cancels and its requests are indistinguishable from the engine's, and it can
-steal the engine's replies. :func:`check_port_free` lets a caller refuse a
-fixed port that any socket already holds, before bacpypes3 binds it.
+steal the engine's replies. :func:`check_local_address` bind-tests every
+socket bacpypes3 would bind for a local address before it does, so a port any
+socket already holds is refused (:class:`PortInUse`), and an address that is
+not on this host is reported at once with the system's reason (bacpypes3
+itself retries a failed bind for ever in the background).
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
 import socket
 
 from bacpypes3.apdu import AbortPDU, AbortReason, ErrorPDU, ErrorRejectAbortNack, RejectPDU
 from bacpypes3.app import Application
 from bacpypes3.argparse import SimpleArgumentParser
 from bacpypes3.ipv4 import IPv4DatagramServer
-from bacpypes3.pdu import Address
+from bacpypes3.pdu import Address, IPv4Address
 
 #: the local address a client binds when the device options name none: every interface, any free port
 DEFAULT_LOCAL_ADDRESS = "0.0.0.0:0"
@@ -95,15 +99,20 @@ async def open_application(
     """:func:`make_application`, then wait until its socket is bound; never leaves a socket behind.
 
     bacpypes3 retries a failed bind forever in the background, so a wrong
-    ``local_address`` would otherwise only show as silence.
+    ``local_address`` would otherwise only show as silence: not bound within
+    ``bind_within`` seconds is an :class:`EndpointError`. Callers bind-test
+    first (:func:`check_local_address`), which names the reason at once.
     """
     app = make_application(local_address, instance, name, request_timeout, retries, app_class)
     try:
         await asyncio.wait_for(bound_port(app), bind_within)
-    except BaseException:
+    except BaseException as exc:
         task = asyncio.ensure_future(_discard(app))
         _DISCARDING.add(task)
         task.add_done_callback(_DISCARDING.discard)
+        if isinstance(exc, TimeoutError):
+            # passed the bind test, then still not bound: lost a race for the port, or the interface went away
+            raise EndpointError(f"not bound within {bind_within:g} s") from None
         raise
     return app
 
@@ -118,14 +127,37 @@ async def _discard(app: Application) -> None:
     close_application(app)
 
 
-class PortInUse(OSError):
+class EndpointError(OSError):
+    """Our local BACnet endpoint cannot be opened; the message is the reason, in one line."""
+
+
+class PortInUse(EndpointError):
     """A fixed local UDP port is already bound by some other socket (this process or another)."""
+
+
+def endpoint_sockets(local_address: str) -> tuple[tuple[str, int], ...]:
+    """The UDP ``(host, port)`` pairs bacpypes3 binds for ``local_address`` (``host[/prefix]:port``).
+
+    The first is the unicast socket (port 0 = ephemeral); a fixed port with a
+    network prefix also has a broadcast socket on Linux, to hear broadcast
+    Who-Is and I-Am. :class:`EndpointError` if the text is no IPv4 address.
+    """
+    try:
+        address = Address(local_address)
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: a host name bacpypes3 cannot resolve
+        raise EndpointError(f"{local_address!r} is not an IPv4 ADDR[/PREFIX]:PORT ({exc})") from None
+    if not isinstance(address, IPv4Address):
+        raise EndpointError(f"{local_address!r} is not an IPv4 ADDR[/PREFIX]:PORT (it is a {type(address).__name__})")
+    unicast = (str(address.addrTuple[0]), int(address.addrTuple[1]))
+    broadcast = (str(address.addrBroadcastTuple[0]), int(address.addrBroadcastTuple[1]))
+    if unicast[1] == 0 or broadcast == unicast or os.name == "nt":
+        return (unicast,)
+    return unicast, broadcast
 
 
 def local_endpoint(local_address: str) -> tuple[str, int]:
     """The ``(host, port)`` our socket binds for ``local_address`` (``host[/prefix]:port``); port 0 = ephemeral."""
-    host, port = Address(local_address).addrTuple
-    return str(host), int(port)
+    return endpoint_sockets(local_address)[0]
 
 
 def ephemeral_address(local_address: str) -> str:
@@ -146,28 +178,41 @@ def probe_bind(host: str, port: int) -> None:
         probe.bind((host, port))
 
 
-def check_port_free(local_address: str) -> None:
-    """Raise :class:`PortInUse` if a fixed local UDP port is already bound; an ephemeral port always passes.
+def check_local_address(local_address: str) -> tuple[tuple[str, int], ...]:
+    """Bind-test every socket bacpypes3 would bind for ``local_address``; return them, or raise the reason.
 
-    The probe socket binds *without* ``SO_REUSEPORT``: the kernel then
-    refuses it whenever any socket holds the port on that address or the
-    wildcard, whatever that socket's options (bacpypes3's own bind would
-    succeed). Another process can still take the port between this check and
+    :class:`PortInUse` when another socket holds a fixed port (the unicast
+    one: a shared broadcast socket loses nothing), else
+    :class:`EndpointError` (not an address of this host, a port out of
+    range, malformed text). The probe binds *without* ``SO_REUSEPORT``: the
+    kernel then refuses it whenever any socket holds the port on that
+    address or the wildcard, whatever that socket's options (bacpypes3's own
+    bind would succeed). An ephemeral port is probed too: that checks the
+    address. Another process can still take a port between this check and
     the bind; the window is one event-loop step.
     """
-    host, port = local_endpoint(local_address)
-    if port == 0:
-        return
-    try:
-        probe_bind(host, port)
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        raise PortInUse(
-            f"UDP {host}:{port} is already in use by another BACnet endpoint (another BMS process, a "
-            "commissioning tool or other BACnet software); sharing it would mix that program's requests "
-            "and COV subscriptions with ours, so it is refused",
-        ) from None
+    sockets = endpoint_sockets(local_address)
+    for host, port in sockets:
+        try:
+            probe_bind(host, port)
+        except OverflowError:
+            raise EndpointError(f"UDP port {port} is out of range (0..65535)") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE and (host, port) != sockets[0]:
+                # Sharing a broadcast socket is harmless: the kernel gives every socket bound to it a copy of
+                # each broadcast (unicast datagrams go to one of the sharers: those would be stolen).
+                continue
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"binding UDP {host}:{port}: {reason}: another BACnet endpoint holds it (another BMS process, a "
+                    "commissioning tool or other BACnet software); sharing it would mix that program's requests "
+                    "and COV subscriptions with ours, so it is refused"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                reason += f" ({host} is not an address of this host)"
+            raise EndpointError(f"binding UDP {host}:{port}: {reason}") from None
+    return sockets
 
 
 def close_application(app: Application | None) -> None:

@@ -4,6 +4,8 @@ A real bacpypes3 device on its own loopback port, the real :class:`DevicePoller`
 and :class:`ProcessImage`; no database is needed.
 """
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +17,7 @@ from bms.engine.poller import DevicePoller
 from bms.engine.scaling import Scaling
 from drivers.base import DeviceSpec
 from drivers.simulator.bacnet_device import SimulatedBacnetDevice
-from tests.support.bacnet import ALL_POINTS, wait_until
+from tests.support.bacnet import ALL_POINTS, driver_for, wait_until
 
 
 @asynccontextmanager
@@ -139,3 +141,23 @@ async def test_confirmed_and_unconfirmed_notifications(bacnet_device, confirmed)
         await wait_until(lambda: poller.cycles >= 1, what="the first poll")
         bacnet_device.set("chiller_state", 3)
         await wait_until(lambda: state(image, "chiller_state") == (3, GOOD), what="a notification")
+
+
+async def test_closing_with_a_dead_device_costs_one_timeout_and_logs_no_traceback(bacnet_device, caplog):
+    driver = driver_for(bacnet_device, cov=True)  # timeout 0.5 s, no retries
+    await driver.connect()
+    await driver.read(ALL_POINTS)
+    assert len(driver.subscription_state()) > 5
+    assert all(entry["active"] for entry in driver.subscription_state().values())
+    app = driver._app
+    await bacnet_device.stop()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await driver.close()
+    # one unanswered cancel ends the polite part; the rest lapse at the device (it was 0.5 s per object)
+    assert loop.time() - started < 3.0
+    # bacpypes3 ends its own requests; one whose future we had cancelled logged "Task exception was never
+    # retrieved ... InvalidStateError" with a traceback when collected
+    await wait_until(lambda: not app.asap.clientTransactions, what="bacpypes3's requests to end")
+    gc.collect()
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")], caplog.text

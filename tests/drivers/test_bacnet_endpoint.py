@@ -23,8 +23,9 @@ from bms.engine.image import COMM_FAILURE, GOOD, ProcessImage
 from bms.engine.management.commands.poll import read_device
 from bms.engine.poller import DevicePoller
 from bms.engine.scaling import Scaling
+from drivers import bacnet_stack as stack
 from drivers.bacnet import BacnetDriver
-from drivers.base import CommunicationError, DeviceSpec
+from drivers.base import CommunicationError, DeviceSpec, WrongDevice
 from drivers.simulator.bacnet_device import SimulatedBacnetDevice
 from tests.support.bacnet import ALL_POINTS, driver_for, wait_until
 
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # cancels its subscriptions): what `poll --once` or a second engine did before endpoints were exclusive.
 OTHER_PROCESS = """
 import asyncio, sys
+from drivers import bacnet_stack as stack
 from drivers.bacnet import BacnetDriver
 from drivers.base import CommunicationError, DeviceSpec, PointSpec
 
@@ -58,6 +60,15 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def cov_driver(device: SimulatedBacnetDevice, local: str, **options) -> BacnetDriver:
@@ -109,9 +120,9 @@ async def test_a_fixed_port_held_by_another_process_is_refused_and_our_subscript
         )
         out, err = await asyncio.wait_for(other.communicate(), 60)
         assert out.decode().strip() == (
-            f"refused: cannot open a BACnet endpoint on {local}: UDP {local} is already in use by another "
-            "BACnet endpoint (another BMS process, a commissioning tool or other BACnet software); sharing it "
-            "would mix that program's requests and COV subscriptions with ours, so it is refused"
+            f"refused: cannot open a BACnet endpoint on {local}: binding UDP {local}: Address already in use: "
+            "another BACnet endpoint holds it (another BMS process, a commissioning tool or other BACnet software); "
+            "sharing it would mix that program's requests and COV subscriptions with ours, so it is refused"
         ), err.decode()
         # it never reached the device: neither a subscription nor a cancel
         assert bacnet_device.requests["SubscribeCOVRequest"] == subscribes
@@ -128,10 +139,27 @@ async def test_a_port_held_by_any_socket_is_refused_with_the_address(bacnet_devi
         holder.bind(("127.0.0.1", 0))
         local = f"127.0.0.1:{holder.getsockname()[1]}"
         driver = cov_driver(bacnet_device, local)
-        with pytest.raises(CommunicationError, match=f"UDP {local} is already in use by another BACnet endpoint"):
+        with pytest.raises(
+            CommunicationError, match=f"binding UDP {local}: Address already in use: another BACnet endpoint holds it"
+        ):
             await driver.connect()
         assert not driver.connected
         await driver.close()
+
+
+def test_only_the_unicast_socket_must_be_free_a_shared_broadcast_socket_loses_nothing():
+    """Every socket bound to a broadcast address gets a copy of each broadcast; unicast goes to one sharer only."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as bacpypes3 in another program
+        holder.bind(("127.255.255.255", 0))
+        port = holder.getsockname()[1]
+        assert stack.check_local_address(f"127.0.0.1/8:{port}") == (("127.0.0.1", port), ("127.255.255.255", port))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with pytest.raises(stack.PortInUse, match=f"binding UDP 127.0.0.1:{port}: Address already in use"):
+            stack.check_local_address(f"127.0.0.1/8:{port}")
 
 
 async def test_drivers_of_one_process_share_the_endpoint_with_distinct_process_ids(bacnet_device):
@@ -231,6 +259,29 @@ async def test_reconnecting_to_another_device_at_the_address_is_refused(bacnet_d
             await swapped.stop()
 
 
+async def test_a_device_replaced_without_falling_silent_is_noticed_while_connected(bacnet_device):
+    driver = driver_for(bacnet_device)
+    driver.identity_check_interval = 0.0  # check before every read (the default is once a minute)
+    await driver.connect()
+    swapped = None
+    try:
+        assert (await driver.read(ALL_POINTS))["chw_setpoint"].value == 7.0
+        port = bacnet_device.port
+        await bacnet_device.stop()
+        await wait_until(lambda: udp_port_free(port), what="the old device's socket to close")
+        # an identical controller takes the address before any request of ours goes unanswered: its objects
+        # answer every read, so only its instance tells it apart
+        swapped = SimulatedBacnetDevice(f"127.0.0.1:{port}", instance=4321, step_seconds=None)
+        await swapped.start()
+        with pytest.raises(WrongDevice, match="is device instance 4321, not the configured device instance"):
+            await driver.read(ALL_POINTS)
+        assert not driver.connected
+    finally:
+        await driver.close()
+        if swapped is not None:
+            await swapped.stop()
+
+
 async def test_the_engine_shows_comm_failure_with_an_event_naming_both_instances(bacnet_device):
     poller, image, events = started_poller(bacnet_device, 4321)
     try:
@@ -271,3 +322,52 @@ async def test_a_device_silent_first_and_replaced_later_is_named_in_a_second_eve
         await poller.stop()
         if swapped is not None:
             await swapped.stop()
+
+
+# TEST-NET-1: never an address of this host
+NOT_HERE = "192.0.2.77"
+NOT_HERE_REASON = f"Cannot assign requested address ({NOT_HERE} is not an address of this host)"
+
+
+@pytest.mark.parametrize(
+    ("local", "reason", "poll_reads"),
+    [
+        (f"{NOT_HERE}:0", f"binding UDP {NOT_HERE}:0: {NOT_HERE_REASON}", False),
+        (f"{NOT_HERE}/24:47999", f"binding UDP {NOT_HERE}:47999: {NOT_HERE_REASON}", False),
+        # poll --once uses an ephemeral port on the same interface: only the engine's fixed port is wrong
+        ("127.0.0.1:99999", "UDP port 99999 is out of range (0..65535)", True),
+        ("127.0.0.1:notaport", "'127.0.0.1:notaport' is not an IPv4 ADDR[/PREFIX]:PORT (unrecognized format)", False),
+        ("nosuchhost.invalid:0", "'nosuchhost.invalid:0' is not an IPv4 ADDR[/PREFIX]:PORT (unable to resolve", False),
+        ("12", "'12' is not an IPv4 ADDR[/PREFIX]:PORT (it is a LocalStation)", False),
+    ],
+)
+async def test_a_local_address_that_cannot_be_bound_is_one_clear_line_at_once(
+    bacnet_device, caplog, local, reason, poll_reads
+):
+    """The engine, ``poll --once`` and ``bacnet priority`` report it at once, with the reason and no traceback.
+
+    bacpypes3 retries a failed bind for ever in the background: the driver used to give up after 5 s with an
+    empty reason (``cannot open a BACnet endpoint on …: ``) and asyncio logged a traceback, or (port 99999)
+    an OverflowError escaped.
+    """
+    loop = asyncio.get_running_loop()
+    driver = driver_for(bacnet_device, local_address=local)
+    started = loop.time()
+    with pytest.raises(CommunicationError) as refused:
+        await driver.connect()
+    assert loop.time() - started < 3.0
+    assert str(refused.value).startswith(f"cannot open a BACnet endpoint on {local}: {reason}"), refused.value
+    assert "\n" not in str(refused.value)
+    assert not driver.connected
+    await driver.close()
+    # what poll --once prints for each point of the device: the same line, not a traceback
+    spec = DeviceSpec("bac", "127.0.0.1", bacnet_device.port, timeout=0.5, options={"local_address": local})
+    points = tuple(PointConfig(point, Scaling(point.data_type), 0.0, "bac") for point in ALL_POINTS[:1])
+    rows = await read_device(DeviceConfig(spec, "bacnet", 1.0, points))
+    if poll_reads:
+        assert [row["quality"] for row in rows] == [GOOD], rows
+    else:
+        assert [row["quality"] for row in rows] == [COMM_FAILURE], rows
+        assert rows[0]["error"].startswith("cannot open a BACnet endpoint on "), rows
+        assert "\n" not in rows[0]["error"]
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")], caplog.text
