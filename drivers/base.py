@@ -165,6 +165,8 @@ class Driver(abc.ABC):
     data_types: tuple[str, ...] = ()
     #: True if ``write(point, None, priority)`` releases that priority slot (BACnet relinquish)
     relinquish: bool = False
+    #: True if the driver itself keeps its points' values (virtual points): the engine seeds it (:meth:`seed`)
+    holds_values: bool = False
 
     def __init__(self, device: DeviceSpec) -> None:
         self.device = device
@@ -173,6 +175,10 @@ class Driver(abc.ABC):
     def set_listener(self, listener: Listener | None) -> None:
         """Register where readings the device pushes on its own go; drivers that only poll never call it."""
         self.listener = listener
+
+    def seed(self, values: Mapping[str, RawValue]) -> None:
+        """Values (raw, by point name) the engine knew before this instance started; see :attr:`holds_values`."""
+        return  # drivers that read a device have nothing to keep
 
     @classmethod
     @abc.abstractmethod

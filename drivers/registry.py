@@ -6,11 +6,13 @@ from drivers.bacnet import BacnetDriver
 from drivers.base import Driver
 from drivers.modbus import ModbusDriver
 from drivers.node import NodeDriver
+from drivers.virtual import VirtualDriver
 
 DRIVERS: dict[str, type[Driver]] = {
     ModbusDriver.name: ModbusDriver,
     BacnetDriver.name: BacnetDriver,
     NodeDriver.name: NodeDriver,
+    VirtualDriver.name: VirtualDriver,
 }
 
 

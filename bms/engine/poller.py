@@ -204,9 +204,26 @@ class DevicePoller:
         self._answers.clear()
         self._answers_by_id.clear()
         self._read_at.clear()
+        if self.driver.holds_values:
+            # Virtual points live in the driver: start from the image (the values replicated from the node that
+            # was in control, or the previous poller's after a reconfiguration), not from nothing.
+            self.driver.seed(self._image_values())
         self.started_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"poll:{self.name}")
         self._watchdog = asyncio.create_task(self._watch_staleness(), name=f"stale:{self.name}")
+
+    def _image_values(self) -> dict[str, RawValue]:
+        """The image's values of this device's points, raw (what the driver would have read)."""
+        values: dict[str, RawValue] = {}
+        for name, point in self.points.items():
+            state = self.image.points.get(name)
+            if state is None or state.value is None or isinstance(state.value, dict | list | str):
+                continue
+            try:
+                values[name] = point.scaling.to_raw(state.value)
+            except (TypeError, ValueError, ZeroDivisionError):
+                continue
+        return values
 
     async def stop(self) -> None:
         await cancel_and_wait(self._watchdog)

@@ -22,6 +22,11 @@ then wakes the executor.
   in :attr:`CommandSink.refused`; the queue goes on.
 * **Database away**: requests wait in memory (bounded: the oldest are
   dropped, counted and logged) and are recorded when it returns.
+* **Answers**: :meth:`CommandSink.submit` returns a future of the
+  :class:`Recorded` answer (``created``, ``repeat`` with the recorded
+  command's status and epoch, ``refused``, ``stale`` or ``dropped``), for a
+  function that must know what became of a request made again (a schedule
+  after a takeover); the others ignore it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bms.engine.dbconn import with_fresh_connection
 from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait
@@ -62,13 +68,20 @@ class CommandRequest:
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What the command path said about one request: ``created``, ``repeat`` or ``refused`` (with why)."""
+    """What became of one request: ``created``, ``repeat`` or ``refused`` (with why), ``stale`` or ``dropped``.
+
+    ``status`` and ``accepted_epoch``: those of the command row (for a
+    repeat, the row recorded before, perhaps by the other node in an
+    earlier epoch)."""
 
     request: CommandRequest
     outcome: str
     detail: str = ""
+    status: str = ""
+    accepted_epoch: int | None = None
 
 
+@with_fresh_connection  # after an outage, the thread's broken connection must not fail every later batch
 def record_requests(requests: list[CommandRequest]) -> list[Recorded]:
     """Record ``requests`` in order through :func:`~bms.control.services.submit_write` (database thread)."""
     from bms.control.services import CommandRejected, submit_write
@@ -88,7 +101,9 @@ def record_requests(requests: list[CommandRequest]) -> list[Recorded]:
         except CommandRejected as exc:
             answers.append(Recorded(request, "refused", exc.message))
         else:
-            answers.append(Recorded(request, "created" if submission.created else "repeat"))
+            command = submission.command
+            outcome = "created" if submission.created else "repeat"
+            answers.append(Recorded(request, outcome, status=command.status, accepted_epoch=command.accepted_epoch))
     return answers
 
 
@@ -111,6 +126,10 @@ class CommandSink:
         self.capacity = capacity
         self.record = record
         self.queue: deque[CommandRequest] = deque()
+        #: the answer of each queued request, in the queue's order
+        self._answers: deque[asyncio.Future[Recorded]] = deque()
+        #: how many requests at the head of the queue a flush is recording
+        self._in_flight = 0
         self.created = 0
         self.repeated = 0
         self.refused = 0
@@ -123,12 +142,22 @@ class CommandSink:
     def waiting(self) -> int:
         return len(self.queue)
 
-    def submit(self, request: CommandRequest) -> None:
-        """Queue ``request`` (on the loop; returns at once)."""
+    def submit(self, request: CommandRequest) -> asyncio.Future[Recorded]:
+        """Queue ``request`` (on the loop; returns at once) and return the future of its :class:`Recorded` answer."""
         if request.source not in ENGINE_SOURCES:
             raise ValueError(f"unknown engine command source {request.source!r}")
+        answer: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
         if len(self.queue) >= self.capacity:
-            lost = self.queue.popleft()
+            # The oldest not being recorded right now (a flush holds its batch at the head of the queue); if the
+            # whole queue is being recorded, this new one.
+            oldest = self._in_flight
+            if oldest < len(self.queue):
+                lost, lost_answer = self.queue[oldest], self._answers[oldest]
+                del self.queue[oldest]
+                del self._answers[oldest]
+            else:
+                lost, lost_answer = request, answer
+            _answer(lost_answer, Recorded(lost, "dropped"))
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error(
@@ -137,8 +166,12 @@ class CommandSink:
                     lost.command_id,
                     self.dropped,
                 )
+            if lost is request:
+                return answer
         self.queue.append(request)
+        self._answers.append(answer)
         self._wake.set()
+        return answer
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="engine-commands")
@@ -156,14 +189,24 @@ class CommandSink:
         recorded_any = False
         while self.queue:
             batch = [self.queue[i] for i in range(min(BATCH, len(self.queue)))]
-            current = [request for request in batch if self.role.may_write(request.epoch)]
-            answers = await self.run_in_db(self.record, current) if current else []
-            for _ in batch:
-                self.queue.popleft()
+            fresh = [self.role.may_write(request.epoch) for request in batch]
+            current = [request for request, ok in zip(batch, fresh, strict=True) if ok]
+            self._in_flight = len(batch)
+            try:
+                answers = iter(await self.run_in_db(self.record, current) if current else [])
+            finally:
+                self._in_flight = 0
+            for ok in fresh:
+                request = self.queue.popleft()
+                future = self._answers.popleft()
+                if ok:
+                    answer = next(answers)
+                    self._count(answer)
+                    recorded_any = recorded_any or answer.outcome == "created"
+                else:
+                    answer = Recorded(request, "stale")
+                _answer(future, answer)
             self.stale += len(batch) - len(current)
-            for answer in answers:
-                self._count(answer)
-            recorded_any = recorded_any or any(answer.outcome == "created" for answer in answers)
         if recorded_any:
             self.wake_executor()
 
@@ -208,3 +251,8 @@ class CommandSink:
                 log.exception("recording engine commands failed; retrying")
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wake.set()
+
+
+def _answer(future: asyncio.Future[Recorded], answer: Recorded) -> None:
+    if not future.done():  # a caller may have cancelled its wait
+        future.set_result(answer)

@@ -37,7 +37,9 @@ class Device(models.Model):
 
     name = models.CharField(max_length=64, unique=True, validators=[POINT_NAME_VALIDATOR])
     driver = models.CharField(max_length=32, choices=[(name, name) for name in sorted(DRIVERS)], default="modbus")
-    host = models.CharField(max_length=255, help_text="IP address or host name of the device or gateway")
+    host = models.CharField(
+        max_length=255, blank=True, help_text="IP address or host name of the device or gateway (virtual: none)"
+    )
     port = models.PositiveIntegerField(default=502, validators=[MinValueValidator(1)])
     unit_id = models.PositiveSmallIntegerField(default=1, help_text="Modbus unit id (slave address)")
     poll_interval = models.FloatField(default=1.0, validators=[MinValueValidator(0.05)], help_text="seconds")
@@ -52,6 +54,10 @@ class Device(models.Model):
         return self.name
 
     def clean(self) -> None:
+        driver = DRIVERS.get(self.driver)
+        # A driver that keeps its points' values itself (virtual points) talks to nothing; every other needs a host.
+        if not self.host and driver is not None and not driver.holds_values:
+            raise ValidationError({"host": "A device needs its IP address or host name."})
         if self.port is not None and self.port > 65535:
             raise ValidationError({"port": "A TCP port is at most 65535."})
         if not isinstance(self.options, dict):
