@@ -9,6 +9,8 @@ from bms.api.v1 import trends as trends_api
 from bms.tokens import views as tokens_web
 from bms.web import alarm_views as alarms_web
 from bms.web import bacnet_views as bacnet_web
+from bms.web import logic_views as logic_web
+from bms.web import schedule_views as schedules_web
 from bms.web import trend_views as trends_web
 from bms.web import views as web
 from redundancy import views as pair
@@ -24,6 +26,10 @@ urlpatterns = [
     path("alarms/action", alarms_web.action, name="alarms-action"),
     path("alarms/journal/", alarms_web.journal, name="alarm-journal"),
     path("alarms/journal.csv", alarms_web.journal_csv, name="alarm-journal-csv"),
+    path("schedules/", schedules_web.schedule_list, name="schedules"),
+    path("schedules/new/", schedules_web.schedule_editor, name="schedule-new"),
+    path("schedules/<int:pk>/", schedules_web.schedule_editor, name="schedule-edit"),
+    path("logic/", logic_web.rules, name="logic"),
     path("account/tokens/", tokens_web.tokens, name="api-tokens"),
     path("account/tokens/<int:pk>/revoke", tokens_web.revoke_token, name="api-token-revoke"),
     path("bacnet/discover/", bacnet_web.discover, name="bacnet-discover"),

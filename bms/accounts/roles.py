@@ -4,7 +4,7 @@
 viewer         ``view_*`` of every BMS model (not users, groups, sessions, the admin log)
 operator       viewer + ``points.write_point``, ``alarms.acknowledge_alarm``, ``alarms.shelve_alarm``
 engineer       operator + add/change/delete of points, devices, alarm definitions and alarm classes,
-               + ``alarms.set_out_of_service``
+               schedules (calendars, entries, targets, exceptions) and logic rules, + ``alarms.set_out_of_service``
 administrator  every permission, users and groups included
 ============== =====================================================================================
 
@@ -32,7 +32,18 @@ NOT_VIEWED = frozenset({"admin", "auth", "contenttypes", "sessions"})
 #: (app label, codename) the operator adds to the viewer's
 OPERATOR_EXTRA = frozenset({("points", "write_point"), ("alarms", "acknowledge_alarm"), ("alarms", "shelve_alarm")})
 #: (app label, model) the engineer may add, change and delete
-ENGINEER_MODELS = (("points", "point"), ("points", "device"), ("alarms", "alarmdefinition"), ("alarms", "alarmclass"))
+ENGINEER_MODELS = (
+    ("points", "point"),
+    ("points", "device"),
+    ("alarms", "alarmdefinition"),
+    ("alarms", "alarmclass"),
+    ("schedules", "schedule"),
+    ("schedules", "scheduletarget"),
+    ("schedules", "exceptionevent"),
+    ("schedules", "calendar"),
+    ("schedules", "calendarentry"),
+    ("logic", "rule"),
+)
 #: (app label, codename) the engineer adds besides
 ENGINEER_EXTRA = frozenset({("alarms", "set_out_of_service")})
 

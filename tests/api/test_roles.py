@@ -84,6 +84,12 @@ def test_engineer_adds_configuration_and_out_of_service():
         for action in ("add", "change", "delete")
     }
     expected |= {f"alarms.{action}_alarmclass" for action in ("add", "change", "delete")}
+    expected |= {
+        f"{app}.{action}_{model}"
+        for app, model in roles.ENGINEER_MODELS
+        if app in ("schedules", "logic")
+        for action in ("add", "change", "delete")
+    }
     assert extra == expected | {"alarms.set_out_of_service"}
 
 

@@ -6,10 +6,15 @@ Collections and objects end in ``/``; actions on them do not (``alarms/acknowled
 
 from django.urls import include, path, re_path
 
-from bms.api.v1 import alarms, docs, errors, pair, priority, trends
+from bms.api.v1 import alarms, docs, errors, logic, pair, priority, schedules, trends
 
 definitions = alarms.AlarmDefinitionViewSet
 classes = alarms.AlarmClassViewSet
+schedule_set = schedules.ScheduleViewSet
+calendar_set = schedules.CalendarViewSet
+rule_set = logic.RuleViewSet
+CRUD_LIST = {"get": "list", "post": "create"}
+CRUD_ONE = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
 ID = "<int:pk>"
 
 urlpatterns = [
@@ -47,6 +52,23 @@ urlpatterns = [
         priority.PriorityArrayView.as_view(),
         name="api-v1-point-priority-array",
     ),
+    # schedules, calendars and logic rules (bms/api/v1/schedules.py, bms/api/v1/logic.py)
+    path("schedules/", schedule_set.as_view(CRUD_LIST), name="api-v1-schedules"),
+    path(f"schedules/{ID}/", schedule_set.as_view(CRUD_ONE), name="api-v1-schedule"),
+    path(
+        f"schedules/{ID}/next-transitions",
+        schedule_set.as_view({"get": "next_transitions"}),
+        name="api-v1-schedule-next-transitions",
+    ),
+    path("calendars/", calendar_set.as_view(CRUD_LIST), name="api-v1-calendars"),
+    path("calendars/import", calendar_set.as_view({"post": "import_ical"}), name="api-v1-calendars-import"),
+    path(f"calendars/{ID}/", calendar_set.as_view(CRUD_ONE), name="api-v1-calendar"),
+    path(f"calendars/{ID}/ical", calendar_set.as_view({"get": "export_ical"}), name="api-v1-calendar-ical"),
+    path("rules/", rule_set.as_view(CRUD_LIST), name="api-v1-rules"),
+    path("rules/live", rule_set.as_view({"get": "live"}), name="api-v1-rules-live"),
+    path(f"rules/{ID}/", rule_set.as_view(CRUD_ONE), name="api-v1-rule"),
+    path(f"rules/{ID}/enable", rule_set.as_view({"post": "enable"}), name="api-v1-rule-enable"),
+    path(f"rules/{ID}/disable", rule_set.as_view({"post": "disable"}), name="api-v1-rule-disable"),
     path("trends/", include(trends)),  # trends/ and trends/csv (bms/api/v1/trends.py)
     path("redundancy/status", pair.RedundancyStatusView.as_view(), name="api-v1-redundancy-status"),
     re_path(r"^(?P<path>.*)$", errors.not_found, name="api-v1-not-found"),
