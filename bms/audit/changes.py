@@ -15,8 +15,10 @@ changes nothing records nothing.
 Bulk operations send no signals: the standby's application of the active
 node's configuration (which must not be recorded a second time) uses them,
 and is also wrapped in :func:`~bms.audit.context.not_recorded` because its
-deletions do send signals. Who: :mod:`bms.audit.context`; outside a request
-or command (migrations, the engine) the entry says ``system``.
+deletions do send signals. Who: :mod:`bms.audit.context`: a request's user
+(admin, API, web manager), an import or a ``manage.py`` command. Code that
+runs in-process without an actor (a test's database flush, the engine, a
+Django shell) records nothing: it is nobody's change to account for.
 """
 
 from __future__ import annotations
@@ -90,18 +92,20 @@ def _record(action: str, instance: models.Model, detail: dict[str, Any]) -> None
     from bms.control.models import AuditEntry
 
     actor = context.current()
-    user, username = actor.resolve() if actor is not None else (None, "")
+    if actor is None:
+        return  # not a person's change: code run in-process (a test's database flush, the engine, a shell)
+    user, username = actor.resolve()
     AuditEntry.objects.create(
         user=user,
-        username=username or "system",
+        username=username or actor.via,
         action=f"{instance._meta.model_name}.{action}",
         target=str(recordable(str(instance), 128)),
-        detail={"via": actor.via if actor is not None else "system", "id": instance.pk, **detail},
+        detail={"via": actor.via, "id": instance.pk, **detail},
     )
 
 
 def _before_save(sender: type[models.Model], instance: models.Model, raw: bool = False, **_: Any) -> None:
-    if raw or not context.recording() or instance.pk is None:
+    if raw or not context.recording() or context.current() is None or instance.pk is None:
         return
     stored = sender._default_manager.filter(pk=instance.pk).first()
     setattr(instance, _BEFORE, values_of(stored) if stored is not None else None)

@@ -109,9 +109,17 @@ def test_a_save_that_changes_nothing_records_nothing_and_a_deletion_keeps_the_la
     AuditEntry.objects.all().delete()
     plant.save()
     assert not AuditEntry.objects.exists()
-    plant.delete()
+    with acting(Actor("command", name="manage.py shell")):
+        plant.save()
+        assert not AuditEntry.objects.exists()
+        plant.delete()
     [deleted] = entries("device.deleted")
-    assert deleted.username == "system" and deleted.detail["values"]["host"] == "127.0.0.1"
+    assert deleted.username == "manage.py shell" and deleted.detail["values"]["host"] == "127.0.0.1"
+
+
+def test_code_without_an_actor_records_nothing(db):
+    Device.objects.create(name="made-by-code", host="127.0.0.1", port=1502)
+    assert not AuditEntry.objects.exists()
 
 
 def test_hostile_values_are_recorded_bounded(db, plant):
@@ -125,6 +133,7 @@ def test_the_standby_applying_the_active_nodes_configuration_records_nothing(db,
     dump = configsync.dump_config()
     Device.objects.create(name="standby-only", host="127.0.0.1", port=1503)
     before = AuditEntry.objects.count()
-    configsync.apply_config(dump)
+    with acting(Actor("command", name="manage.py runbms")):  # the node process applies it
+        configsync.apply_config(dump)
     assert not Device.objects.filter(name="standby-only").exists()
     assert AuditEntry.objects.count() == before
