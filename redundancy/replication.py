@@ -83,8 +83,10 @@ class Replicator:
         self.quarantined = 0
         self.resends = 0
         self.store_failures = 0
-        # when rows above the acknowledged cursors were sent and no acknowledgement has moved since
-        self._unacked_since: float | None = None
+        # Per (table, origin) with rows sent above its acknowledged cursor: since when its acknowledgement has not
+        # moved. Per stream: acknowledgements of a busy table (trend samples) must not hold back the resend of
+        # another table's batch that was lost with nothing behind it in its stream (ADR 0011).
+        self._unacked_since: dict[tuple[str, str], float] = {}
         # per (table, origin) with rows not acknowledged: since when no acknowledgement of that stream moved
         self._waiting_since: dict[tuple[str, str], float] = {}
         # receiver side: per table and origin, everything up to here is stored (or deliberately skipped)
@@ -383,7 +385,7 @@ class Replicator:
         self.peer_cursors = {table: dict(origins) for table, origins in cursors.items()}
         self.acked = {table: dict(origins) for table, origins in cursors.items()}
         self._acked_known = True
-        self._unacked_since = None
+        self._unacked_since.clear()
         self._history_wake.set()
 
     async def _on_history(self, body: dict[str, Any]) -> None:
@@ -421,11 +423,15 @@ class Replicator:
             self.rows_received += len(rows)
             acks.append([table, origin, top])
             # The sender holds what it sent: never echo these rows back to it, nor count them as waiting for it.
+            # Only what it sent (``last``), never ``top`` (what this node holds): the batch may be this node's
+            # own rows coming back (the peer queued a round before it noted storing them), and this node may
+            # have written more since; taking ``top`` would mark those as held by the peer, and they would not
+            # be sent until the next link-up (a step-down event after a split, lost so).
             if self.peer_cursors is not None:
                 sent = self.peer_cursors.setdefault(table, {})
-                sent[origin] = max(sent.get(origin, 0), top)
+                sent[origin] = max(sent.get(origin, 0), last)
             stored = self.acked.setdefault(table, {})
-            stored[origin] = max(stored.get(origin, 0), top)
+            stored[origin] = max(stored.get(origin, 0), last)
         if acks:
             await self.service.send("history_ack", acks=acks)
         if nacks:
@@ -443,7 +449,11 @@ class Replicator:
             for stream in moved:
                 if stream in self._waiting_since:
                     self._waiting_since[stream] = now
-            self._unacked_since = now if self._outstanding() else None
+                table, origin = stream
+                if (self.peer_cursors or {}).get(table, {}).get(origin, 0) > self.acked[table][origin]:
+                    self._unacked_since[stream] = now  # progress: its delay starts again
+                else:
+                    self._unacked_since.pop(stream, None)
             self._history_wake.set()  # count the backlog again now: heartbeats must not report acknowledged rows
         self._acked_changed.set()
 
@@ -456,6 +466,7 @@ class Replicator:
             if sent is not None and sent.get(origin, 0) > stored[origin]:
                 sent[origin] = stored[origin]
                 self.resends += 1
+            self._unacked_since.pop((table, origin), None)  # nothing of it is outstanding now: it is sent again
         self._acked_changed.set()
 
     def _outstanding(self) -> bool:
@@ -467,21 +478,30 @@ class Replicator:
         )
 
     def _rewind_unacknowledged(self, now: float) -> None:
-        """Rows sent but not acknowledged within the resend delay are sent again from the acknowledged cursors."""
-        if self._unacked_since is None or now - self._unacked_since < self.resend_after or self.peer_cursors is None:
+        """Rows sent but not acknowledged within the resend delay are sent again from the acknowledged cursors.
+
+        Per stream: each stream's delay runs from its first unacknowledged send or its last acknowledgement.
+        """
+        if self.peer_cursors is None:
             return
-        self._unacked_since = None
-        if not self._outstanding():
-            return
-        for table, origins in self.peer_cursors.items():
-            stored = self.acked.get(table, {})
-            for origin in origins:
-                origins[origin] = min(origins[origin], stored.get(origin, 0))
-        self.resends += 1
-        log.warning(
-            "history rows sent to the partner were not acknowledged within %.1f s; sending them again",
-            self.resend_after,
-        )
+        rewound = []
+        for stream, since in list(self._unacked_since.items()):
+            table, origin = stream
+            sent = self.peer_cursors.get(table, {})
+            stored = self.acked.get(table, {}).get(origin, 0)
+            if sent.get(origin, 0) <= stored:
+                del self._unacked_since[stream]  # acknowledged (or rewound) meanwhile
+            elif now - since >= self.resend_after:
+                sent[origin] = stored
+                del self._unacked_since[stream]
+                rewound.append(f"{table}/{origin} after {stored}")
+        if rewound:
+            self.resends += 1
+            log.warning(
+                "history rows sent to the partner were not acknowledged within %.1f s; sending them again: %s",
+                self.resend_after,
+                ", ".join(rewound),
+            )
 
     async def _history_loop(self) -> None:
         while True:
@@ -519,13 +539,13 @@ class Replicator:
             return
         if not await self.service.send("history", batches=outgoing.batches):
             return
+        now = time.monotonic()
         for batch in outgoing.batches:
             top = batch["rows"][-1][batch["fields"].index("origin_seq")]
             sent = self.peer_cursors.setdefault(batch["table"], {})
             sent[batch["origin"]] = max(sent.get(batch["origin"], 0), top)
             self.rows_sent += len(batch["rows"])
-        if self._unacked_since is None:
-            self._unacked_since = time.monotonic()
+            self._unacked_since.setdefault((batch["table"], batch["origin"]), now)
         self._history_wake.set()  # there may be more: the next round sends it, or finds nothing and waits
 
     async def command_barrier(self, command: Command) -> bool:

@@ -98,11 +98,12 @@ def sent_seqs(message: dict[str, Any], table: str) -> list[int]:
 
 
 def test_a_row_that_cannot_be_packed_is_quarantined_once_with_an_event_and_skipped():
+    held = history.local_cursors()  # rows already here (a flush re-creates audited configuration): the peer's too
     AuditEntry.objects.create(action="before", detail={"n": 1})
     bad = insert_unpackable_audit_row()
     after = AuditEntry.objects.create(action="after", detail={"n": 2}).origin_seq
 
-    batches, _ = history.rows_after({})
+    batches, _ = history.rows_after(held)
     framing.pack({"t": "history", "batches": batches})  # the message can be sent
     audit = [b for b in batches if b["table"] == "control.auditentry"]
     seqs = [row[audit[0]["fields"].index("origin_seq")] for row in audit[0]["rows"]]
@@ -114,21 +115,21 @@ def test_a_row_that_cannot_be_packed_is_quarantined_once_with_an_event_and_skipp
     event = Event.objects.get(kind=history.QUARANTINE_EVENT)
     assert event.severity == Event.WARNING and f"main/{bad}" in event.message
 
-    history.rows_after({})  # once per row: a second round records nothing new
+    history.rows_after(held)  # once per row: a second round records nothing new
     assert QuarantinedRow.objects.count() == 1 and Event.objects.filter(kind=history.QUARANTINE_EVENT).count() == 1
     # The backlog counts what can still reach the peer: the quarantined row is not waiting for anything.
-    assert (
-        history.unacknowledged({"control.auditentry": {"main": after}, "events.event": {"main": event.origin_seq}}) == 0
-    )
+    acknowledged = {**held, "control.auditentry": {"main": after}, "events.event": {"main": event.origin_seq}}
+    assert history.unacknowledged(acknowledged) == 0
 
 
 def test_a_row_too_large_for_a_frame_is_quarantined(monkeypatch):
     # A message of 4000 bytes at most, a row of 2000: the small row travels, the large one never could.
     monkeypatch.setattr(history, "MESSAGE_BYTES", 4000)
     monkeypatch.setattr(history, "ROW_BYTES", 2000)
+    held = history.local_cursors()  # the peer holds what is already here
     small = AuditEntry.objects.create(action="small", detail={"n": 1}).origin_seq
     large = AuditEntry.objects.create(action="large", detail={"text": "x" * 5000}).origin_seq
-    batches, _ = history.rows_after({})
+    batches, _ = history.rows_after(held)
     audit = next(b for b in batches if b["table"] == "control.auditentry")
     assert [row[audit["fields"].index("origin_seq")] for row in audit["rows"]] == [small]
     assert QuarantinedRow.objects.get().origin_seq == large
@@ -136,8 +137,9 @@ def test_a_row_too_large_for_a_frame_is_quarantined(monkeypatch):
 
 async def test_the_backlog_counts_unacknowledged_rows_and_they_are_sent_again():
     sender, link = replicator()
+    held = await run_in_db(history.local_cursors)  # the peer holds what is already here
     seqs = await run_in_db(events, 3)
-    await sender._on_cursors({"cursors": {}})
+    await sender._on_cursors({"cursors": held})
 
     await sender.push_history()
     assert sent_seqs(link.messages("history")[0], "events.event") == seqs
@@ -153,7 +155,8 @@ async def test_the_backlog_counts_unacknowledged_rows_and_they_are_sent_again():
         await _pause()
     assert time.monotonic() - started >= 1.5  # not before the resend delay (2 s at least)
     resent = link.messages("history")[1]
-    assert sent_seqs(resent, "events.event") == seqs and resent["batches"][0]["after"] == 0
+    assert sent_seqs(resent, "events.event") == seqs
+    assert resent["batches"][0]["after"] == held.get("events.event", {}).get("main", 0)
     assert sender.resends == 1 and sender.history_stuck
 
     await sender._on_history_ack({"acks": [["events.event", "main", seqs[-1]]]})
@@ -164,7 +167,8 @@ async def test_the_backlog_counts_unacknowledged_rows_and_they_are_sent_again():
 async def test_a_nack_rewinds_to_what_the_peer_holds_at_once():
     sender, link = replicator()
     seqs = await run_in_db(events, 4)
-    await sender._on_cursors({"cursors": {"events.event": {"main": seqs[0]}}})
+    held = await run_in_db(history.local_cursors)  # the peer holds what was here before, and the first event
+    await sender._on_cursors({"cursors": {**held, "events.event": {"main": seqs[0]}}})
     await sender.push_history()
     assert sent_seqs(link.messages("history")[0], "events.event") == seqs[1:]
 
@@ -173,6 +177,60 @@ async def test_a_nack_rewinds_to_what_the_peer_holds_at_once():
     again = link.messages("history")[1]
     assert sent_seqs(again, "events.event") == seqs[2:] and again["batches"][0]["after"] == seqs[1]
     assert sender.backlog == 2 and sender.resends == 1
+
+
+async def test_rows_the_peer_sends_back_do_not_count_as_held_beyond_what_it_sent():
+    # After a split heals, the peer stores this node's step-down event and, in a round it had already
+    # queued on its database thread, sends it straight back (its view of this node's cursor was older).
+    # Meanwhile this node wrote its next event. That one must still go: the echo proves the peer holds
+    # what it sent, not everything this node holds of its own stream.
+    main, link = replicator()
+    await run_in_db(events, 1)
+    held = await run_in_db(history.local_cursors)  # both nodes hold all of it (replicated before the split)
+    await main._send_cursors()  # the link is back: announce what this node holds
+    await main._on_cursors({"cursors": held})
+    before = held["events.event"]["main"]
+    step_down = await run_in_db(events, 1)
+    await main.push_history()
+    sent = link.messages("history")[-1]
+    assert sent_seqs(sent, "events.event") == step_down
+    standby = await run_in_db(events, 1)  # written before the echo arrives
+
+    echo = [{**batch, "after": before} for batch in sent["batches"] if batch["table"] == "events.event"]
+    await main._on_history({"t": "history", "node": "backup", "batches": echo})
+    assert link.messages("history_ack")[-1]["acks"] == [["events.event", "main", standby[0]]]
+    await main.push_history()
+    assert sent_seqs(link.messages("history")[-1], "events.event") == standby, (
+        f"the row written after the echoed one was not sent: peer cursors {main.peer_cursors}, acked {main.acked}"
+    )
+    assert main.backlog == 1  # the echo shows the peer holds the step-down event; the next one waits for its ack
+    await main._on_history_ack({"acks": [["events.event", "main", standby[0]]]})
+    await main.push_history()
+    assert main.backlog == 0
+
+
+async def test_a_lost_batch_is_sent_again_while_other_streams_are_acknowledged():
+    # An event batch is lost (sent on a connection that died, another one stays up) and nothing follows it
+    # in its stream. Audit rows (on an active node: trend samples) keep flowing and are acknowledged: that
+    # traffic must not keep restarting the lost batch's resend delay.
+    sender, link = replicator()
+    await sender._on_cursors({"cursors": await run_in_db(history.local_cursors)})  # the peer holds what is here
+    lost = await run_in_db(events, 1)
+    await sender.push_history()
+    started = time.monotonic()
+    deadline = started + 30
+
+    def resent() -> bool:
+        return any(lost[0] in sent_seqs(message, "events.event") for message in link.messages("history")[1:])
+
+    while not resent():
+        assert time.monotonic() < deadline, f"the lost event batch was never sent again (acked {sender.acked})"
+        entry = await run_in_db(lambda: AuditEntry.objects.create(action="flowing", detail={}))
+        await sender.push_history()
+        await sender._on_history_ack({"acks": [["control.auditentry", "main", entry.origin_seq]]})
+        await _pause()
+    assert time.monotonic() - started >= 1.5  # not before the resend delay (2 s at least)
+    assert sender.resends >= 1
 
 
 def _peer_batch(after: int, seqs: list[int]) -> dict[str, Any]:
@@ -211,16 +269,18 @@ async def test_a_batch_the_receiver_cannot_store_is_refused_and_nothing_after_it
 
 async def test_the_replicator_reports_quarantined_rows_and_keeps_sending():
     sender, link = replicator()
+    held = await run_in_db(history.local_cursors)  # the peer holds what is already here
+    present = await run_in_db(_all_rows)
     bad = await run_in_db(insert_unpackable_audit_row)
     good = (await run_in_db(lambda: AuditEntry.objects.create(action="after", detail={}))).origin_seq
-    await sender._on_cursors({"cursors": {}})
+    await sender._on_cursors({"cursors": held})
     await sender.push_history()
     message = link.messages("history")[0]
     assert sent_seqs(message, "control.auditentry") == [good]
     assert bad not in sent_seqs(message, "control.auditentry")
     assert sender.quarantined == 1
     # Every row waits for its acknowledgement (the quarantine event too), except the bad row.
-    assert sender.backlog == await run_in_db(_all_rows) - 1
+    assert sender.backlog == await run_in_db(_all_rows) - present - 1
 
 
 def _all_rows() -> int:

@@ -28,9 +28,75 @@ def hold(seconds: float, check, interval: float = 0.05) -> int:
     return runs
 
 
+def up(pair) -> None:
+    """``pair.up()``, then wait until both nodes' start-up role changes are in their event logs.
+
+    The node state row shows a role from the moment the node enters it, but the role-change event is
+    recorded once the change is carried out (taking control loads the configuration and settles commands
+    first): on a loaded machine seconds later. Tests that count role changes from "now" must start after it.
+    """
+    pair.up()
+
+    def recorded() -> bool:
+        return {("main", "active"), ("backup", "standby")} <= {(c.node, c.new) for c in pair.all_role_changes()}
+
+    wait_until(recorded, 30, message="the start-up role changes in both event logs")
+
+
+SYNC_KEYS = (
+    "caught_up",
+    "history_backlog",
+    "history_stuck",
+    "history_resends",
+    "history_store_failures",
+    "history_rows_sent",
+    "history_rows_received",
+)
+
+
+def history_difference(pair) -> str:
+    """What differs between the two nodes' history, and how each node's replication sees it.
+
+    The rows only one node holds (with their stamps), per table and origin the highest stamp each node holds
+    (the cursors it would announce), and each node's replication counters: enough to tell a row never sent
+    from one sent and not stored, or acknowledged past.
+    """
+    held = {
+        node.name: {(t, r["origin"], r["origin_seq"]): r for t, r in node.history_rows()}
+        for node in pair.nodes.values()
+    }
+    lines = []
+    for name, other in (("main", "backup"), ("backup", "main")):
+        for key in sorted(held[name].keys() - held[other].keys()):
+            row = held[name][key]
+            what = row.get("kind") or row.get("action") or row.get("status") or ""
+            text = str(row.get("message") or row.get("command_id") or "")[:160]
+            lines.append(f"only on {name}: {key} epoch {row['epoch']} time {row.get('time')} {what}: {text}")
+    both = sorted(held["main"].keys() & held["backup"].keys())
+    lines += [f"differs: {key}" for key in both if held["main"][key] != held["backup"][key]]
+    for name, rows in held.items():
+        tops: dict[tuple[str, str], int] = {}
+        for table, origin, seq in rows:
+            tops[(table, origin)] = max(tops.get((table, origin), 0), seq)
+        lines.append(f"{name} holds up to {dict(sorted(tops.items()))}")
+    for node in pair.nodes.values():
+        state = node.state()
+        sync = (state.get("status") or {}).get("sync") or {}
+        counters = {key: sync.get(key) for key in SYNC_KEYS}
+        lines.append(f"{node.name} ({state['role']}, epoch {state['epoch']}): {counters}")
+    return "\n".join(lines)
+
+
+def wait_history_identical(pair, timeout: float = 30.0) -> dict:
+    try:
+        return pair.wait_history_identical(timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{history_difference(pair)}") from None
+
+
 def test_link_cut_without_witness_gives_two_active_nodes_and_the_lower_epoch_steps_down(make_pair):
     pair = make_pair(period_ms=100, proxied=True, failback="manual")
-    pair.up()
+    up(pair)
     cut_at = time.time()
     pair.cut()
     # Documented split brain: without a witness the standby cannot tell a cut link from a dead partner.
@@ -52,13 +118,13 @@ def test_link_cut_without_witness_gives_two_active_nodes_and_the_lower_epoch_ste
     assert step_down.epoch == takeover.epoch
     pair.wait_for_roles(30, main="standby", backup="active")
     # Both sides' history of the split is merged, nothing dropped.
-    digest = pair.wait_history_identical()
+    digest = wait_history_identical(pair)
     assert digest["main"]["counts"]["events.event"] >= 2 and digest["backup"]["counts"]["events.event"] >= 2
 
 
 def test_link_cut_with_witness_the_standby_goes_isolated_never_active(make_pair):
     pair = make_pair(period_ms=100, proxied=True, witness=True)
-    pair.up()
+    up(pair)
     cut_at = time.time()
     pair.cut()
     wait_until(lambda: pair.backup.role() == "isolated", 10, message="backup isolated")
@@ -79,7 +145,7 @@ def test_link_cut_with_witness_the_standby_goes_isolated_never_active(make_pair)
 
 def test_a_flapping_link_faster_than_the_timeout_causes_no_failover(make_pair):
     pair = make_pair(period_ms=200, proxied=True)  # timeout 600 ms
-    pair.up()
+    up(pair)
     started = time.time()
     for _ in range(10):
         pair.cut()
@@ -100,7 +166,7 @@ def test_short_stalls_of_the_active_node_cause_at_most_one_failover(make_pair):
     # A 15 s flap window: long enough to cover the stalls, short enough that a failback held back by
     # repeated losses still happens within this test.
     pair = make_pair(period_ms=100, extra_env={"BMS_FLAP_WINDOW_MS": "15000"})  # timeout 300 ms
-    pair.up()
+    up(pair)
     started = time.time()
     for _ in range(10):
         pair.main.sigstop()
@@ -144,7 +210,7 @@ def _send_and_wait_close(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def test_bad_input_on_the_link_is_rejected_and_the_heartbeat_goes_on(make_pair):
     pair = make_pair(period_ms=100, proxied=True, record=True)
-    pair.up()
+    up(pair)
     # The proxy named "backup" carries main's dialled connection to backup: record a few frames of it.
     recording = pair.proxies["backup"].recorded
     wait_until(lambda: recording and len(recording[-1]) > 2000, 10, message="frames recorded")
