@@ -1052,6 +1052,7 @@ class ProductionTarget(NodeTarget):
             "DATABASE_URL": services.database_url(self.db_name),
             "REDIS_URL": services.REDIS_URL,
             "BMS_CHANNEL_PREFIX": f"f{uuid.uuid4().hex[:8]}",
+            "BMS_SECURE_TRANSPORT": "0",  # plain HTTP on loopback (docs/security.md)
         }
 
     def cleanup(self) -> None:

@@ -5,8 +5,8 @@ node whose role is not ``active`` (standby, syncing, handing over, isolated,
 or unknown because its status is stale) is answered 503 with the active
 node's name and address: a JSON error under ``/api/``, a page otherwise (the
 admin included). Logging in and out and asking for a switchover stay
-possible. Every refusal is written to the audit trail (which replicates, so
-the active node's operators see it too).
+possible. Every refusal of a logged-in user is written to the audit trail (which
+replicates, so the active node's operators see it too); anonymous ones are only logged.
 """
 
 from __future__ import annotations
@@ -56,23 +56,9 @@ def refuse(request: HttpRequest, view: NodeView) -> HttpResponse:
     """Record the refusal and answer 503 in the form the client expects."""
     message = view.where_to_write()
     user = request.user if getattr(request, "user", None) is not None and request.user.is_authenticated else None
-    try:
-        AuditEntry.objects.create(
-            user=user,
-            username=user.get_username() if user else "",
-            action=REFUSED_ACTION,
-            target=request.path[:128],
-            detail={
-                "method": request.method,
-                "node": view.node,
-                "role": view.role,
-                "epoch": view.epoch,
-                "active_node": view.active_node,
-                "active_url": view.active_url,
-            },
-        )
-    except Exception:  # the refusal itself must not fail because the audit write did
-        log.exception("could not record the refused %s %s in the audit trail", request.method, request.path)
+    # Anonymous requests never create rows (issue 13): anyone could fill the replicated audit trail.
+    if user is not None:
+        _record(request, view, user)
     log.warning("refused %s %s on %s node %s", request.method, request.path, view.role, view.node)
     if request.path.startswith("/api/"):
         body = {
@@ -94,3 +80,23 @@ def refuse(request: HttpRequest, view: NodeView) -> HttpResponse:
     # A refusal is an expected answer, logged once above, not a server error for django.request to report.
     response._has_been_logged = True
     return response
+
+
+def _record(request: HttpRequest, view: NodeView, user: Any) -> None:
+    try:
+        AuditEntry.objects.create(
+            user=user,
+            username=user.get_username() if user else "",
+            action=REFUSED_ACTION,
+            target=request.path[:128],
+            detail={
+                "method": request.method,
+                "node": view.node,
+                "role": view.role,
+                "epoch": view.epoch,
+                "active_node": view.active_node,
+                "active_url": view.active_url,
+            },
+        )
+    except Exception:  # the refusal itself must not fail because the audit write did
+        log.exception("could not record the refused %s %s in the audit trail", request.method, request.path)

@@ -145,7 +145,7 @@ def follow_token(request: HttpRequest) -> HttpResponse:
         return _json_error("unavailable", "follow tokens need the pair secret BMS_SYNC_SECRET", 404)
     return JsonResponse(
         {
-            "token": follow_tokens.make_token(request.user),
+            "token": follow_tokens.make_token(request.user, request.session.session_key),
             "max_age": follow_tokens.MAX_AGE_SECONDS,
             "refresh": follow_tokens.REFRESH_SECONDS,
         }

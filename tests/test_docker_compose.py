@@ -25,7 +25,7 @@ COMPOSE = ROOT / "docker" / "compose.yaml"
 ENV_EXAMPLE = ROOT / "docker" / "pair.env.example"
 NODES = ("main", "backup")
 #: variables read by something other than our settings modules
-READ_ELSEWHERE = {"DJANGO_SETTINGS_MODULE"}  # Django itself
+READ_ELSEWHERE = {"DJANGO_SETTINGS_MODULE", "BMS_OPERATOR_PASSWORD"}  # Django itself; manage.py createoperator
 #: how the settings read the environment: os.environ.get("X"...), os.environ["X"], required("X"), flag("X"...)
 ENV_READ = re.compile(
     r"""(?:os\.environ(?:\.get)?\(|os\.environ\[|\brequired\(|\bflag\()\s*["']([A-Z][A-Z0-9_]*)["']"""

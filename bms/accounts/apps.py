@@ -6,7 +6,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.apps import apps as global_apps
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, pre_save
 
 
 class AccountsConfig(AppConfig):
@@ -15,6 +15,13 @@ class AccountsConfig(AppConfig):
     verbose_name = "accounts and roles"
 
     def ready(self) -> None:
+        from axes.models import AccessAttempt
+
+        from bms.accounts import sessions  # noqa: F401  (logout and password change close what the login held open)
+        from bms.accounts.throttle import bound_attempt
+
+        pre_save.connect(bound_attempt, sender=AccessAttempt, dispatch_uid="bms.accounts.bound_attempt")
+
         # Django sends post_migrate once per app with models; this app has none, so hang on auth's (once per migrate,
         # before the permissions of later apps exist: complete_roles creates them first).
         auth = global_apps.get_app_config("auth")

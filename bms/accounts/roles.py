@@ -1,7 +1,7 @@
 """The built-in roles: four groups and the permissions that say what each may do.
 
 ============== =====================================================================================
-viewer         ``view_*`` of every BMS model (not users, groups, sessions, the admin log)
+viewer         ``view_*`` of every BMS model (not users, groups, sessions, the admin log, login attempts)
 operator       viewer + ``points.write_point``, ``alarms.acknowledge_alarm``, ``alarms.shelve_alarm``
 engineer       operator + add/change/delete of points, devices, alarm definitions and alarm classes,
                schedules (calendars, entries, targets, exceptions) and logic rules, + ``alarms.set_out_of_service``
@@ -27,8 +27,9 @@ ENGINEER = "engineer"
 ADMINISTRATOR = "administrator"
 ROLES = (VIEWER, OPERATOR, ENGINEER, ADMINISTRATOR)
 
-#: apps whose models the viewer (and so the operator and engineer) may not even see
-NOT_VIEWED = frozenset({"admin", "auth", "contenttypes", "sessions"})
+#: apps whose models the viewer (and so the operator and engineer) may not even see: besides users and sessions,
+#: the login throttle's records (who failed to log in from where) and the void follow tokens
+NOT_VIEWED = frozenset({"admin", "auth", "contenttypes", "sessions", "axes", "accounts"})
 #: (app label, codename) the operator adds to the viewer's
 OPERATOR_EXTRA = frozenset({("points", "write_point"), ("alarms", "acknowledge_alarm"), ("alarms", "shelve_alarm")})
 #: (app label, model) the engineer may add, change and delete

@@ -25,23 +25,94 @@ the close reason on, so the status message carries it). A connection
 attempted during the outage is accepted only to get the same message and
 close, never an HTTP 500. Clients should reconnect after a few seconds;
 once Redis answers again a new connection starts with a snapshot as usual.
+
+Limits per client (:class:`MessageLimit`): at most :data:`MESSAGE_RATE` messages a second (bursts of
+:data:`MESSAGE_BURST`) and, of those, :data:`SNAPSHOT_RATE` that cost a snapshot (``resync``, ``subscribe``;
+bursts of :data:`SNAPSHOT_BURST`). A message beyond them is dropped unread, the first of a run answered with
+``{"type": "error", "code": "rate_limited"}``; a client that keeps on after :data:`PATIENCE` dropped messages
+is closed with code ``4429``. One client looping ``resync`` used to cost the process seconds of CPU and every
+other client's latency (issue 13); now it costs a counter per message until it is closed.
+
+Logging out closes the session's sockets, a password change the user's: ``{"type": "error", "code":
+"logged_out"}``, then code ``4401`` (logged out: the page stops) or ``4001`` (password changed: reconnect; a
+session the change ended is refused with 4401 then): :mod:`bms.realtime.revocation`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from bms.realtime import layer_health, wire
+from bms.accounts.sessions import session_digest
+from bms.realtime import layer_health, revocation, wire
 from bms.realtime.hub import FAMILIES, Family, LiveClient, hub
-from bms.realtime.outlet import Frame, Outlet, outlet_for
+from bms.realtime.outlet import SCOPE_KEY, Frame, Outlet, outlet_for
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 65536
+#: messages a client may send per second, and in one burst
+MESSAGE_RATE, MESSAGE_BURST = 20.0, 60.0
+#: of those, messages that cost a snapshot (resync, subscribe), per second and in one burst
+SNAPSHOT_RATE, SNAPSHOT_BURST = 1.0, 5.0
+#: dropped messages a client is forgiven (one more every PATIENCE_REFILL seconds) before it is closed
+PATIENCE, PATIENCE_REFILL = 30.0, 5.0
+#: the close code for a client that keeps sending beyond its limits
+CLOSE_TOO_MANY = 4429
+SNAPSHOT_MESSAGES = frozenset({"resync", "subscribe"})
+
+
+class Bucket:
+    """A token bucket: ``take()`` succeeds at most ``rate`` times a second on average, ``burst`` at once."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class MessageLimit:
+    """One client's limits (module docstring): says whether a message may be handled, warned of, or closed."""
+
+    ALLOW, WARN, DROP, CLOSE = "allow", "warn", "drop", "close"
+
+    def __init__(self) -> None:
+        self.messages = Bucket(MESSAGE_RATE, MESSAGE_BURST)
+        self.snapshots = Bucket(SNAPSHOT_RATE, SNAPSHOT_BURST)
+        self.patience = Bucket(1.0 / PATIENCE_REFILL, PATIENCE)
+        self.warned = False
+
+    def message(self) -> str:
+        """Any message, before it is read."""
+        return self.ALLOW if self.messages.take() else self._refused()
+
+    def snapshot(self) -> str:
+        """A message that costs a snapshot, once it is known to be one."""
+        return self.ALLOW if self.snapshots.take() else self._refused()
+
+    def _refused(self) -> str:
+        if not self.patience.take():
+            return self.CLOSE
+        if self.warned:
+            return self.DROP
+        self.warned = True
+        return self.WARN
+
+    def handled(self) -> None:
+        self.warned = False  # the next run of refused messages is warned of again
 
 
 def _authenticated(scope: dict[str, Any]) -> bool:
@@ -64,6 +135,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
     layer_down = False  # set once the client has been told; nothing more is sent
     client: LiveClient | None = None
     outlet: Outlet | None = None
+    limit: MessageLimit | None = None
+    closing = False  # closed for its login or its flood: what it still sends is not read
+    user_id: object = None
+    session = ""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Checked before the handshake is read: with Redis down the hub cannot serve the client, and a
@@ -101,6 +176,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         await self.accept()
         self.accepted = True
+        self.limit = MessageLimit()
+        self.user_id = self.scope["user"].pk
+        session = self.scope.get("session")
+        self.session = session_digest(getattr(session, "session_key", None))
+        revocation.register(self)
         watch = layer_health.watch()
         if watch is not None:
             watch.add(self)
@@ -108,6 +188,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.client = hub().join(self.outlet, form, family)
 
     async def disconnect(self, code: int) -> None:
+        revocation.unregister(self)
         watch = layer_health.watch()
         if watch is not None:
             watch.discard(self)
@@ -126,9 +207,30 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.client = None
         await self.close(code=layer_health.CLOSE_LAYER_DOWN, reason=layer_health.CLOSE_LAYER_DOWN_REASON)
 
+    async def logged_out(self, close_code: int) -> None:
+        """The login of this socket ended (logout: 4401) or changed (password: 4001, reconnect): say so, close."""
+        message = "you logged out" if close_code == revocation.CLOSE_LOGGED_OUT else "your password changed"
+        await self._close_with("logged_out", f"{message}; live updates end here", close_code)
+
+    async def _close_with(self, code: str, message: str, close_code: int) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        revocation.unregister(self)
+        if self.client is not None:
+            hub().leave(self.client)  # no more frames from the hub
+            self.client = None
+        # straight to the connection, not through the outlet that leaving the hub just closed
+        await self.send(text_data=wire.encode({"type": "error", "code": code, "message": message}))
+        await self.close(code=close_code)
+
     # --- client side ---------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing or self.limit is None:
+            return
+        if not await self._allowed(self.limit.message()):
+            return
         if text_data is None:
             self.send_error("malformed", "send JSON text frames, not binary")
             return
@@ -146,6 +248,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         kind = message["type"]
         if self.client is None:
             return  # closing
+        if kind in SNAPSHOT_MESSAGES and not await self._allowed(self.limit.snapshot()):
+            return
+        self.limit.handled()
         if kind == "resync":
             hub().resync(self.client)
         elif kind == "subscribe" and "family" in message:
@@ -156,6 +261,30 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.send_json({"type": "pong"})
         else:
             self.send_error("unknown_type", f"unknown message type {kind!r}; use subscribe, resync or ping")
+
+    async def _allowed(self, verdict: str) -> bool:
+        """Act on the limit's verdict: True if the message may be handled."""
+        if verdict == MessageLimit.ALLOW:
+            return True
+        if verdict == MessageLimit.WARN:
+            self.send_error(
+                "rate_limited",
+                f"too many messages: at most {MESSAGE_RATE:g} a second, {SNAPSHOT_RATE:g} of them resync or "
+                "subscribe; messages beyond are dropped, and a client that keeps on is closed",
+            )
+        elif verdict == MessageLimit.CLOSE:
+            await self._close_with("rate_limited", "closed: too many messages beyond the limits", CLOSE_TOO_MANY)
+            self._stop_reading()
+        return False
+
+    def _stop_reading(self) -> None:
+        """Under Daphne, stop reading the flooding connection: what it already sent would still be parsed, frame
+        by frame, on the server's one loop, delaying every other client. The close frame queued before is still
+        written (Twisted flushes, then closes)."""
+        protocol = self.scope.get(SCOPE_KEY)
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.loseConnection()
 
     def subscribe(self, names: Any) -> None:
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):

@@ -35,7 +35,7 @@ from bms import layer_bridge
 from bms.engine import bus
 from bms.engine.tasks import cancel_and_wait
 from bms.outage import OutageLog
-from bms.realtime import layer_health, wire
+from bms.realtime import layer_health, revocation, wire
 from bms.realtime.outlet import Frame, Outlet
 
 log = logging.getLogger(__name__)
@@ -295,9 +295,13 @@ class LiveHub:
             if self.channel is not None:
                 with contextlib.suppress(Exception):
                     await self.layer.group_discard(bus.LIVE_GROUP, self.channel)
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(revocation.GROUP, self.channel)
 
     async def _listen(self) -> None:
         self.channel = await self.layer.new_channel()
+        # logouts and password changes in any web process close this process's websockets of that login
+        await self.layer.group_add(revocation.GROUP, self.channel)
         if layer_bridge.serves(asyncio.get_running_loop()):
             # the engine runs in this process (runbms): its live messages are handed over directly
             layer_bridge.sink(bus.LIVE_GROUP, self.handle)
@@ -364,6 +368,8 @@ class LiveHub:
                 self._load(message["seq"], message["points"])
         elif kind == bus.LIVE_RESET:
             self._want_snapshot()
+        elif kind == revocation.REVOKE:
+            revocation.close_local(message)
         elif kind == bus.LIVE_ROLE:
             self.broadcast_text(wire.encode({"type": "role", **{k: v for k, v in message.items() if k != "type"}}))
             self._want_snapshot()

@@ -37,10 +37,14 @@ INSTALLED_APPS = [
     "bms.tokens",
     "bms.audit",
     "redundancy",
+    "axes",  # login throttling and lockout (bms/accounts/throttle.py, docs/security.md)
+    "csp",  # the Content-Security-Policy header (below)
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # NUL characters are refused before anything reads or stores them (bms/accounts/input_guard.py)
+    "bms.accounts.input_guard.InputGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -53,6 +57,9 @@ MIDDLEWARE = [
     "bms.web.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # last, as axes requires: it turns a locked-out login into its 429 answer
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "bms.urls"
@@ -89,6 +96,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "var" / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Axes' backend first: it refuses a locked-out client before the password is even checked.
+AUTHENTICATION_BACKENDS = ["bms.accounts.throttle.LoginThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "points"
 LOGOUT_REDIRECT_URL = "login"
@@ -122,6 +132,8 @@ BMS_NOTIFY_RUNNER = os.environ.get("BMS_NOTIFY_RUNNER", "auto")
 # A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
 # accepted before a pause or a failover must not reach the device long after the operator gave up.
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))
+# May `loaddemo --demo-user` create the operator demo/demo? Only the embedded and test shapes say yes.
+BMS_DEMO_ACCOUNTS = False
 # Test-only fault injection (tests/system): hold each pending command this long before claiming it,
 # so a test can pause the node at exactly that step. Ignored unless BMS_ALLOW_FAULT_INJECTION=1.
 BMS_ALLOW_FAULT_INJECTION = os.environ.get("BMS_ALLOW_FAULT_INJECTION", "") == "1"
@@ -167,6 +179,8 @@ LOGGING = {
         "pymodbus": {"level": "CRITICAL"},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # axes logs every login at INFO; its lockouts come at WARNING
+        "axes": {"level": "WARNING"},
     },
 }
 
@@ -197,3 +211,46 @@ SPECTACULAR_SETTINGS = {
     # validatorUrl null: Swagger UI never sends the schema to swagger.io's online validator
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
+
+# --- Login throttling (django-axes; docs/security.md) -------------------------------------------------------------
+# Failures are counted per (client address, user name) in the database (axes' AccessAttempt table), so they survive
+# a restart; after BMS_LOGIN_FAILURE_LIMIT failures that pair is refused (HTTP 429) for BMS_LOGIN_COOLOFF_MINUTES.
+# Not per user name alone: anyone on the building network could then lock the operators out during an incident.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = int(os.environ.get("BMS_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = float(os.environ.get("BMS_LOGIN_COOLOFF_MINUTES", "15")) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "bms.accounts.throttle.client_address"
+AXES_USERNAME_CALLABLE = "bms.accounts.throttle.username"
+AXES_LOCKOUT_TEMPLATE = "web/locked_out.html"
+# Axes would log every successful login as a row of its own: the audit trail and the session table say enough.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+# Behind a reverse proxy every client has the proxy's address: with BMS_TRUSTED_PROXIES=N, the client is the Nth
+# address from the right of X-Forwarded-For (the one the outermost trusted proxy saw). 0: REMOTE_ADDR.
+BMS_TRUSTED_PROXIES = int(os.environ.get("BMS_TRUSTED_PROXIES", "0"))
+
+# --- Content-Security-Policy (django-csp; docs/security.md) ------------------------------------------------------
+# Scripts only from this node's own files: no inline script, no eval, no CDN. Styles may be inline: Redoc and
+# Swagger UI inject style elements and the admin uses style attributes; a style cannot run script.
+# connect-src: this node (CSP 3's 'self' covers the live websocket, ws: or wss:, to the same host) and the partner
+# node, whose /healthz pages probe before they follow it (static/bms/follow.js).
+_partner_origin = "/".join(BMS_PARTNER_URL.split("/")[:3]) if "://" in BMS_PARTNER_URL else ""
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'", *([_partner_origin] if _partner_origin else [])],
+        # Redoc runs its search in a worker made from a blob
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+X_FRAME_OPTIONS = "DENY"

@@ -34,3 +34,6 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_URL = "memory://"
+
+# loaddemo --demo-user may create demo/demo here (make demo); production refuses it.
+BMS_DEMO_ACCOUNTS = True

@@ -37,8 +37,39 @@ CHANNEL_LAYERS = {
 }
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
+
+# --- Transport security (docs/security.md) -----------------------------------------------------------------------
+# A production node is reached over HTTPS, its own or a TLS proxy's: cookies only over HTTPS, plain HTTP redirected,
+# HSTS. With the defaults `manage.py check --deploy` has nothing to warn of (tests/security/test_deploy_check.py).
+# BMS_SECURE_TRANSPORT=0 serves plain HTTP (a lab, the compose pair on localhost); check --deploy then warns, rightly.
+SECURE_TRANSPORT = flag("BMS_SECURE_TRANSPORT", default=True)
+SESSION_COOKIE_SECURE = SECURE_TRANSPORT
+CSRF_COOKIE_SECURE = SECURE_TRANSPORT
 SESSION_COOKIE_HTTPONLY = True
+# Not HttpOnly: the documented scripts (docs/api.md) read the CSRF cookie; Django's deploy check no longer asks it.
 CSRF_COOKIE_HTTPONLY = False
+# Behind a TLS proxy: the header it sets to say the client used HTTPS (e.g. X-Forwarded-Proto). Only with a proxy
+# that always sets (and overwrites) it: otherwise a client could claim HTTPS itself.
+_proxy_header = os.environ.get("BMS_PROXY_SSL_HEADER", "").strip()
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+# The proxy may redirect HTTP itself (BMS_SSL_REDIRECT=0) and set HSTS itself (BMS_HSTS_SECONDS=0): turning either
+# off here is a statement that something in front does it, so Django's deploy check is told not to warn of it.
+SECURE_SSL_REDIRECT = flag("BMS_SSL_REDIRECT", default=SECURE_TRANSPORT)
+# Load balancers probe health over plain HTTP inside the site network; a redirect would read as "down".
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/active)?$"]
+SECURE_HSTS_SECONDS = int(os.environ.get("BMS_HSTS_SECONDS", "31536000" if SECURE_TRANSPORT else "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = flag("BMS_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# "preload" in the header does nothing until the domain is submitted to the browsers' preload list (by hand).
+SECURE_HSTS_PRELOAD = flag("BMS_HSTS_PRELOAD", default=True)
+SILENCED_SYSTEM_CHECKS = []
+if SECURE_TRANSPORT and not SECURE_SSL_REDIRECT:
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+if SECURE_TRANSPORT and not SECURE_HSTS_SECONDS:
+    SILENCED_SYSTEM_CHECKS.append("security.W004")
+# Demo accounts (loaddemo --demo-user) are refused here; a test rig that runs real production-shape nodes with the
+# demo operator says so explicitly (tests/support).
+BMS_DEMO_ACCOUNTS = flag("BMS_ALLOW_DEMO_USER")
 
 # Alarm notification email (docs/notifications.md): the site's SMTP relay; nothing here is required.
 EMAIL_HOST = os.environ.get("BMS_EMAIL_HOST", "localhost")

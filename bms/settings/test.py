@@ -23,3 +23,4 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BMS_PUBLISH_MIN_INTERVAL = 0.0
 # Tests see only the devices they create (tests/trends/test_node_health.py turns it on).
 BMS_NODE_HEALTH_POINTS = False
+BMS_DEMO_ACCOUNTS = True

@@ -36,6 +36,8 @@ from django.views.decorators.http import require_GET, require_POST
 from bms.alarms.actions import NotActive, perform
 from bms.alarms.models import AlarmClass, AlarmDefinition, AlarmJournal
 from bms.alarms.states import SHELVE_DEFAULT_SECONDS, SHELVE_MAX_SECONDS, TransitionKind
+from bms.api.v1.parsers import MalformedJSON
+from bms.api.v1.parsers import loads as bounded_json
 from bms.realtime.snapshot import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,13 +197,24 @@ def action(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"action": wanted["action"], **result.to_dict()})
 
 
+def _storable(text: str) -> bool:
+    """Text the journal can hold: PostgreSQL refuses NUL, and UTF-8 cannot encode a lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_action(request: HttpRequest) -> dict[str, Any]:
     if len(request.body) > MAX_BODY_BYTES:
         raise ActionInvalid(f"the request is larger than {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError as exc:
-        raise ActionInvalid("the request body is not JSON") from exc
+        body = bounded_json(request.body or b"null")  # depth, number length, encoding: as the REST API
+    except MalformedJSON as exc:
+        raise ActionInvalid(f"the request body is not JSON within the limits ({exc})") from exc
     if not isinstance(body, dict):
         raise ActionInvalid("send a JSON object")
     verb = body.get("action")
@@ -210,11 +223,15 @@ def _parse_action(request: HttpRequest) -> dict[str, Any]:
     names = body.get("alarms")
     if not isinstance(names, list) or not names or not all(isinstance(name, str) and name for name in names):
         raise ActionInvalid('"alarms" must be a list of alarm names')
+    if not all(_storable(name) for name in names):
+        raise ActionInvalid("alarm names contain a NUL or an unencodable character")
     if len(names) > MAX_ALARMS_PER_ACTION:
         raise ActionInvalid(f"at most {MAX_ALARMS_PER_ACTION} alarms at once")
     comment = body.get("comment") or ""
     if not isinstance(comment, str):
         raise ActionInvalid('"comment" must be text')
+    if not _storable(comment):
+        raise ActionInvalid("the comment contains a NUL or an unencodable character")
     if len(comment) > MAX_COMMENT_CHARS:
         raise ActionInvalid(f"the comment is longer than {MAX_COMMENT_CHARS} characters")
     seconds = body.get("seconds")

@@ -164,6 +164,11 @@
         setTimeout(connect, 3000);
         return;
       }
+      if (event.code === 4401) {
+        // logged out (here or in another tab): no live data without a login; a new login reloads the page
+        setStatus("not logged in", "conn-bad");
+        return;
+      }
       if (follow.start()) setStatus("connection lost; looking for the active node…", "conn-bad");
       else setStatus("disconnected, retrying…", "conn-bad");
       setTimeout(connect, retryDelay);

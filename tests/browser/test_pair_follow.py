@@ -89,7 +89,7 @@ def open_points_on(page: Page, node: PairNode) -> None:
     expect(page).to_have_url(f"{node.base_url}/points/")
     wait_live(page)
     expect(page.locator("#pair-banner")).to_have_attribute("data-role", "active")
-    page.wait_for_function("window.bmsFollow && window.bmsFollow.hasToken")
+    page.wait_for_function("() => window.bmsFollow && window.bmsFollow.hasToken")  # a function: CSP refuses eval
 
 
 def wait_live(page: Page) -> None:
@@ -110,7 +110,10 @@ def assert_keeps_updating(page: Page) -> None:
     )
     for _ in range(2):
         before = seq(page)
-        page.wait_for_function(f"Number(document.querySelector('#live-seq').textContent) > {before}", timeout=5_000)
+        # a function, not an expression: Playwright evaluates a bare expression with eval, which the CSP refuses
+        page.wait_for_function(
+            "(before) => Number(document.querySelector('#live-seq').textContent) > before", arg=before, timeout=5_000
+        )
     page.wait_for_function(
         """(before) => [...document.querySelectorAll('tr[data-point]')].some(
                tr => tr.querySelector('td.value').dataset.raw !== before[tr.dataset.point])""",

@@ -14,10 +14,12 @@ from tests.redundancy.pairweb import SECRET
 
 
 @pytest.fixture
-def token(client, as_backup, operator) -> str:
-    """A token fetched the way pages fetch it: from this node, logged in."""
+def token(client, as_backup, operator, settings) -> str:
+    """A token fetched the way pages fetch it, logged in, from the partner (a token is refused where it was made)."""
     client.force_login(operator)
+    settings.BMS_NODE_NAME = "main"
     response = client.get("/redundancy/follow-token")
+    settings.BMS_NODE_NAME = "backup"
     assert response.status_code == 200
     assert response["Cache-Control"].startswith("max-age=0")
     body = response.json()
@@ -55,8 +57,11 @@ def test_an_expired_token_is_refused(as_backup, operator):
         def timestamp(self) -> str:
             return signing.b62_encode(int(time.time()) - 13 * 3600)
 
-    payload = {"uid": operator.pk, "u": "op", "p": follow._password_digest(operator, SECRET)}
+    payload = {"uid": operator.pk, "u": "op", "p": follow._password_digest(operator, SECRET), "j": "x" * 32}
+    payload |= {"s": "", "n": "main"}
     old = SignedLongAgo(key=SECRET, salt=follow.SALT).sign_object(payload, compress=True)
+    with pytest.raises(follow.FollowRefused, match="expired"):
+        follow.user_for_token(old)
     assert follow.user_for_token(old, max_age=14 * 3600) == operator  # well formed, only too old
     browser, location = follow_with(old, "/events/")
     assert location == "/login/?next=/events/"
@@ -75,7 +80,9 @@ def test_a_tampered_token_is_refused(token):
 
 def test_a_token_of_another_pair_is_refused(as_backup, operator, settings):
     settings.BMS_SYNC_SECRET = "another-pair-secret-456789"
+    settings.BMS_NODE_NAME = "main"
     foreign = follow.make_token(operator)
+    settings.BMS_NODE_NAME = "backup"
     settings.BMS_SYNC_SECRET = SECRET
     browser, location = follow_with(foreign)
     assert location.startswith("/login/")

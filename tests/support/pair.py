@@ -102,6 +102,9 @@ def base_env(db_name: str, node: str) -> dict[str, str]:
         "BMS_NODE_HEALTH_POINTS": "off",  # only the devices each test creates
         "BMS_PUBLISH_MIN_INTERVAL": "0.02",
         "BMS_SYNC_SECRET": SECRET,
+        # plain HTTP on loopback, with the demo operator (production refuses both by default: docs/security.md)
+        "BMS_SECURE_TRANSPORT": "0",
+        "BMS_ALLOW_DEMO_USER": "1",
     }
 
 

@@ -90,6 +90,9 @@ class Node:
             "BMS_NODE_NAME": name,
             "BMS_NODE_HEALTH_POINTS": "off",  # only the devices each test creates
             "BMS_PUBLISH_MIN_INTERVAL": "0.02",
+            # plain HTTP on loopback, with the demo operator (production refuses both by default: docs/security.md)
+            "BMS_SECURE_TRANSPORT": "0",
+            "BMS_ALLOW_DEMO_USER": "1",
         }
         with psycopg.connect(services.admin_conninfo(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')

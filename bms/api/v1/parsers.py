@@ -28,20 +28,24 @@ MAX_DEPTH = 20
 MAX_INTEGER_DIGITS = 30
 
 
+class MalformedJSON(ValueError):
+    """A body :func:`loads` refuses; the message says why, for the client (a 400)."""
+
+
 def _refuse_constant(name: str) -> Any:
-    raise ParseError(f"JSON parse error: {name} is not a number JSON allows; send a finite number")
+    raise MalformedJSON(f"JSON parse error: {name} is not a number JSON allows; send a finite number")
 
 
 def _bounded_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INTEGER_DIGITS:
-        raise ParseError(f"JSON parse error: a number of {digits} digits is too long (at most {MAX_INTEGER_DIGITS})")
+        raise MalformedJSON(f"JSON parse error: a number of {digits} digits is too long (at most {MAX_INTEGER_DIGITS})")
     return int(text)
 
 
 def _bounded_float(text: str) -> float:
     if len(text) > MAX_INTEGER_DIGITS + 30:
-        raise ParseError(f"JSON parse error: a number of {len(text)} characters is too long")
+        raise MalformedJSON(f"JSON parse error: a number of {len(text)} characters is too long")
     return float(text)
 
 
@@ -70,6 +74,29 @@ def max_body_bytes() -> int:
     return MAX_BODY_BYTES if limit is None else min(MAX_BODY_BYTES, limit)
 
 
+def loads(raw: bytes) -> Any:
+    """A JSON body, bounded in encoding, number length and depth (the size is the caller's: it reads the body).
+
+    Every view that reads JSON uses this (the REST API through :class:`JSONParser`, the older ``/api/`` and the
+    web manager's own JSON endpoints), so a deeply nested or huge-number body is a 400 everywhere, never a 500.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON(f"JSON parse error: the body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+    except RecursionError as exc:
+        raise MalformedJSON(f"JSON parse error: the body is nested too deeply (at most {MAX_DEPTH} levels)") from exc
+    except MalformedJSON:
+        raise
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise MalformedJSON(f"JSON parse error: {exc}") from exc
+    if depth(data) > MAX_DEPTH:
+        raise MalformedJSON(f"JSON parse error: the body is nested too deeply (at most {MAX_DEPTH} levels)")
+    return data
+
+
 class JSONParser(parsers.JSONParser):
     """``application/json`` bodies, bounded in size, depth, number length and encoding."""
 
@@ -83,15 +110,6 @@ class JSONParser(parsers.JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The body is larger than the {limit} bytes the API reads.")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"JSON parse error: the body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-        try:
-            data = json.loads(text, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_bounded_float)
-        except RecursionError as exc:
-            raise ParseError(f"JSON parse error: the body is nested too deeply (at most {MAX_DEPTH} levels)") from exc
-        except ValueError as exc:  # json.JSONDecodeError is one
-            raise ParseError(f"JSON parse error: {exc}") from exc
-        if depth(data) > MAX_DEPTH:
-            raise ParseError(f"JSON parse error: the body is nested too deeply (at most {MAX_DEPTH} levels)")
-        return data
+            return loads(raw)
+        except MalformedJSON as exc:
+            raise ParseError(str(exc)) from exc

@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 
 from django.apps import apps
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management.base import BaseCommand, CommandError
 
@@ -71,6 +72,13 @@ class Command(BaseCommand):
         no_alarms: bool = False,
         **options,
     ) -> None:
+        if demo_user and not settings.BMS_DEMO_ACCOUNTS:
+            # Checked before anything is loaded: a well-known password with write permission must never reach a
+            # real building (issue 13). Production makes its operator with `manage.py createoperator`.
+            raise CommandError(
+                "--demo-user is refused under these settings: demo/demo would be a known password with write "
+                "permission. Create a real operator with `python manage.py createoperator` (docs/security.md)."
+            )
         device, _ = Device.objects.update_or_create(
             name="plant",
             defaults={
