@@ -142,10 +142,10 @@ def _patch_alarm_engine(module: Any) -> None:
     run_once = module.AlarmEngine.run_once
     clock = time.thread_time
 
-    def timed_run_once(self: Any, now: Any) -> None:
+    def timed_run_once(self: Any, now: Any) -> Any:
         began = clock()
         try:
-            run_once(self, now)
+            return run_once(self, now)  # True: more slices to come (the engine's loop goes on at once)
         finally:
             _State.alarm_cpu += clock() - began
 

@@ -16,9 +16,9 @@ on its loop, and only while the node is active:
   :data:`RATE_SAMPLE_SECONDS`, so a step after a long steady spell is measured
   over seconds, not over the whole spell.
 * **States are part of the process image**: the entry ``alarm:<name>``
-  holds the state (``AlarmState.to_dict`` under ``"s"``) with what a console
-  shows, and ``alarms:summary`` the unacknowledged and active counts per
-  class. They carry ``seq``, reach websocket clients as snapshot + deltas and
+  holds what a console shows with the state machine packed beside it (a
+  flat dict, :func:`bms.alarms.spec.entry_value`), and ``alarms:summary`` the
+  unacknowledged and active counts per class. They carry ``seq``, reach websocket clients as snapshot + deltas and
   replicate to the standby with the values; a node that takes over adopts
   the replicated states (timers continue from source times, not from the
   takeover), and a cold start resumes from the journal's last row per alarm.
@@ -32,16 +32,22 @@ on its loop, and only while the node is active:
 * **Operator actions** (acknowledge, shelve, unshelve) arrive as engine
   channel requests (:mod:`bms.alarms.actions`) and are applied here, on the
   active node only.
+* **A flood never holds the loop**: the alarms whose points changed wait in
+  a queue and are evaluated (and due timers fired) in slices of at most
+  :data:`SLICE_SECONDS`, with the loop free in between to poll, publish and
+  replicate what the last slice changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
 import logging
 import math
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -49,7 +55,7 @@ from typing import Any
 
 from bms.alarms import store
 from bms.alarms.conditions import USABLE_QUALITIES, Kind, evaluate, usable
-from bms.alarms.spec import SUMMARY_ENTRY, AlarmSpec
+from bms.alarms.spec import SUMMARY_ENTRY, AlarmSpec, entry_state, entry_value, fixed_fields
 from bms.alarms.states import (
     Alarm,
     AlarmActionRefused,
@@ -67,8 +73,10 @@ log = logging.getLogger(__name__)
 
 #: rate-of-change alarms are sampled at least this often (seconds)
 RATE_SAMPLE_SECONDS = 5.0
-#: alarms evaluated per slice: a flood of changes is evaluated in slices with the loop free in between
-SLICE = 1000
+#: the longest a slice of evaluation or timers runs before the loop is free again (seconds)
+SLICE_SECONDS = 0.01
+#: the slice's clock is read once per this many alarms
+CLOCK_EVERY = 32
 ACTIONS = ("acknowledge", "shelve", "unshelve")
 _ACTION_TRANSITION = {
     "acknowledge": TransitionKind.ACKNOWLEDGED,
@@ -87,6 +95,10 @@ class AlarmRuntime:
 
     spec: AlarmSpec
     alarm: Alarm
+    #: the part of the image entry that only the definition says (:func:`bms.alarms.spec.fixed_fields`)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    #: the message for a value, ``(value, text)``: an entry published again with the same value reuses the text
+    shown: tuple[Any, str] | None = None
     #: the last usable sample ``(value, time)``, for rate of change
     previous: tuple[float, datetime] | None = None
     #: the due time this alarm has in the timer heap (None: none)
@@ -141,8 +153,11 @@ class AlarmEngine:
         self._unacked_priorities: Counter[int] = Counter()
         self._classes: list[dict[str, Any]] = []
         self._summary_stale = True
-        #: alarms whose points changed, waiting for their slice
-        self._pending: dict[str, AlarmRuntime] = {}
+        #: alarms whose points changed, waiting for their slice (in order), and their names
+        self._queue: deque[AlarmRuntime] = deque()
+        self._queued: set[str] = set()
+        #: rate-of-change alarms waiting for their periodic sample
+        self._samples: deque[AlarmRuntime] = deque()
         self._next_rate_sample: datetime | None = None
         #: the node has adopted the image's states and evaluates; False on a standby
         self.running = False
@@ -177,18 +192,24 @@ class AlarmEngine:
         wanted = {spec.name for spec in specs}
         for name in [name for name in self.runtimes if name not in wanted]:
             del self.runtimes[name]
-            self._pending.pop(name, None)
+        if not self._queued <= wanted:
+            self._queue = deque(runtime for runtime in self._queue if runtime.spec.name in wanted)
+            self._queued &= wanted
+        self._samples.clear()
         created = []
         for spec in specs:
             runtime = self.runtimes.get(spec.name)
             if runtime is None:
                 state, last = self._image_state(spec)
                 state.journal_seq = max(state.journal_seq, positions.get(spec.name, 0))
-                runtime = self.runtimes[spec.name] = AlarmRuntime(spec, Alarm(spec.name, spec.config, state), last=last)
+                runtime = self.runtimes[spec.name] = AlarmRuntime(
+                    spec, Alarm(spec.name, spec.config, state), fixed_fields(spec), last=last
+                )
                 created.append(runtime)
             elif runtime.spec != spec:
                 runtime.spec = spec
                 runtime.alarm.config = spec.config
+                runtime.fixed, runtime.shown = fixed_fields(spec), None
                 created.append(runtime)  # what the entry shows (class, priority, message) may have changed
         self.readers = {}
         for runtime in self.runtimes.values():
@@ -209,11 +230,14 @@ class AlarmEngine:
     def _image_state(self, spec: AlarmSpec) -> tuple[AlarmState, dict[str, Any] | None]:
         """The state the image holds for ``spec`` (replicated from the active node), else a fresh one."""
         entry = self.image.points.get(spec.entry)
-        if entry is not None and isinstance(entry.value, dict) and isinstance(entry.value.get("s"), dict):
+        if entry is not None:
             try:
-                return AlarmState.from_dict(entry.value["s"]), entry.value.get("last")
+                found = entry_state(entry.value)
             except (TypeError, ValueError) as exc:
                 log.error("alarm %s: the image holds an unreadable state (%s); starting from normal", spec.name, exc)
+            else:
+                if found is not None:
+                    return found
         return AlarmState(), None
 
     async def take_control(self) -> None:
@@ -228,7 +252,9 @@ class AlarmEngine:
             ):
                 missing.append(runtime.spec.name)
         self._timers.clear()
-        self._pending.clear()
+        self._queue.clear()
+        self._queued.clear()
+        self._samples.clear()
         names = list(self.runtimes)
         if missing:
             for name, row in (await self.run_in_db(store.last_journal_rows, missing)).items():
@@ -248,6 +274,9 @@ class AlarmEngine:
         self._count_all()
         self._publish_summary(force=True)
         self.changed()
+        # The adopted states live until the next takeover or configuration: out of the collector's way, as the
+        # engine does with what a configuration builds (a full collection walks every object not frozen)
+        gc.freeze()
         log.info("alarms: %d in control (%d resumed from the journal)", len(self.runtimes), len(missing))
 
     def release_control(self) -> None:
@@ -321,27 +350,38 @@ class AlarmEngine:
                 log.exception("alarm evaluation failed; continuing with the next change")
 
     def run_once(self, now: datetime) -> bool:
-        """Evaluate (a slice of) the alarms whose points changed, then fire the timers due by ``now``.
+        """Evaluate the alarms whose points changed, then fire the timers due by ``now``, for one slice.
 
-        True if alarms are left for another slice (at most :data:`SLICE` are evaluated per call)."""
+        True if work is left for another slice (a slice ends after :data:`SLICE_SECONDS`)."""
+        deadline = time.perf_counter() + SLICE_SECONDS
         dirty = self._cursor.dirty
         if dirty:
             names = list(dirty)
             dirty.clear()
-            pending = self._pending
-            readers = self.readers
+            queue, queued, readers = self._queue, self._queued, self.readers
             for name in names:
                 for runtime in readers.get(name, ()):
-                    pending[runtime.spec.name] = runtime
-        pending = self._pending
-        for _ in range(min(SLICE, len(pending))):
-            runtime = pending.pop(next(iter(pending)))
-            self._evaluate(runtime, now)
-        if not pending:
-            self._tick(now)
+                    if runtime.spec.name not in queued:
+                        queued.add(runtime.spec.name)
+                        queue.append(runtime)
+        left = self._drain(deadline, now)
+        if not left:
+            left = self._tick(now, deadline)
         self._publish_summary()
         self.changed()
-        return bool(pending)
+        return left
+
+    def _drain(self, deadline: float, now: datetime) -> bool:
+        """Evaluate queued alarms until the queue is empty (False) or ``deadline`` has passed (True)."""
+        queue, queued = self._queue, self._queued
+        while queue:
+            for _ in range(min(CLOCK_EVERY, len(queue))):
+                runtime = queue.popleft()
+                queued.discard(runtime.spec.name)
+                self._evaluate(runtime, now)
+            if queue and time.perf_counter() >= deadline:
+                return True
+        return False
 
     # ---- evaluation ------------------------------------------------------------------------------------------
 
@@ -391,9 +431,14 @@ class AlarmEngine:
         transitions += alarm.update(condition, when, state.quality if spec.condition.kind is Kind.QUALITY else value)
         self._after(runtime, transitions, force=_tracked(alarm.state) != before)
 
-    def _tick(self, now: datetime) -> None:
+    def _tick(self, now: datetime, deadline: float = math.inf) -> bool:
+        """Fire the timers due by ``now`` and take the periodic rate samples; True if ``deadline`` cut it short."""
         timers = self._timers
+        fired = 0
         while timers and timers[0][0] <= now:
+            fired += 1
+            if fired % CLOCK_EVERY == 0 and time.perf_counter() >= deadline:
+                return True
             due, _, name = heapq.heappop(timers)
             runtime = self.runtimes.get(name)
             if runtime is None or runtime.scheduled != due:
@@ -404,13 +449,20 @@ class AlarmEngine:
             self._after(runtime, transitions, force=_tracked(runtime.alarm.state) != before)
             if runtime.scheduled is None:
                 self._schedule(runtime)
-        if self.rate_alarms:
-            if self._next_rate_sample is None or self._next_rate_sample <= now:
-                for runtime in self.rate_alarms:
-                    self._evaluate(runtime, now, sample=True)
-                self._next_rate_sample = now + timedelta(seconds=RATE_SAMPLE_SECONDS)
-        else:
+        if not self.rate_alarms:
             self._next_rate_sample = None
+            self._samples.clear()
+            return False
+        if not self._samples and (self._next_rate_sample is None or self._next_rate_sample <= now):
+            self._samples.extend(self.rate_alarms)
+            self._next_rate_sample = now + timedelta(seconds=RATE_SAMPLE_SECONDS)
+        samples = self._samples
+        while samples:
+            for _ in range(min(CLOCK_EVERY, len(samples))):
+                self._evaluate(samples.popleft(), now, sample=True)
+            if samples and time.perf_counter() >= deadline:
+                return True
+        return False
 
     def _schedule(self, runtime: AlarmRuntime) -> None:
         due = runtime.alarm.next_deadline()
@@ -443,29 +495,16 @@ class AlarmEngine:
             self._schedule(runtime)
 
     def _publish(self, runtime: AlarmRuntime) -> None:
-        spec, alarm = runtime.spec, runtime.alarm
+        alarm = runtime.alarm
         state = alarm.state
         display = alarm.display_state
+        value = _plain(state.value)
+        shown = runtime.shown
+        if shown is None or shown[0] != value or type(shown[0]) is not type(value):
+            shown = runtime.shown = (value, runtime.spec.message(value))
         self.image.put(
-            spec.entry,
-            {
-                "point": spec.point,
-                "state": display,
-                "alarm_state": state.state.value,
-                "priority": spec.priority,
-                "class": spec.alarm_class,
-                "colour": spec.colour,
-                "area": spec.area,
-                "message": spec.message(_plain(state.value)),
-                "value": _plain(state.value),
-                "ack_required": spec.config.ack_required,
-                "shelved_until": _us(state.shelved_until),
-                "shelved_by": state.shelved_by,
-                "chattering": state.chattering,
-                "annunciated": spec.annunciated,
-                "s": state.to_dict(),
-                "last": runtime.last,
-            },
+            runtime.spec.entry,
+            entry_value(runtime.fixed, state, display, value, shown[1], runtime.last),
             display,
             state.since or datetime.now(UTC),
         )

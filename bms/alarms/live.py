@@ -24,11 +24,12 @@ def alarm_view(name: str, entry: dict[str, Any]) -> dict[str, Any] | None:
     value = entry.get("value")
     if not isinstance(value, dict):
         return None
+    # the entry leaves out fields at their default (docs/live-protocol.md); pages and the API show every field
     return {
         "name": name,
         "point": value.get("point"),
         "state": value.get("state"),
-        "alarm_state": value.get("alarm_state"),
+        "alarm_state": value.get("alarm_state", value.get("state")),
         "priority": value.get("priority"),
         "class": value.get("class"),
         "colour": value.get("colour"),
@@ -36,7 +37,7 @@ def alarm_view(name: str, entry: dict[str, Any]) -> dict[str, Any] | None:
         "message": value.get("message", ""),
         "value": value.get("value"),
         "since": entry.get("time"),
-        "ack_required": value.get("ack_required"),
+        "ack_required": bool(value.get("ack_required", True)),
         "shelved_until": _iso(value.get("shelved_until")),
         "shelved_by": value.get("shelved_by", ""),
         "chattering": bool(value.get("chattering")),

@@ -147,6 +147,8 @@
     return tr;
   }
 
+  // Fields at their default are left out of an entry (docs/live-protocol.md): every test below reads a missing
+  // one as its default (no area, acknowledgement required, not shelved, not chattering, no inhibit).
   function fillRow(tr, name, entry) {
     const v = entry.value;
     tr.dataset.state = v.state;

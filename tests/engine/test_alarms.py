@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.db import connections
 
 from bms.alarms.models import AlarmClass, AlarmDefinition, AlarmJournal
-from bms.alarms.spec import SUMMARY_ENTRY, entry_name
+from bms.alarms.spec import SUMMARY_ENTRY, entry_name, entry_state
 from bms.engine import bus
 from bms.engine.image import GOOD
 from bms.engine.role import RoleGate
@@ -93,7 +93,7 @@ async def test_an_on_delay_fires_at_the_source_time_plus_the_delay(warm, plant):
     await eventually(lambda: engine.image.points["zone1_temp"].value == 27.0)
     crossed = engine.image.points["zone1_temp"].change_time
     assert entry(engine, "test_high")["state"] == "normal"  # the delay runs
-    assert entry(engine, "test_high")["s"]["pending_since"]  # and the image (the standby) knows since when
+    assert entry_state(entry(engine, "test_high"))[0].pending_since  # and the image (the standby) knows since when
     await eventually(lambda: entry(engine, "test_high").get("state") == "active_unacked", message="delayed")
     await eventually(lambda: engine.journal.written >= 1)
     row = await sync_to_async(AlarmJournal.objects.get)(alarm="test_high", transition="raised")
@@ -137,7 +137,7 @@ async def test_a_restarted_lone_node_resumes_from_the_journal_and_does_not_raise
     try:
         await eventually(lambda: again.image.points["zone1_temp"].value == 26.0, message="polled again")
         await eventually(lambda: entry(again, "test_high").get("state") == "active_unacked")
-        assert entry(again, "test_high")["s"]["journal_seq"] == 1
+        assert entry_state(entry(again, "test_high"))[0].journal_seq == 1
         await plant.set("zone1_temp", 20.0)
         await eventually(lambda: entry(again, "test_high").get("state") == "rtn_unacked")
         await eventually(lambda: again.journal.written >= 1 and again.journal.waiting == 0)
@@ -171,7 +171,7 @@ async def test_a_successor_adopts_the_replicated_state_and_its_running_on_delay_
     try:
         await eventually(lambda: entry(old, "test_high").get("state") == "normal")
         await plant.set("zone1_temp", 27.0)
-        await eventually(lambda: entry(old, "test_high").get("s", {}).get("pending_since"), message="delay runs")
+        await eventually(lambda: entry_state(entry(old, "test_high"))[0].pending_since, message="delay runs")
         crossed = old.image.points["zone1_temp"].change_time
         assert entry(old, "test_high")["state"] == "normal"
         # the sync link's job, done by hand: the standby's image is the active node's
@@ -299,7 +299,8 @@ async def test_an_alarm_enabled_again_goes_on_numbering_after_its_journal(warm, 
 async def test_a_flood_is_evaluated_in_slices_and_every_alarm_is_raised(warm, plant, monkeypatch):
     from bms.alarms import engine as alarm_engine
 
-    monkeypatch.setattr(alarm_engine, "SLICE", 2)
+    monkeypatch.setattr(alarm_engine, "SLICE_SECONDS", 0.0)  # every slice ends after its first CLOCK_EVERY alarms
+    monkeypatch.setattr(alarm_engine, "CLOCK_EVERY", 2)
     engine = warm
     for index in range(5):
         await define(name=f"flood_{index}", limit=25.0 + index * 0.1)

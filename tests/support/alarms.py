@@ -24,6 +24,7 @@ from typing import Any
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from pymodbus.client import ModbusTcpClient
 
+from bms.alarms.spec import entry_state
 from drivers.modbus import encode_registers
 from tests.support.pair import Pair, PairNode
 from tests.support.processes import ROOT, wait_until
@@ -122,7 +123,8 @@ class AlarmEntry:
 
     @property
     def machine(self) -> dict[str, Any]:
-        return self.value.get("s") or {}
+        found = entry_state(self.value)
+        return found[0].to_dict() if found is not None else {}
 
     @property
     def journal_seq(self) -> int:
