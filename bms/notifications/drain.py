@@ -7,7 +7,13 @@ the two callers; both may run at once, and several workers too: a row is
 *claimed* first (a node-local lease, written only if the row is still
 pending, unleased and unchanged since it was read), so it is sent by one of
 them; a sender that dies holding a claim leaves it to expire (then the row
-is sent again, with the same key).
+is sent again, with the same key). Every later write of the pass is
+conditional too, so that drains never undo each other's marks: a failure
+or a cancellation is recorded only while the row is still pending and this
+sender's claim (a sender stalled past its lease has lost the row to the
+one that took it over), and a delivery is recorded as ``sent`` whatever
+another drain wrote meanwhile, unless the row already says ``sent`` (the
+receiver has it; ``sent`` wins in the pair's merge as well).
 
 Per row: an escalation whose alarm left the unacknowledged states after the
 raise (acknowledged, shelved, suppressed, out of service, normal) is
@@ -123,13 +129,16 @@ def settled_by(notification: Notification) -> AlarmJournal | None:
     )
 
 
-def _mine(notification: Notification) -> QuerySet[Notification]:
-    return Notification.objects.filter(pk=notification.pk, status=Notification.PENDING)
+def _mine(notification: Notification, owner: str) -> QuerySet[Notification]:
+    """The row while it is still pending and claimed by ``owner``: the writes of a sender that may have lost it."""
+    return Notification.objects.filter(pk=notification.pk, status=Notification.PENDING, lease_owner=owner)
 
 
 def _sent(notification: Notification, now: datetime) -> None:
-    stamped_update(
-        _mine(notification),
+    # Not conditional on the claim: the receiver has the message, so the row must say so even if a drain
+    # took it over meanwhile (this sender stalled past its lease) and cancelled or gave it up.
+    changed = stamped_update(
+        Notification.objects.filter(pk=notification.pk).exclude(status=Notification.SENT),
         status=Notification.SENT,
         sent_at=now,
         sent_by=settings.BMS_NODE_NAME,
@@ -138,11 +147,14 @@ def _sent(notification: Notification, now: datetime) -> None:
         lease_until=None,
         lease_owner="",
     )
+    if not changed:
+        log.warning("notification %s to %s was sent twice (same key)", notification.key, notification.recipient)
 
 
-def _cancel(notification: Notification, row: AlarmJournal, now: datetime) -> None:
-    stamped_update(
-        _mine(notification),
+def _cancel(notification: Notification, row: AlarmJournal, now: datetime, owner: str) -> bool:
+    """Record that the escalation is not sent; False if this sender no longer holds the row."""
+    changed = stamped_update(
+        _mine(notification, owner),
         status=Notification.CANCELLED,
         sent_at=now,
         sent_by=settings.BMS_NODE_NAME,
@@ -150,16 +162,25 @@ def _cancel(notification: Notification, row: AlarmJournal, now: datetime) -> Non
         lease_until=None,
         lease_owner="",
     )
+    return changed == 1
 
 
-def _failed(notification: Notification, error: str, now: datetime) -> bool:
-    """Count a failure: put the next try off, or give up; True if given up."""
+RETRIED, GAVE_UP, LOST = "retried", "gave_up", "lost"
+
+
+def _failed(notification: Notification, error: str, now: datetime, owner: str) -> str:
+    """Count a failure: put the next try off (``RETRIED``) or give up (``GAVE_UP``).
+
+    ``LOST``: nothing written, the row is no longer this sender's (another
+    one took it over after the lease ran out, or recorded it meanwhile);
+    its count of attempts and its claim are left as that sender has them.
+    """
     attempts = notification.attempts + 1
     give_up = conf.give_up_hours()
     if give_up > 0 and now - notification.due_at >= timedelta(hours=give_up):
         with transaction.atomic():
             changed = stamped_update(
-                _mine(notification),
+                _mine(notification, owner),
                 status=Notification.FAILED,
                 attempts=attempts,
                 sent_by=settings.BMS_NODE_NAME,
@@ -178,17 +199,21 @@ def _failed(notification: Notification, error: str, now: datetime) -> bool:
                         f"to {notification.recipient} given up after {attempts} attempts: {error}"
                     )[:2000],
                 )
+        if not changed:
+            return LOST
         log.warning("notification %s to %s given up: %s", notification.key, notification.recipient, error)
-        return True
+        return GAVE_UP
     delay = backoff(attempts)
-    stamped_update(
-        _mine(notification),
+    changed = stamped_update(
+        _mine(notification, owner),
         attempts=attempts,
         next_try=now + timedelta(seconds=delay),
         last_error=error[:2000],
         lease_until=None,
         lease_owner="",
     )
+    if not changed:
+        return LOST
     log.warning(
         "notification %s to %s failed (attempt %d, next in %.0f s): %s",
         notification.key,
@@ -197,7 +222,7 @@ def _failed(notification: Notification, error: str, now: datetime) -> bool:
         delay,
         error,
     )
-    return False
+    return RETRIED
 
 
 class Reconciler:
@@ -296,23 +321,30 @@ def drain(
                 if not is_active():
                     result.inactive = True
                     break
-                if notification.stage == Notification.ESCALATION:
-                    settled = settled_by(notification)
-                    if settled is not None:
-                        _cancel(notification, settled, clock())
-                        result.cancelled += 1
-                        continue
+                # claimed before anything is decided, a cancellation too: another drain that read the row
+                # before this one may be delivering it right now
                 if not claim(notification, clock(), owner):
                     result.deferred += 1
                     continue
+                if notification.stage == Notification.ESCALATION:
+                    settled = settled_by(notification)
+                    if settled is not None:
+                        if _cancel(notification, settled, clock(), owner):
+                            result.cancelled += 1
+                        else:
+                            result.deferred += 1
+                        continue
                 try:
                     sender.deliver(notification)
                 except DeliveryError as exc:
                     skipped.add(exc.scope)
-                    if _failed(notification, str(exc), clock()):
+                    outcome = _failed(notification, str(exc), clock(), owner)
+                    if outcome == GAVE_UP:
                         result.gave_up += 1
-                    else:
+                    elif outcome == RETRIED:
                         result.retried += 1
+                    else:
+                        result.deferred += 1
                 else:
                     _sent(notification, clock())
                     result.sent += 1

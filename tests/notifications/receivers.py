@@ -4,7 +4,10 @@ Both count what they accept (and what they refused), keyed by the
 notification key each message carries, so a test asserts how many times
 each notification arrived: once, or twice with the same key, never zero.
 Each can be told to fail (SMTP 451 / HTTP 500) a number of times, or be
-stopped and started again on the same port.
+stopped and started again on the same port. The webhook receiver can also
+*hold* a path: it counts a request there as it arrives and answers only
+when released, so a test can act while a sender is mid-delivery (the
+receiver has the message, the sender has not recorded it yet).
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.hits: list[Hit] = []
         self.failures: dict[str, tuple[int, int]] = {}  # path -> (times left, status)
+        self.gates: dict[str, threading.Event] = {}  # held paths: answered when their event is set
+        self.waiting: Counter = Counter()  # per path: requests received and not yet answered
         self.lock = threading.Lock()
         self.port = free_port()
         self.server: ThreadingHTTPServer | None = None
@@ -118,6 +123,23 @@ class WebhookReceiver:
     def fail(self, path: str, times: int, status: int = 500) -> None:
         with self.lock:
             self.failures[path] = (times, status)
+
+    def hold(self, path: str) -> None:
+        """Answer requests to ``path`` only after :meth:`release` (they are counted as they arrive)."""
+        with self.lock:
+            self.gates[path] = threading.Event()
+
+    def release(self, path: str) -> None:
+        """Answer the requests held at ``path``, and those that come later at once."""
+        with self.lock:
+            gate = self.gates.pop(path, None)
+        if gate is not None:
+            gate.set()
+
+    def holding(self, path: str) -> int:
+        """How many requests to ``path`` have arrived and wait for their answer."""
+        with self.lock:
+            return self.waiting[path]
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         body = handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
@@ -136,6 +158,14 @@ class WebhookReceiver:
                     status,
                 )
             )
+            gate = self.gates.get(handler.path)
+            if gate is not None:
+                self.waiting[handler.path] += 1
+        if gate is not None:
+            # bounded, so that a test that forgets to release fails on its own assertions instead of hanging
+            gate.wait(60)
+            with self.lock:
+                self.waiting[handler.path] -= 1
         handler.send_response(status)
         if 300 <= status < 400:
             handler.send_header("Location", self.url("/elsewhere"))
@@ -158,6 +188,8 @@ class WebhookReceiver:
         self.thread.start()
 
     def stop(self) -> None:
+        for path in list(self.gates):
+            self.release(path)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
