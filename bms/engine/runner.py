@@ -34,6 +34,7 @@ from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.sink import CommandSink
 from bms.engine.tasks import cancel_and_wait
+from bms.logic.engine import LogicEngine
 from bms.outage import OutageLog
 from bms.schedules.engine import ScheduleEngine
 from bms.trends.sampler import TrendSampler
@@ -79,7 +80,7 @@ class Engine:
         # Commands the engine's own functions make, recorded through the one command path.
         self.sink = CommandSink(self.run_in_db, self.role, self.commands.wake, self._log_event)
         # The functions that act on points (schedules, logic), in the order they see a change.
-        function_classes: list[type[EngineFunction]] = [ScheduleEngine]
+        function_classes: list[type[EngineFunction]] = [ScheduleEngine, LogicEngine]
         self.functions: list[EngineFunction] = [
             cls(self.image, self.role, self.sink, self.publisher.notify, self._log_event) for cls in function_classes
         ]

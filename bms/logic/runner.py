@@ -10,7 +10,10 @@ image; it never reads the clock, the database or the image by itself.
 
 When a rule runs: when a point it reads changed, when its cycle is due
 (every ``cycle_time`` seconds), and when a timer of its block is due
-(:meth:`RuleRunner.next_deadline` says when to call next).
+(:meth:`RuleRunner.next_deadline` says when to call next). Due times wait in
+a heap, so a call costs what is due, not the number of rules; with a
+``limit`` a call runs at most that many and keeps the rest due
+(:attr:`RuleRunner.pending`), so the engine can run a flood in slices.
 
 What a run does: every input expression is evaluated. If one is **bad**,
 the block is not stepped (its state, timers and integrators included, stays
@@ -37,6 +40,9 @@ so a steady expression rule makes no image traffic; a PID changes every sample.
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -69,7 +75,20 @@ class LogicCommand:
     @property
     def command_id(self) -> str:
         """A stable id for the command path (the same command twice is executed once)."""
-        return f"logic:{self.rule}:{self.number}"
+        return command_id(self.rule, self.number)
+
+
+#: the longest command id the command path accepts
+MAX_COMMAND_ID = 64
+
+
+def command_id(rule: str, number: int) -> str:
+    """``logic:<rule>:<number>``; for a rule name the command path could not carry in an id (a saved rule's
+    name always fits: at most 40 letters, digits, ``_ . -``), ``logic:h<hash of the name>:<number>``."""
+    plain = f"logic:{rule}:{number}"
+    if len(plain) <= MAX_COMMAND_ID and rule.isascii() and all(c.isalnum() or c in "_.-" for c in rule):
+        return plain
+    return f"logic:h{hashlib.sha256(rule.encode()).hexdigest()[:20]}:{number}"
 
 
 @dataclass(slots=True)
@@ -129,12 +148,18 @@ class RunResult:
 
 
 class _Rule:
-    __slots__ = ("block", "emitted", "next_cycle", "spec", "state")
+    __slots__ = ("block", "defaults", "emitted", "index", "next_cycle", "scheduled", "spec", "state")
 
-    def __init__(self, spec: RuleSpec, data: Mapping[str, Any] | None) -> None:
+    def __init__(self, spec: RuleSpec, data: Mapping[str, Any] | None, index: int = 0) -> None:
         self.spec = spec
+        #: the rule's place in the evaluation order
+        self.index = index
+        #: the block's unbound optional inputs with their defaults (the same at every run)
+        self.defaults = spec.slot_defaults()
         self.emitted = dict(data) if data else None
         self.next_cycle: datetime | None = None
+        #: the due time of this rule's entry in the runner's timer heap (None: none)
+        self.scheduled: datetime | None = None
         state = RuleState.from_dict(data)
         kind = spec.kind if spec.is_block else ""
         if state.kind != kind:
@@ -159,12 +184,20 @@ class RuleRunner:
         """``states``: image entry (``logic:<rule>``) -> state dict, e.g. the replicated image's entries after a
         takeover, or :meth:`states` of the runner this one replaces after a configuration change."""
         states = states or {}
-        self._rules = [_Rule(spec, states.get(spec.entry)) for spec in evaluation_order(specs)]
+        self._rules = [_Rule(spec, states.get(spec.entry), index) for index, spec in enumerate(evaluation_order(specs))]
         self._by_name = {rule.spec.name: rule for rule in self._rules}
         self._readers: dict[str, list[_Rule]] = {}
         for rule in self._rules:
             for point in rule.spec.points:
                 self._readers.setdefault(point, []).append(rule)
+        # When rules are due with unchanged inputs (cycle, block timer): a heap of (due, order, rule), one live
+        # entry per rule (``rule.scheduled``; stale ones are skipped), so a call looks only at what is due, not
+        # at every rule: with thousands of rules the engine calls this after every poll answer.
+        self._timers: list[tuple[datetime, int, _Rule]] = []
+        self._order = itertools.count()
+        #: rules due (a changed input, a timer) that a call with a ``limit`` left for the next call
+        self._pending: set[_Rule] = set()
+        self._started = False
 
     @property
     def specs(self) -> list[RuleSpec]:
@@ -188,30 +221,58 @@ class RuleRunner:
 
     def next_deadline(self) -> datetime | None:
         """The earliest time a rule is due with unchanged inputs (cycle or timer); None before the first call."""
-        dues = []
-        for rule in self._rules:
-            if rule.next_cycle is None:
-                return None
-            dues.append(rule.next_cycle)
-            if rule.block is not None:
-                deadline = rule.block.next_deadline()
-                if deadline is not None:
-                    dues.append(deadline)
-        return min(dues) if dues else None
+        if not self._started:
+            return None
+        timers = self._timers
+        while timers and timers[0][2].scheduled != timers[0][0]:
+            heapq.heappop(timers)  # the rule ran since, or went: its entry moved
+        return timers[0][0] if timers else None
 
-    def evaluate(self, now: datetime, values: Mapping[str, Any], changed: Iterable[str] | None = None) -> RunResult:
+    @property
+    def pending(self) -> bool:
+        """True when a call with a ``limit`` left due rules for the next call (call again soon)."""
+        return bool(self._pending)
+
+    def evaluate(
+        self,
+        now: datetime,
+        values: Mapping[str, Any],
+        changed: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> RunResult:
         """Run the rules due at ``now``: those reading a point in ``changed`` (None: every rule), those whose cycle
-        or timer is due. ``values``: point name -> PointState / Sample / ``(value, quality)``."""
+        or timer is due, in evaluation order. ``values``: point name -> PointState / Sample / ``(value, quality)``.
+
+        ``limit``: run at most this many; the others stay due for the next call (:attr:`pending`), so a caller on
+        an event loop can evaluate a flood of changes in slices."""
         if not isinstance(now, datetime) or now.tzinfo is None:
             raise ValueError(f"logic times must be timezone-aware (UTC) datetimes, not {now!r}")
-        if changed is None:
-            due = set(self._by_name)
+        pending = self._pending
+        if changed is None or not self._started:
+            pending.update(self._rules)
+            self._started = True
         else:
-            due = {rule.spec.name for point in changed for rule in self._readers.get(point, ())}
+            readers = self._readers
+            for point in changed:
+                found = readers.get(point)
+                if found is not None:
+                    pending.update(found)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, rule = heapq.heappop(timers)
+            if rule.scheduled == due:
+                rule.scheduled = None
+                pending.add(rule)
+        if limit is None or len(pending) <= limit:
+            batch = sorted(pending, key=_index)
+            pending.clear()
+        else:
+            batch = heapq.nsmallest(limit, pending, key=_index)
+            pending.difference_update(batch)
         result = RunResult()
-        for rule in self._rules:
-            if rule.spec.name in due or self._due(rule, now):
-                self._run(rule, now, values, result)
+        for rule in batch:
+            self._run(rule, now, values, result)
+            self._schedule(rule)
         return result
 
     def reassert(self) -> RunResult:
@@ -227,22 +288,34 @@ class RuleRunner:
 
     # ---- inside ------------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _due(rule: _Rule, now: datetime) -> bool:
-        if rule.next_cycle is None or now >= rule.next_cycle:
-            return True
+    def _schedule(self, rule: _Rule) -> None:
+        """Put ``rule``'s next due time (cycle or block timer, whichever is first) in the heap."""
+        due = rule.next_cycle
         if rule.block is not None:
             deadline = rule.block.next_deadline()
-            return deadline is not None and now >= deadline
-        return False
+            if deadline is not None and (due is None or deadline < due):
+                due = deadline
+        if due is None or due == rule.scheduled:
+            return
+        rule.scheduled = due
+        heapq.heappush(self._timers, (due, next(self._order), rule))
 
     def _run(self, rule: _Rule, now: datetime, values: Mapping[str, Any], result: RunResult) -> None:
         spec, state = rule.spec, rule.state
         result.evaluated.append(spec.name)
         if rule.next_cycle is None or now >= rule.next_cycle:
             rule.next_cycle = now + timedelta(seconds=spec.cycle_time)
-        results = [(slot, expression.evaluate(values)) for slot, expression in spec.inputs]
-        bad = next(((slot, found) for slot, found in results if found.quality is Quality.BAD), None)
+        # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
+        results = []
+        bad = None
+        worst = Quality.GOOD
+        for slot, expression in spec.inputs:
+            found = expression.evaluate(values)
+            results.append((slot, found))
+            if found.quality > worst:
+                worst = found.quality
+                if bad is None and worst is Quality.BAD:
+                    bad = slot, found
         if bad is not None:
             slot, found = bad
             state.quality = Quality.BAD.label
@@ -257,7 +330,7 @@ class RuleRunner:
                 state.reason = f"failed: {exc}"[:200]
                 self._apply_policy(rule, result)
             else:
-                state.quality = max(found.quality for _, found in results).label if results else "good"
+                state.quality = worst.label
                 state.reason = ""
                 for index, (output, value) in enumerate(zip(spec.outputs, produced, strict=False)):
                     converted = output.convert(value)
@@ -271,8 +344,9 @@ class RuleRunner:
     ) -> tuple[Any, ...]:
         if rule.block is None:
             return (results[0][1].value,)
-        inputs = rule.spec.slot_defaults()
-        inputs.update((slot, found.value) for slot, found in results)
+        inputs = dict(rule.defaults)
+        for slot, found in results:
+            inputs[slot] = found.value
         if isinstance(rule.block, PID) and inputs.get("track") is None and rule.block.state.output is None:
             # a PID without state and without a bound track starts from where its output point is now (bumpless)
             inputs["track"] = _usable_number(values.get(rule.spec.outputs[0].point))
@@ -320,6 +394,10 @@ class RuleRunner:
         if data != rule.emitted:
             result.states[entry_name(rule.spec.name)] = data
             rule.emitted = data
+
+
+def _index(rule: _Rule) -> int:
+    return rule.index
 
 
 def _usable_number(sample: Any) -> float | None:

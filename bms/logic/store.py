@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from bms.control.models import Command
+from bms.engine.dbconn import drop_broken_connections
 from bms.logic.models import Rule
+from bms.logic.runner import command_id
 from bms.logic.spec import RuleInvalid, RuleSpec, evaluation_order
 from bms.points.models import Point
 
@@ -47,3 +50,34 @@ def _problem(problems: list[str] | None, message: str) -> None:
     log.warning("%s", message)
     if problems is not None:
         problems.append(message)
+
+
+#: how many of a rule's newest commands :func:`command_positions` looks at (numbers only grow, row by row)
+RECENT_COMMANDS = 20
+
+
+def command_positions(rules: list[str]) -> dict[str, int]:
+    """The highest command number in the command log of each of ``rules`` that has one (``logic:<rule>:<n>``).
+
+    For a rule that starts without a state (a cold start of a lone node, a rule created again under an old
+    name): its numbering must continue after what the log holds, or its first commands would reuse ids that
+    the command path refuses (same id, other payload). Blocking: the engine's database thread.
+    """
+    drop_broken_connections()
+    found: dict[str, int] = {}
+    for rule in rules:
+        prefix = command_prefix(rule)
+        ids = (
+            Command.objects.filter(command_id__startswith=prefix)
+            .order_by("-id")
+            .values_list("command_id", flat=True)[:RECENT_COMMANDS]
+        )
+        numbers = [int(tail) for tail in (cid[len(prefix) :] for cid in ids) if tail.isdigit()]
+        if numbers:
+            found[rule] = max(numbers)
+    return found
+
+
+def command_prefix(rule: str) -> str:
+    """What every command id of ``rule`` starts with (see :func:`bms.logic.runner.command_id`)."""
+    return command_id(rule, 0)[:-1]

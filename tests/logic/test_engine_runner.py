@@ -1,0 +1,83 @@
+"""What the logic engine relies on in the runner, pure: slices (``limit``), the timer heap, command ids."""
+
+from datetime import UTC, datetime, timedelta
+
+from bms.logic.expr import Type
+from bms.logic.runner import MAX_COMMAND_ID, RuleRunner, command_id
+from bms.logic.spec import OutputSpec, compile_rule
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TYPES = {f"t{i}": Type.NUMBER for i in range(10)} | {"run": Type.BOOL}
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def output(name: str, kind: Type = Type.NUMBER) -> OutputSpec:
+    return OutputSpec(name, kind, "bool" if kind is Type.BOOL else "float32", relinquish=True)
+
+
+def rules(count: int, cycle: float = 60.0) -> list:
+    return [
+        compile_rule(
+            f"r{i}", "expression", expression=f"{{t{i}}} * 2", outputs=[output(f"o{i}")], types=TYPES, cycle_time=cycle
+        )
+        for i in range(count)
+    ]
+
+
+def image(**values) -> dict:
+    return {name: (value, "good") for name, value in values.items()}
+
+
+def test_a_limit_runs_the_due_rules_in_slices_in_evaluation_order_and_none_is_lost():
+    runner = RuleRunner(rules(5))
+    values = image(**{f"t{i}": float(i) for i in range(5)})
+    first = runner.evaluate(at(0), values, None, limit=2)
+    assert first.evaluated == ["r0", "r1"] and runner.pending
+    second = runner.evaluate(at(0), values, [], limit=2)
+    assert second.evaluated == ["r2", "r3"] and runner.pending
+    third = runner.evaluate(at(0), values, [], limit=2)
+    assert third.evaluated == ["r4"] and not runner.pending
+    assert [c.point for r in (first, second, third) for c in r.commands] == ["o0", "o1", "o2", "o3", "o4"]
+    # a change while a slice is waiting joins the waiting set once
+    values["t3"] = (7.0, "good")
+    values["t1"] = (9.0, "good")
+    fourth = runner.evaluate(at(1), values, ["t3", "t1", "t3"], limit=1)
+    fifth = runner.evaluate(at(1), values, [], limit=1)
+    assert (fourth.evaluated, fifth.evaluated, runner.pending) == (["r1"], ["r3"], False)
+
+
+def test_only_due_rules_run_and_the_next_deadline_is_the_earliest_cycle_or_timer():
+    specs = [
+        *rules(2, cycle=10.0),
+        compile_rule(
+            "delayed",
+            "on_delay",
+            inputs={"x": "{run}"},
+            params={"delay": 3},
+            outputs=[output("o9", Type.BOOL)],
+            types=TYPES,
+            cycle_time=60.0,
+        ),
+    ]
+    runner = RuleRunner(specs)
+    values = image(t0=1.0, t1=2.0, run=True)
+    assert runner.next_deadline() is None  # before the first call: call now
+    assert sorted(runner.evaluate(at(0), values).evaluated) == ["delayed", "r0", "r1"]
+    assert runner.next_deadline() == at(3)  # the on-delay's timer, before the cycles at 10 s
+    assert runner.evaluate(at(1), values, []).evaluated == []  # nothing due, nothing changed
+    fired = runner.evaluate(at(3), values, [])
+    assert fired.evaluated == ["delayed"] and [(c.point, c.value) for c in fired.commands] == [("o9", True)]
+    assert runner.next_deadline() == at(10)
+    assert sorted(runner.evaluate(at(10), values, []).evaluated) == ["r0", "r1"]
+    assert runner.evaluate(at(10.5), values, ["t1", "elsewhere"]).evaluated == ["r1"]  # a change: at once
+
+
+def test_command_ids_fit_the_command_path_whatever_the_rule_name():
+    assert command_id("zone1_loop", 12) == "logic:zone1_loop:12"
+    long = command_id("x" * 60, 123456)
+    assert long.startswith("logic:h") and long.endswith(":123456") and len(long) <= MAX_COMMAND_ID
+    assert command_id("x" * 60, 1) != command_id("y" * 60, 1)
+    assert command_id("zone 1/loop", 1).startswith("logic:h")  # characters the command path refuses
