@@ -2,10 +2,14 @@
 
 Two air-handling units supply four zones. Each zone's temperature drifts
 toward the outside air and is pulled toward its setpoint while its AHU fan
-runs; occupancy adds heat; an energy meter integrates electrical power.
-Setpoints, fan commands and damper positions are holding registers and
-coils that any Modbus client (our engine included) can write; the plant
-reads them back on every step, so a write visibly changes the building.
+runs (the zone unit's own thermostat); occupancy adds heat; an energy meter
+integrates electrical power. Zone 1's unit can instead be put under BMS
+control (coil ``zone1_remote``): its thermostat stops and its reheat valve
+(``zone1_valve``) sets how much it warms AHU 1's supply air, so a controller
+in the BMS (the demo's PID loop) has a real actuator to move. Setpoints, fan
+commands, damper and valve positions are holding registers and coils that
+any Modbus client (our engine included) can write; the plant reads them back
+on every step, so a write visibly changes the building.
 
 The register map is :data:`SIGNALS`; ``bms/points/demo/demo_building.csv``
 describes the same map as a point list (a test keeps the two in step).
@@ -65,9 +69,17 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("ahu2_fan_cmd", "co", 1, "bool", True),
     Signal("ahu1_fan_status", "di", 0, "bool", False),
     Signal("ahu2_fan_status", "di", 1, "bool", False),
+    Signal("zone1_valve", "hr", 24, "uint16", 0),  # tenths of a percent open
+    Signal("zone1_remote", "co", 2, "bool", False),  # off: zone 1 keeps its own thermostat, as the other zones
 )
 SIGNALS_BY_NAME = {signal.name: signal for signal in SIGNALS}
 _FORMATS = {"int16": (">h", 1), "uint16": (">H", 1), "uint32": (">I", 2), "float32": (">f", 2)}
+#: zone 1 under BMS control: the valve fully open warms AHU 1's supply air by this much (K) ...
+REHEAT_SPAN = 20.0
+#: ... and the zone follows the air it gets with this time constant (s) while the fan runs. Together a first-order
+#: plant of gain 0.2 K per % valve and about 30 s: slow enough to watch on the points page and a trend, quick
+#: enough that the demo's loop settles within a minute or two (and a test within seconds of that).
+ZONE_AIR_TAU = 30.0
 
 
 def _to_registers(value: float, data_type: str) -> list[int]:
@@ -172,6 +184,7 @@ class SimulatedBuilding:
         outside = 8.0 + 4.0 * math.sin(now / 600.0) + self.random.uniform(-0.05, 0.05)
         await self.set("outside_temp", round(outside * 10))
         power = 4.0
+        supply_of: dict[int, float] = {}
         for ahu in (1, 2):
             fan_cmd = bool(await self.get(f"ahu{ahu}_fan_cmd"))
             # a fan reports running about two seconds after it is commanded on
@@ -187,6 +200,7 @@ class SimulatedBuilding:
             target = supply_sp if running else outside
             supply += (target - supply) * min(1.0, dt / 10.0)
             await self.set(f"ahu{ahu}_supply_temp", supply)
+            supply_of[ahu] = supply
             if running:
                 power += 6.0 + 0.08 * float(await self.get(f"ahu{ahu}_damper"))
         minute = int(now // 60)
@@ -197,7 +211,13 @@ class SimulatedBuilding:
             temp = float(await self.get(f"zone{zone}_temp"))
             setpoint = float(await self.get(f"zone{zone}_setpoint"))
             running = self._fan_on_since[ahu] is not None
-            pull = (setpoint - temp) * min(1.0, dt / 15.0) if running else 0.0
+            if zone == 1 and await self.get("zone1_remote"):
+                # the BMS drives the valve: the zone moves toward the supply air as the reheat coil warms it
+                opening = min(max(float(await self.get("zone1_valve")) / 1000.0, 0.0), 1.0)
+                air = supply_of[ahu] + opening * REHEAT_SPAN
+                pull = (air - temp) * min(1.0, dt / ZONE_AIR_TAU) if running else 0.0
+            else:
+                pull = (setpoint - temp) * min(1.0, dt / 15.0) if running else 0.0
             loss = (outside - temp) * dt / 3000.0
             gain = 0.002 * dt if occupied else 0.0
             temp += pull + loss + gain + self.random.uniform(-0.02, 0.02)

@@ -9,7 +9,7 @@ from bms.engine import bus
 from bms.engine.image import COMM_FAILURE, GOOD
 from bms.events.models import Event
 from bms.points.models import Device, Point
-from drivers.simulator.building import SimulatedBuilding
+from drivers.simulator.building import SIGNALS, SimulatedBuilding
 from tests.engine.conftest import eventually
 
 
@@ -98,7 +98,7 @@ async def test_snapshot_requests_are_answered_over_the_channel_layer(engine, lay
     assert reply["type"] == bus.LIVE_SNAPSHOT
     assert reply["seq"] >= engine.image.points["zone1_temp"].seq
     assert reply["points"]["zone1_temp"][bus.ROW_QUALITY] == GOOD
-    assert len([name for name in reply["points"] if ":" not in name]) == 25  # and the demo's alarm entries
+    assert len([name for name in reply["points"] if ":" not in name]) == len(SIGNALS)  # and the demo's alarm entries
 
 
 async def test_published_deltas_are_continuous_and_coalesced(engine, plant, layer):

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from bms.points.models import Device, Point
+from drivers.simulator.building import SIGNALS
 from tests.support.processes import Simulator
 
 
@@ -32,7 +33,7 @@ def test_every_point_is_read_once_as_json(db, simulator):
     output, failure = poll("--format", "json")
     rows = json.loads(output)
     assert failure is None
-    assert len(rows) == 25
+    assert len(rows) == len(SIGNALS)  # every point of the demo list, one per register of the plant
     by_point = {row["point"]: row for row in rows}
     assert by_point["zone1_setpoint"] == {
         "device": "plant",
@@ -52,7 +53,7 @@ def test_bad_points_and_dead_devices_are_reported_and_fail_the_check(db, simulat
     Point.objects.create(device=Device.objects.get(name="gone"), name="lost", address="hr:0", data_type="uint16")
     output, failure = poll("--format", "json")
     by_point = {row["point"]: row for row in json.loads(output)}
-    assert failure == "2 of 27 point(s) are not good"
+    assert failure == f"2 of {len(SIGNALS) + 2} point(s) are not good"
     assert by_point["beyond_the_map"]["quality"] == "bad"
     assert by_point["zone1_temp"]["quality"] == "good"  # its neighbours are unaffected
     assert by_point["lost"]["quality"] == "comm_failure"

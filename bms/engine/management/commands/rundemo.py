@@ -124,7 +124,8 @@ class Command(BaseCommand):
             name,
             "loaddemo",
             *("--modbus-port", str(modbus_port), "--bacnet-port", str(self.bacnet_port)),
-            *("--demo-user", "--verbosity", "0"),
+            # --functions: the occupancy schedule and zone 1's temperature loop, so the demo runs itself (issue 12)
+            *("--demo-user", "--functions", "--verbosity", "0"),
         )
 
     def _start_node(self, name: str) -> None:
