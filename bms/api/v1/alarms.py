@@ -298,6 +298,9 @@ class LiveAlarmsView(GenericAPIView):
     )
     def get(self, request: Request) -> Response:
         query = parse_query(request, LiveQuerySerializer)
+        # The page parameters too before the engine is asked: a bad offset is a 400 even while the engine is away.
+        self.paginator.get_limit(request)
+        self.paginator.get_offset(request)
         from bms.alarms.live import current_alarms  # the engine's side; imported when used
 
         alarms = select_live(current_alarms(wait_seconds=live_wait_seconds()), query)
@@ -607,7 +610,9 @@ class LookupMixin:
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Alarm classes", responses={200: AlarmClassSerializer(many=True), **error_responses()}),
+    list=extend_schema(
+        summary="Alarm classes", responses={200: AlarmClassSerializer(many=True), **error_responses(400)}
+    ),
     retrieve=extend_schema(summary="One alarm class", responses={200: AlarmClassSerializer, **error_responses(404)}),
     create=extend_schema(
         summary="Create an alarm class", responses={201: AlarmClassSerializer, **error_responses(400, 403, 409)}

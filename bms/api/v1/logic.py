@@ -133,7 +133,7 @@ class LiveRulesSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Logic rules", responses={200: RuleSerializer(many=True), **error_responses()}),
+    list=extend_schema(summary="Logic rules", responses={200: RuleSerializer(many=True), **error_responses(400)}),
     retrieve=extend_schema(summary="One rule", responses={200: RuleSerializer, **error_responses(404)}),
     create=extend_schema(
         summary="Create a rule",

@@ -482,7 +482,7 @@ _WRITE_ERRORS = (400, 403, 409)
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Schedules", responses={200: ScheduleSerializer(many=True), **error_responses()}),
+    list=extend_schema(summary="Schedules", responses={200: ScheduleSerializer(many=True), **error_responses(400)}),
     retrieve=extend_schema(summary="One schedule", responses={200: ScheduleSerializer, **error_responses(404)}),
     create=extend_schema(
         summary="Create a schedule",
@@ -542,7 +542,7 @@ class ScheduleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Calendars", responses={200: CalendarSerializer(many=True), **error_responses()}),
+    list=extend_schema(summary="Calendars", responses={200: CalendarSerializer(many=True), **error_responses(400)}),
     retrieve=extend_schema(summary="One calendar", responses={200: CalendarSerializer, **error_responses(404)}),
     create=extend_schema(
         summary="Create a calendar", responses={201: CalendarSerializer, **error_responses(*_WRITE_ERRORS)}
