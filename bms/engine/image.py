@@ -96,23 +96,24 @@ class ImageCursor:
         changed: dict[str, list[Any] | None] = {}
         # PointState.as_live and _micros inlined: a delta after a busy poll holds thousands of points, and the
         # two calls per point cost more than building the rows
-        for name in self.dirty:
-            state = get(name)
-            if state is None:
-                changed[name] = None
-                continue
-            source, change = state.source_time, state.change_time
-            if source is None:
-                source_us = None
-            else:
-                source_us = stamps.get(id(source))
-                if source_us is None:
-                    source_us = stamps[id(source)] = (source - _EPOCH) // _ONE_MICROSECOND
-            if change is source:
-                change_us = source_us  # the usual case: a change's source time is its change time
-            else:
-                change_us = _micros(change, stamps)
-            changed[name] = [state.value, state.quality, source_us, change_us, state.seq]
+        with _gc_paused(len(self.dirty), GC_PAUSE_ROWS):
+            for name in self.dirty:
+                state = get(name)
+                if state is None:
+                    changed[name] = None
+                    continue
+                source, change = state.source_time, state.change_time
+                if source is None:
+                    source_us = None
+                else:
+                    source_us = stamps.get(id(source))
+                    if source_us is None:
+                        source_us = stamps[id(source)] = (source - _EPOCH) // _ONE_MICROSECOND
+                if change is source:
+                    change_us = source_us  # the usual case: a change's source time is its change time
+                else:
+                    change_us = _micros(change, stamps)
+                changed[name] = [state.value, state.quality, source_us, change_us, state.seq]
         return self._advance(changed)
 
     def take_rows(self) -> dict[str, Any] | None:
@@ -121,11 +122,14 @@ class ImageCursor:
             return None
         get = self.image.points.get
         rows = {}
-        for name in self.dirty:
-            state = get(name)
-            rows[name] = (
-                None if state is None else (state.value, state.quality, state.source_time, state.change_time, state.seq)
-            )
+        with _gc_paused(len(self.dirty), GC_PAUSE_ROWS):
+            for name in self.dirty:
+                state = get(name)
+                rows[name] = (
+                    None
+                    if state is None
+                    else (state.value, state.quality, state.source_time, state.change_time, state.seq)
+                )
         return self._advance(rows)
 
     def take_reads(self) -> list[tuple[datetime, list[str]]]:
@@ -167,6 +171,9 @@ class ProcessImage:
     def __init__(self) -> None:
         self.seq = 0
         self.points: dict[str, PointState] = {}
+        #: moves whenever an entry of ``points`` is added or removed, so that lists of state objects (see
+        #: :meth:`observe`) can be kept while it stays the same
+        self.layout = 0
         self.cursors: list[ImageCursor] = []
         self.read_trackers: list[ImageCursor] = []
         self._publisher = self.cursor()
@@ -193,12 +200,14 @@ class ProcessImage:
         for name in list(self.points):
             if name not in wanted:
                 del self.points[name]
+                self.layout += 1
                 self.seq += 1
                 self._touch(name)
         for name in names:
             if name not in self.points:
                 self.seq += 1
                 self.points[name] = PointState(seq=self.seq)
+                self.layout += 1
                 self._touch(name)
 
     def update(self, name: str, value: RawValue | None, quality: str, when: datetime, deadband: float = 0.0) -> bool:
@@ -229,19 +238,22 @@ class ProcessImage:
         deadbands: Sequence[float],
         quality: str,
         when: datetime,
+        states: Sequence[PointState | None] | None = None,
     ) -> bool:
         """:meth:`update` of each ``names[i]`` to ``values[i]`` (never None) with ``deadbands[i]``, in order.
 
         The same states, ``seq`` numbers and deltas as that many calls; True if any point changed. For a poll
         answer, where calling :meth:`update` per changed value cost as much as everything else the engine does
         with it: here the per-point work is inlined and the cursors are told once, not once per point.
+        ``states``: the state objects of ``names`` (:meth:`states`, at the current ``layout``), if the caller
+        keeps them: no lookup by name then.
         """
         points = self.points
         seq = self.seq
         changed: list[str] = []
+        targets = map(points.get, names) if states is None else states
         try:
-            for name, value, deadband in zip(names, values, deadbands, strict=True):
-                state = points.get(name)
+            for name, value, deadband, state in zip(names, values, deadbands, targets, strict=True):
                 if state is None:
                     continue
                 old = state.value
@@ -275,6 +287,7 @@ class ProcessImage:
         state = self.points.get(name)
         if state is None:
             state = self.points[name] = PointState()
+            self.layout += 1
         self.seq += 1
         state.value = value
         state.quality = quality
@@ -314,6 +327,7 @@ class ProcessImage:
         with _gc_paused(len(rows)):
             for name in points.keys() - rows.keys():
                 del points[name]
+                self.layout += 1
                 self._touch(name)
             self._store_rows(rows)
         self.seq = seq
@@ -333,11 +347,13 @@ class ProcessImage:
         for name, row in rows.items():
             if row is None:
                 if points.pop(name, None) is not None:
+                    self.layout += 1
                     touched[name] = None
                 continue
             state = points.get(name)
             if state is None:
                 points[name] = PointState(*row)
+                self.layout += 1
             else:
                 state.value, state.quality, state.source_time, state.change_time, state.seq = row
             touched[name] = None
@@ -364,7 +380,18 @@ class ProcessImage:
                     moved += 1
         return moved
 
-    def observe(self, names: list[str] | tuple[str, ...], quality: str, when: datetime) -> list[str]:
+    def states(self, names: Sequence[str]) -> list[PointState | None]:
+        """The state objects of ``names`` (None for a name not held), for :meth:`observe` while ``layout`` stays."""
+        get = self.points.get
+        return [get(name) for name in names]
+
+    def observe(
+        self,
+        names: list[str] | tuple[str, ...],
+        quality: str,
+        when: datetime,
+        states: Sequence[PointState | None] | None = None,
+    ) -> list[str]:
         """Record that ``names`` were polled at ``when`` with ``quality``, keeping each value and its source time.
 
         ``source_time`` is the time of a point's last successful read. With
@@ -381,9 +408,29 @@ class ProcessImage:
         Returns the names whose quality differed from ``quality``: with GOOD
         those were left alone (the caller updates them with their value);
         otherwise those were changed.
+
+        ``states``: :meth:`states` of ``names``, taken at the current ``layout``. A poller refreshes the
+        source times of every point it reads, unchanged or not, several times per stale limit: with the
+        state objects at hand that costs no lookup by name.
         """
         points = self.points
         differing: list[str] = []
+        if quality == GOOD and states is not None:
+            regular = True
+            for state in states:
+                if state is not None and state.quality == GOOD:
+                    state.source_time = when
+                else:
+                    regular = False
+            if not regular:
+                differing = [
+                    name
+                    for name, state in zip(names, states, strict=True)
+                    if state is not None and state.quality != GOOD
+                ]
+            for cursor in self.read_trackers:
+                cursor.reads[id(names)] = (names, when)  # type: ignore[index]
+            return differing
         if quality == GOOD:
             for name in names:
                 state = points.get(name)
@@ -409,10 +456,14 @@ class ProcessImage:
 
 #: bulk operations on at least this many points pause the cyclic garbage collector (see :func:`_gc_paused`)
 GC_PAUSE_POINTS = 5_000
+#: a delta of this many rows or more is built with the collector paused: each row is a new container, so a
+#: delta of a few thousand rows would otherwise run several collections, each moving the rows made so far to an
+#: older generation, whose growth then brings full collections sooner (bench/modbus_poll.py, 40,000 points)
+GC_PAUSE_ROWS = 500
 
 
 @contextmanager
-def _gc_paused(count: int) -> Iterator[None]:
+def _gc_paused(count: int, at_least: int = GC_PAUSE_POINTS) -> Iterator[None]:
     """Pause the cyclic GC around a bulk copy of ``count`` points, if it is large.
 
     A snapshot of 100,000 points creates or visits hundreds of thousands of
@@ -421,7 +472,7 @@ def _gc_paused(count: int) -> Iterator[None]:
     (bench/state_transfer.py). Nothing here creates cycles, and the
     collector's state is restored afterwards.
     """
-    if count < GC_PAUSE_POINTS or not gc.isenabled():
+    if count < at_least or not gc.isenabled():
         yield
         return
     gc.disable()

@@ -15,7 +15,10 @@ A stale value is never shown as good: each successful read moves a point's
 did not change, and a watchdog beside the poll loop marks ``stale`` every
 good point whose last read is older than ``stale_after`` on the monotonic
 clock, so a step of the wall clock neither hides nor invents one (device option;
-default three poll intervals, at least one second). That covers a poll
+default three poll intervals, at least one second). It asks per request
+first: when every point belongs to a request answered within
+``stale_after`` (a device polled on time), nothing can be stale and no point
+is looked at. That covers a poll
 that hangs (a device that accepts the connection but answers nothing until
 the timeout and retries run out) and an overloaded engine. The first poll
 that reads the point again shows it good.
@@ -23,11 +26,14 @@ that reads the point again shows it good.
 The hot path takes one :class:`~drivers.base.Batch` per protocol request and
 looks only at the raw values that changed since the same request's previous
 answer (the driver says which, or the poller compares), so an unchanged value
-costs neither a conversion nor an image update. Moving ``source_time`` of
-unchanged points touches every point, so it is done at most every
-``stale_after / 10`` per request (at once after any quality change): a
-``source_time`` is the last successful read to within a tenth of the stale
-limit, and on polls slower than that (the usual case) exactly.
+costs neither a conversion nor an image update. Each request keeps its
+points' state objects (``ProcessImage.states``, renewed when the image's
+layout moves), so neither a changed value nor a refresh looks a point up by
+name. Moving ``source_time`` of unchanged points touches every point, so it
+is done at most every ``stale_after / 10`` per request (at once after any
+quality change): a ``source_time`` is the last successful read to within a
+tenth of the stale limit, and on polls slower than that (the usual case)
+exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from bms.engine.config import DeviceConfig, PointConfig
-from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, ProcessImage
+from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, PointState, ProcessImage
 from bms.engine.scaling import Scaling
 from bms.engine.tasks import Alarm, cancel_and_wait
 from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading, WriteUncertain, WrongDevice
@@ -64,7 +70,7 @@ class _Answer:
     """One request's names, the raw values last applied from it in full, when it last answered and when its
     source times last moved."""
 
-    __slots__ = ("convert", "deadbands", "names", "read_at", "refreshed_at", "values")
+    __slots__ = ("convert", "deadbands", "layout", "names", "read_at", "refreshed_at", "states", "values")
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
@@ -74,6 +80,9 @@ class _Answer:
         #: per name: its raw -> engineering function and its deadband, made on first use (see _prepare)
         self.convert: tuple[Callable[[RawValue], RawValue], ...] | None = None
         self.deadbands: tuple[float, ...] = ()
+        #: the image's state objects of ``names`` (ProcessImage.states), valid while its layout is ``layout``
+        self.states: list[PointState | None] = []
+        self.layout = -1
 
 
 def _finite(value: RawValue) -> bool:
@@ -189,6 +198,8 @@ class DevicePoller:
         # or of requests no longer remembered
         self._read_at: dict[str, float] = {}
         self.refresh_every = self.stale_after / 10
+        #: whether every point is named by a remembered request or in _read_at (None: not known, see _all_read_since)
+        self._covered: bool | None = None
 
     @property
     def name(self) -> str:
@@ -204,6 +215,7 @@ class DevicePoller:
         self._answers.clear()
         self._answers_by_id.clear()
         self._read_at.clear()
+        self._covered = None
         if self.driver.holds_values:
             # Virtual points live in the driver: start from the image (the values replicated from the node that
             # was in control, or the previous poller's after a reconfiguration), not from nothing.
@@ -300,34 +312,43 @@ class DevicePoller:
             candidates = ()
         convert = answer.convert or self._prepare(answer)
         deadbands = answer.deadbands
+        if answer.layout != image.layout:  # the points' state objects, looked up once, not per value or refresh
+            answer.states, answer.layout = image.states(names), image.layout
+        states = answer.states
         # The changed values go to the image in one call (update_many: the same result as one update each, in the
         # same order); a point that goes bad in between first flushes what came before it, so the image and the
         # events see everything in the order of the answer.
         moved: list[str] = []
         engineering: list[RawValue] = []
         bands: list[float] = []
+        targets: list[PointState | None] = []
         for index in candidates:
             value = values[index]
             if value is None or (last is not None and value == last[index]):
                 continue
             if value - value:  # not _finite(value), inlined: this loop is the hot path
                 if moved:
-                    changed |= self._update_good(moved, engineering, bands, when)
-                    moved, engineering, bands = [], [], []
+                    changed |= self._update_good(moved, engineering, bands, when, targets)
+                    moved, engineering, bands, targets = [], [], [], []
                 changed |= self._point_bad(names[index], _not_a_number(value), when)
                 continue
             moved.append(names[index])
             engineering.append(convert[index](value))
             bands.append(deadbands[index])
+            targets.append(states[index])
         if moved:
-            changed |= self._update_good(moved, engineering, bands, when)
+            changed |= self._update_good(moved, engineering, bands, when, targets)
         answer.values = None if special else values  # after special readings, the next answer is applied in full
         now = answer.read_at = time.monotonic()
         if now - answer.refreshed_at >= self.refresh_every:
             answer.refreshed_at = now
-            good = names if not special else [name for name in names if name not in special]
             # Read and unchanged, but not shown good (stale, comm_failure, or marked by anyone else): good again.
-            again = image.observe(good, GOOD, when)
+            if special:
+                good: list[str] | tuple[str, ...] = [name for name in names if name not in special]
+                again = image.observe(good, GOOD, when)
+            else:
+                good = names
+                again = image.observe(names, GOOD, when, states)
             if again:
                 by_name = dict(zip(names, values, strict=True))
                 for name in again:
@@ -342,10 +363,15 @@ class DevicePoller:
             self.on_change()
 
     def _update_good(
-        self, names: list[str], engineering: list[RawValue], deadbands: list[float], when: datetime
+        self,
+        names: list[str],
+        engineering: list[RawValue],
+        deadbands: list[float],
+        when: datetime,
+        states: list[PointState | None],
     ) -> bool:
         """Good readings of ``names`` into the image; True if the image changed. Ends a bad point's bad state."""
-        changed = self.image.update_many(names, engineering, deadbands, GOOD, when)
+        changed = self.image.update_many(names, engineering, deadbands, GOOD, when, states)
         bad_points = self.bad_points
         if bad_points:
             for name in names:
@@ -420,8 +446,11 @@ class DevicePoller:
         fresh = [name for name, reading in readings.items() if reading.ok]
         self.image.observe(fresh, GOOD, when)  # the unchanged ones were read too: their source time moves
         read_at = time.monotonic()
+        known = len(self._read_at)
         for name in fresh:
             self._read_at[name] = read_at
+        if len(self._read_at) != known:
+            self._covered = None  # a point read for the first time this way
         if self.stale_points:
             self._read_again(fresh)
         return changed
@@ -449,7 +478,7 @@ class DevicePoller:
         """
         now = time.monotonic() if now is None else now
         limit = now - self.stale_after
-        if self.started_at is None or self.started_at >= limit:
+        if self.started_at is None or self.started_at >= limit or self._all_read_since(limit):
             return []
         last = dict.fromkeys(self.points, self.started_at)
         for answer in self._answers.values():
@@ -481,12 +510,31 @@ class DevicePoller:
         self.on_change()
         return marked
 
+    def _all_read_since(self, limit: float) -> bool:
+        """True if every point was read at ``limit`` or later, so none can be stale.
+
+        The watchdog's usual case, answered per request instead of per point: a device polled on time has every
+        request answered within ``stale_after``. Otherwise (a request not answered lately, a point not read yet,
+        a request the plan no longer sends) check_stale looks at each point.
+        """
+        if self._covered is None:
+            named: set[str] = set(self._read_at)
+            for answer in self._answers.values():
+                named.update(answer.names)
+            self._covered = named >= self.points.keys()
+        return (
+            self._covered
+            and all(answer.read_at >= limit for answer in self._answers.values())
+            and all(read_at >= limit for read_at in self._read_at.values())
+        )
+
     def _answer_for(self, names: tuple[str, ...]) -> _Answer:
         answer = self._answers.get(names)
         if answer is None:
             if len(self._answers) >= MAX_REMEMBERED_REQUESTS:
                 self._forget_answers()
             answer = self._answers[names] = _Answer(names)
+            self._covered = None
         else:
             # an equal tuple in a new object: index the entry by the new one (the dict key keeps the old one alive,
             # so its id cannot be reused meanwhile)
@@ -503,6 +551,7 @@ class DevicePoller:
                     self._read_at[name] = answer.read_at
         self._answers.clear()
         self._answers_by_id.clear()
+        self._covered = None
 
     def _refresh_soon(self) -> None:
         for answer in self._answers.values():

@@ -101,3 +101,82 @@ def test_delta_points_are_the_live_rows() -> None:
     a_row = delta["points"]["a"]
     assert a_row[bus.ROW_TIME_US] != a_row[bus.ROW_CHANGED_US]
     assert a_row[bus.ROW_TIME_US] == 1_767_225_601_000_500  # 2026-01-01T00:00:01.0005Z in epoch microseconds
+
+
+def test_observe_with_state_objects_equals_observe_by_name() -> None:
+    rng = random.Random(5)
+    names = [f"p{i}" for i in range(30)]
+    by_name, by_state = ProcessImage(), ProcessImage()
+    for image in (by_name, by_state):
+        image.define(names)
+    trackers = (by_name.cursor(track_reads=True), by_state.cursor(track_reads=True))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    group = tuple([*names[:20], "gone"])  # a name the image does not hold is skipped by both
+    states = by_state.states(group)
+    for step in range(200):
+        when = start + timedelta(seconds=step)
+        for image in (by_name, by_state):
+            rng.seed(step)
+            for name in rng.sample(names, 4):
+                image.update(name, step, rng.choice((GOOD, GOOD, BAD)), when)
+        assert by_name.observe(group, GOOD, when) == by_state.observe(group, GOOD, when, states)
+        for name in names:
+            a, b = by_name.points[name], by_state.points[name]
+            assert (a.value, a.quality, a.source_time, a.change_time, a.seq) == (
+                b.value,
+                b.quality,
+                b.source_time,
+                b.change_time,
+                b.seq,
+            )
+        assert trackers[0].take_reads() == trackers[1].take_reads()
+
+
+def test_the_layout_moves_when_entries_come_and_go_only() -> None:
+    image = ProcessImage()
+    image.define(["a", "b"])
+    layout = image.layout
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    image.update("a", 1, GOOD, when)
+    image.observe(["a", "b"], BAD, when)
+    image.apply_rows(image.seq, image.seq + 1, {"a": (2, GOOD, when, when, image.seq + 1)})
+    assert image.layout == layout  # values and qualities change the states in place
+    for change in (
+        lambda: image.define(["a"]),
+        lambda: image.define(["a", "b"]),
+        lambda: image.put("alarm:x", {"state": "normal"}, GOOD, when),
+        lambda: image.apply_rows(image.seq, image.seq + 1, {"c": (1, GOOD, when, when, image.seq + 1)}),
+        lambda: image.apply_rows(image.seq, image.seq + 1, {"c": None}),
+        lambda: image.load_rows(image.seq, {"a": (1, GOOD, when, when, image.seq)}),
+    ):
+        layout = image.layout
+        change()
+        assert image.layout != layout
+
+
+def test_update_many_with_state_objects_equals_update_many_by_name() -> None:
+    rng = random.Random(11)
+    names = [f"p{i}" for i in range(20)]
+    by_name, by_state = ProcessImage(), ProcessImage()
+    for image in (by_name, by_state):
+        image.define(names)
+    cursors = (by_name.cursor(), by_state.cursor())
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    pool = [0, 1, 1.0, 2.5, 2.50001, True, math.nan, -0.0]
+    for step in range(200):
+        when = start + timedelta(seconds=step)
+        chosen = [*rng.sample(names, 6), "gone"]  # a name the image does not hold is skipped by both
+        values = [rng.choice(pool) for _ in chosen]
+        bands = [rng.choice((0.0, 0.1, 1.0)) for _ in chosen]
+        if step % 9 == 0:
+            for image in (by_name, by_state):
+                image.observe(chosen[:2], BAD, when)
+        expected = by_name.update_many(chosen, values, bands, GOOD, when)
+        assert by_state.update_many(chosen, values, bands, GOOD, when, by_state.states(chosen)) is expected
+        for name in names:
+            a, b = by_name.points[name], by_state.points[name]
+            assert (a.quality, a.source_time, a.change_time, a.seq) == (b.quality, b.source_time, b.change_time, b.seq)
+            assert a.value == b.value or (a.value != a.value and b.value != b.value)
+        assert list(cursors[0].dirty) == list(cursors[1].dirty)
+        cursors[0].dirty.clear()
+        cursors[1].dirty.clear()

@@ -267,3 +267,55 @@ def test_requests_the_poller_stops_remembering_keep_their_read_times(monkeypatch
     now = time.monotonic()
     assert poller.check_stale(now + poller.stale_after / 2) == []  # all three were just read
     assert sorted(poller.check_stale(now + poller.stale_after + 1)) == ["a", "b", "c"]
+
+
+def _idle_poller(names: str) -> tuple[DevicePoller, ProcessImage]:
+    """A poller of int16 points ``names`` (one request each), running for a minute, never started: no I/O."""
+    spec = DeviceSpec("dev", "127.0.0.1", 1, timeout=1.0)
+    points = tuple(
+        PointConfig(PointSpec(name, f"hr:{index}", "int16"), Scaling("int16"), 0.0, "dev")
+        for index, name in enumerate(names)
+    )
+    image = ProcessImage()
+    image.define(list(names))
+    poller = DevicePoller(DeviceConfig(spec, "modbus", 0.05, points), image, lambda: None, lambda *_: None)
+    poller.started_at = time.monotonic() - 60
+    return poller, image
+
+
+def test_a_point_no_request_reads_is_stale_however_recent_the_other_answers():
+    # The watchdog answers "nothing is stale" per request when it can; a good point that no request answered
+    # since the poller started must still be found.
+    poller, image = _idle_poller("abc")
+    image.update("c", 3, GOOD, datetime.now(UTC))  # good from before this poller (a takeover), never read since
+    for index, name in enumerate("ab"):
+        poller._apply_batch(Batch((name,), (index,)))
+    now = time.monotonic()
+    assert poller.check_stale(now) == ["c"]
+    assert poller.check_stale(now) == []  # already stale: marked once
+    poller._apply({"c": poller_module.Reading(3)})  # now read (pushed, as BACnet COV does)
+    assert image.points["c"].quality == GOOD
+    assert poller.check_stale(now + poller.stale_after / 2) == []
+    assert sorted(poller.check_stale(now + poller.stale_after + 1)) == ["a", "b", "c"]
+
+
+def test_a_request_the_plan_no_longer_sends_makes_its_points_stale_unless_another_reads_them():
+    poller, image = _idle_poller("abc")
+    poller._apply_batch(Batch(("a", "b"), (1, 2)))  # the old plan: a and b in one request
+    poller._answers[("a", "b")].read_at -= poller.stale_after + 2  # answered long ago, then the plan changed:
+    poller._apply_batch(Batch(("a",), (1,)))  # a alone, just now
+    poller._apply_batch(Batch(("c",), (3,)))
+    assert poller.check_stale(time.monotonic() + poller.stale_after / 2) == ["b"]
+    assert image.points["b"].quality == STALE and image.points["a"].quality == GOOD
+
+
+def test_unchanged_points_keep_their_source_time_current_after_the_image_is_redefined():
+    poller, image = _idle_poller("ab")
+    poller.refresh_every = 0.0  # refresh on every answer
+    poller._apply_batch(Batch(("a", "b"), (1, 2)))
+    image.define(["a"])
+    image.define(["a", "b"])  # b comes back as a new state object (a reconfiguration, a snapshot)
+    image.update("b", 2, GOOD, datetime(2026, 1, 1, tzinfo=UTC))
+    poller._apply_batch(Batch(("a", "b"), (1, 2)))  # unchanged values: only their source time moves
+    assert image.points["b"].source_time > datetime(2026, 1, 2, tzinfo=UTC)
+    assert image.points["a"].source_time == image.points["b"].source_time
