@@ -4,6 +4,11 @@ The database row is the command; a channel-layer message only wakes this
 executor early. Without it, pending commands are still found by the
 periodic scan.
 
+Under load (ADR 0019) commands are claimed in batches (one transaction, one
+standby barrier per batch), executed by one worker per device (devices in
+parallel, one request in flight each, a point's commands in claim order),
+and their plans and outcomes share trips to the database thread.
+
 Server-kept priority arrays (ADR 0016): after the claim, the point's array
 (derived from the command log) decides what the command writes
 (:func:`store.plan_command`). The executor also keeps the arrays' effects on
@@ -16,10 +21,13 @@ value. Those are command rows like any other, bound to this node and epoch.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +56,9 @@ UNCONFIRMED = "the standby did not confirm this command in time, so it was not s
 EXPIRED_AT_SEND = "its lifetime ended before it could be sent, so it was never sent; submit it again if still wanted"
 NOT_ACTIVE = "this node lost control before sending it, so the write was not sent"
 NO_PLAN = "the database went away before its priority array could be read, so it was not sent"
+STOPPED = "the engine stopped before sending it, so it was not sent"
+#: commands claimed in one transaction (and confirmed by the standby with one acknowledgement)
+CLAIM_BATCH = 256
 #: after taking control, how long to wait for a point's first read before re-asserting its array anyway (seconds)
 REASSERT_READ_WAIT = 5.0
 
@@ -59,6 +70,21 @@ def _same(read: object, wanted: object) -> bool:
     if isinstance(read, int | float) and isinstance(wanted, int | float):
         return math.isclose(read, wanted, rel_tol=1e-6, abs_tol=1e-9)
     return read == wanted
+
+
+def _not_polled(point_name: str) -> str:
+    return f"point {point_name} is not (or no longer) polled by this engine"
+
+
+@dataclass(slots=True)
+class _Job:
+    """A claimed command queued on its device, with its batch's barrier."""
+
+    command: Command
+    epoch: int
+    barrier: asyncio.Future[bool] | None
+    plan: store.WritePlan | None = None  # made with the claim (else asked when its turn comes)
+    sending: bool = False  # handed to the driver: from here on, only the device knows whether it arrived
 
 
 def _expired(command: Command) -> bool:
@@ -89,11 +115,26 @@ class CommandExecutor:
         self.unrecorded: dict[int, tuple[str, str]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        # Claimed commands waiting for their device, one queue and one worker per device (a driver has one
+        # request in flight; the queue keeps the claim order, so a point's commands are planned one after another).
+        self._queues: dict[str, collections.deque[_Job]] = {}
+        self._workers: dict[str, asyncio.Task] = {}
+        # What the workers ask of the database, carried together on the next trip (see _flush).
+        self._plans: dict[int, asyncio.Future[store.WritePlan]] = {}
+        self._outcomes: dict[int, tuple[str, str]] = {}
+        self._recording: dict[int, _Job] = {}
+        self._flusher: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._barriers: set[asyncio.Future] = set()
+        self._claiming: asyncio.Future | None = None  # a claim whose scan was cancelled (stopping)
+        self._full = False
         # Server-kept priority arrays: the epoch whose effective values were re-asserted, the time up to
         # which ended overrides were handled, and the next end of an override (None: none known).
         self.asserted_epoch: int | None = None
         self._expiry_mark: datetime | None = None
         self.next_expiry: datetime | None = None
+        self._expiry_read: float | None = None  # monotonic time next_expiry was read
         # Arrays to re-assert after taking control, each waiting for the device's first read (or the deadline).
         self._control_since: datetime | None = None
         self._reassert: dict[str, Effective] = {}
@@ -107,6 +148,25 @@ class CommandExecutor:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        if self._claiming is not None:
+            with contextlib.suppress(Exception):
+                for command in (await self._claiming).commands:  # claimed as the scan was cancelled: never queued
+                    self._outcomes[command.pk] = (Command.FAILED, STOPPED)
+        for task in list(self._workers.values()):
+            await cancel_and_wait(task)
+        # Queued commands not yet passed to their driver were never sent: say so. One being sent when the
+        # workers stopped stays executing (its outcome is not known), and is marked unknown at the next start.
+        for queue in self._queues.values():
+            for job in queue:
+                if not job.sending:
+                    self._outcomes[job.command.pk] = (Command.FAILED, STOPPED)
+        self._queues.clear()
+        self._workers.clear()
+        for barrier in list(self._barriers):
+            barrier.cancel()
+        await cancel_and_wait(self._flusher)
+        self.unrecorded.update(self._outcomes)
+        self._outcomes.clear()
         try:
             await self._record_kept_outcomes()
         except DatabaseUnavailable:
@@ -149,7 +209,12 @@ class CommandExecutor:
             if created:
                 log.info("%d override(s) ended: writing the next effective value(s)", len(created))
             self._expiry_mark = now
-        self.next_expiry = await self.run_in_db(store.next_hold_expiry, self._expiry_mark)
+            self._expiry_read = None
+        # Once per scan interval, not on every wake-up: under load every submitted write wakes a scan. An
+        # override lasts at least 1 s, longer than the interval, so its end is known before it comes.
+        if self._expiry_read is None or time.monotonic() - self._expiry_read >= self.scan_interval:
+            self._expiry_read = time.monotonic()
+            self.next_expiry = await self.run_in_db(store.next_hold_expiry, self._expiry_mark)
 
     def _read_since(self, name: str, since: datetime) -> PointState | None:
         """The point's image state if this node's poller has read it (good) since ``since``."""
@@ -189,54 +254,247 @@ class CommandExecutor:
             if not self.role.active:
                 continue
             try:
-                # Rows the former active node was sending, delivered after this node took control.
-                await self.run_in_db(store.settle_foreign_executing, self.node, self.role.epoch)
                 await self._keep_arrays()
-                for pk in await self.run_in_db(store.pending_command_ids):
-                    await self.execute(pk)
+                # The claim also settles rows the former active node was sending, delivered after this node took
+                # control, and pending rows this node must not send.
+                while await self._claim(None):
+                    pass  # as many as there was room for: there may be more waiting
             except DatabaseUnavailable:
                 pass  # logged once per outage by the engine; commands wait in the database anyway
             except Exception:
                 log.exception("command scan failed; retrying at the next scan")
 
     async def execute(self, pk: int) -> None:
+        """Claim and execute one command now (if it may be sent), and wait until its outcome is recorded."""
+        await self._claim([pk])
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every claimed command has run and every outcome is recorded (or kept in memory)."""
+        while self._workers:
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
+        await self._idle.wait()
+
+    async def _claim(self, pks: list[int] | None) -> bool:
+        """Claim a batch of sendable commands in one transaction and queue them on their devices.
+
+        True if it took as many as there was room for (there may be more).
+
+        One barrier for the whole batch: the standby acknowledges stamps in
+        order, so its acknowledgement of the batch's highest stamp covers
+        every row claimed with it.
+        """
         epoch = self.role.epoch
+        room = CLAIM_BATCH - sum(len(queue) for queue in self._queues.values())
+        if room <= 0:
+            self._full = True  # the devices are this far behind: claim more when a worker has done one
+            return False
         if self._claim_delay:
-            log.warning(
-                "fault injection: holding command %s for %.0f ms before claiming it", pk, self._claim_delay * 1000
-            )
-            await asyncio.sleep(self._claim_delay)
+            if pks is None:
+                pks = await self.run_in_db(store.sendable_command_ids, self.node, epoch, room)
+            if pks:
+                log.warning(
+                    "fault injection: holding command(s) %s for %.0f ms before claiming them",
+                    pks,
+                    self._claim_delay * 1000,
+                )
+                await asyncio.sleep(self._claim_delay)
         if not self.role.may_write(epoch):
-            return  # not now: in doubt after a stall, or no longer active; the next scan (or a successor) settles it
-        command = await self.run_in_db(store.claim_command, pk, self.node, epoch)
-        if command is None:
-            return
+            # Not now: in doubt after a stall, or no longer active; the next scan (or a successor) settles them.
+            return False
+        # Points whose last command is not recorded yet: their next command is planned after that (by the worker).
+        busy = frozenset(
+            [job.command.point_name for queue in self._queues.values() for job in queue]
+            + [job.command.point_name for job in self._recording.values()]
+        )
+        claiming = asyncio.ensure_future(self.run_in_db(store.claim_commands, self.node, epoch, room, pks, busy))
         try:
-            plan = await self.run_in_db(store.plan_command, pk)
-        except DatabaseUnavailable:
-            plan = store.WritePlan(False, status=Command.FAILED, detail=NO_PLAN)
+            batch = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            self._claiming = claiming  # stopping: the claim may still commit; stop() settles what it claimed
+            raise
+        claimed = batch.commands
+        if not claimed:
+            return False
+        barrier = None
+        if self.barrier is not None:
+            barrier = asyncio.ensure_future(self.barrier(max(claimed, key=lambda command: command.origin_seq)))
+            self._barriers.add(barrier)
+            barrier.add_done_callback(self._barrier_done)
+        for command in claimed:
+            job = _Job(command, epoch, barrier, batch.plans.get(command.pk))
+            device = self._device_of(command.point_name)
+            if device is None:
+                self.executed += 1
+                self._record(job, Command.FAILED, _not_polled(command.point_name), now=True)
+                continue
+            self._queues.setdefault(device, collections.deque()).append(job)
+            if device not in self._workers:
+                self._workers[device] = asyncio.create_task(self._work(device), name=f"commands-{device}")
+        return len(claimed) == room
+
+    def _barrier_done(self, barrier: asyncio.Future) -> None:
+        self._barriers.discard(barrier)
+        if not barrier.cancelled():
+            barrier.exception()  # seen: each job that awaited it has logged it; the others did not need it
+
+    def _device_of(self, point_name: str) -> str | None:
+        for poller in self.pollers().values():
+            point = poller.points.get(point_name)
+            if point is not None:
+                return point.device
+        return None
+
+    async def _work(self, device: str) -> None:
+        """Execute one device's queued commands one at a time, in the order claimed (per point: planning order)."""
+        queue = self._queues[device]
+        try:
+            while queue:
+                job = queue[0]
+                try:
+                    if job.plan is None:
+                        await self._plan_ahead(queue)
+                    status, error = await self._execute(job)
+                except Exception as exc:
+                    log.exception("command %s: unexpected error while executing it", job.command.command_id)
+                    sent = job.sending
+                    status = Command.UNKNOWN if sent else Command.FAILED
+                    error = f"unexpected error {'while' if sent else 'before'} sending ({exc})"
+                self.executed += 1  # before the outcome is stored: whoever sees the outcome sees the count
+                # Recorded at once, unless the next job will ask for its plan: then one trip carries both.
+                following = queue[1] if len(queue) > 1 else None
+                self._record(job, status, error, now=following is None or following.plan is not None)
+                queue.popleft()
+                if self._full:
+                    self._full = False
+                    self.wake()
+        finally:
+            if not queue:  # else cancelled (stopping): :meth:`stop` settles what is left
+                del self._queues[device]
+                del self._workers[device]
+
+    async def _execute(self, job: _Job) -> tuple[str, str]:
+        command = job.command
+        plan = job.plan or await self._plan(command.pk)
         if not plan.send:
             status, error = plan.status, plan.detail
-        elif self.barrier is not None and not await self.barrier(command):
+        elif not await self._confirmed(job):
             status, error = Command.FAILED, UNCONFIRMED
         else:
-            status, error = await self._send(command, epoch, plan.value, plan.priority)
+            job.sending = True
+            status, error = await self._send(command, job.epoch, plan.value, plan.priority)
             if status == Command.SUCCEEDED:
                 error = plan.detail
-        self.executed += 1  # before the outcome is stored: whoever sees the outcome sees the count
+        return status, error
+
+    async def _confirmed(self, job: _Job) -> bool:
+        if job.barrier is None:
+            return True
         try:
-            await self.run_in_db(store.finish_command, pk, status, error)
-        except DatabaseUnavailable:
-            # The device has answered: that outcome must reach the row, not be lost with the connection.
-            self.unrecorded[pk] = (status, error)
-            log.warning("command %s: %s, kept in memory until the database returns", command.command_id, status)
-            return
-        log.info("command %s %s := %r: %s %s", command.command_id, command.point_name, command.value, status, error)
+            return await asyncio.shield(job.barrier)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("command %s: the barrier failed; not sent", job.command.command_id)
+            return False
+
+    # -- the database side of execution: plans asked and outcomes recorded by all devices at once ----------------
+
+    async def _plan_ahead(self, queue: collections.deque[_Job]) -> None:
+        """Plan the queue's head and, in the same trip, every queued job that is the first of its point.
+
+        Each of those has nothing before it on its point but recorded outcomes (the trip records the ones
+        still waiting first), and no command of another device can change its point's array: so its plan
+        holds until its turn, and a device with several points gets several plans per trip.
+        """
+        seen: set[str] = set()
+        wanted = []
+        for job in queue:
+            if job.command.point_name not in seen and job.plan is None:
+                wanted.append(job)
+            seen.add(job.command.point_name)
+        futures = [self._ask_plan(job.command.pk) for job in wanted]
+        self._flush_soon()
+        for job, future in zip(wanted, futures, strict=True):
+            job.plan = await future
+
+    def _ask_plan(self, pk: int) -> asyncio.Future[store.WritePlan]:
+        future = asyncio.get_running_loop().create_future()
+        self._plans[pk] = future
+        return future
+
+    async def _plan(self, pk: int) -> store.WritePlan:
+        """The command's plan, computed on the next trip to the database (after the outcomes recorded so far)."""
+        future = self._ask_plan(pk)
+        self._flush_soon()
+        return await future
+
+    def _record(self, job: _Job, status: str, error: str, now: bool) -> None:
+        """Record the outcome on the next trip to the database, with every other outcome and plan waiting.
+
+        ``now``: start that trip; else the worker's next plan will (one trip for both).
+        """
+        self._outcomes[job.command.pk] = (status, error)
+        self._recording[job.command.pk] = job
+        self._idle.clear()
+        if now:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        self._idle.clear()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="commands-db")
+
+    async def _flush(self) -> None:
+        """Record the outcomes and compute the plans asked meanwhile, in one call, until nothing is asked."""
+        try:
+            while self._outcomes or self._plans:
+                outcomes, self._outcomes = self._outcomes, {}
+                plans, self._plans = self._plans, {}
+                jobs = {pk: self._recording[pk] for pk in outcomes}  # busy points until the outcome is stored
+                try:
+                    planned = await self.run_in_db(store.finish_and_plan, outcomes, list(plans))
+                except asyncio.CancelledError:
+                    self.unrecorded.update(outcomes)  # stopping: recorded (again: it is idempotent) at the next start
+                    raise
+                except Exception as exc:
+                    # The devices have answered: those outcomes must reach the rows, not be lost.
+                    self.unrecorded.update(outcomes)
+                    if isinstance(exc, DatabaseUnavailable):
+                        detail = NO_PLAN
+                        for pk, (status, _) in outcomes.items():
+                            log.warning("command %s: %s, kept in memory until the database returns", pk, status)
+                    else:
+                        log.exception("recording command outcomes failed; they are kept in memory and retried")
+                        detail = f"its priority array could not be read ({exc}), so it was not sent"
+                    planned = {pk: store.WritePlan(False, status=Command.FAILED, detail=detail) for pk in plans}
+                else:
+                    for pk, (status, error) in outcomes.items():
+                        command = jobs[pk].command
+                        log.info(
+                            "command %s %s := %r: %s %s",
+                            command.command_id,
+                            command.point_name,
+                            command.value,
+                            status,
+                            error,
+                        )
+                finally:
+                    for pk in outcomes:
+                        del self._recording[pk]
+                for pk, future in plans.items():
+                    if not future.done():
+                        future.set_result(planned[pk])
+        finally:
+            if not self._outcomes and not self._plans:
+                self._idle.set()
 
     async def _record_kept_outcomes(self) -> None:
-        while self.unrecorded:
-            pk, (status, error) = next(iter(self.unrecorded.items()))
-            await self.run_in_db(store.finish_command, pk, status, error)
+        if not self.unrecorded:
+            return
+        kept = dict(self.unrecorded)
+        await self.run_in_db(store.finish_commands, kept)
+        for pk, (status, _) in kept.items():
             del self.unrecorded[pk]
             log.info("command row %d: outcome %s recorded now that the database is back", pk, status)
 
@@ -259,4 +517,4 @@ class CommandExecutor:
                 log.exception("command %s: unexpected error while sending", command.command_id)
                 return Command.UNKNOWN, f"unexpected error while sending ({exc}); check the device before repeating it"
             return Command.SUCCEEDED, ""
-        return Command.FAILED, f"point {command.point_name} is not (or no longer) polled by this engine"
+        return Command.FAILED, _not_polled(command.point_name)

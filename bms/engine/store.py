@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db import models, transaction
+from django.db.models import Case, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from bms.alarms.store import read_alarm_specs
@@ -25,7 +25,7 @@ from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
 from bms.events.models import Event
-from bms.history.models import stamped_update
+from bms.history.models import next_stamps, stamped_update
 from bms.logic.store import read_rule_specs
 from bms.points.models import ConfigRevision, Device
 from bms.schedules.store import read_schedule_specs
@@ -86,34 +86,119 @@ def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> None:
             Event.objects.create(time=when, kind=kind, source=source, message=message, severity=severity)
 
 
-@with_fresh_connection
-def pending_command_ids() -> list[int]:
-    return list(Command.objects.filter(status=Command.PENDING).order_by("id").values_list("id", flat=True))
+def _sendable(node: str, epoch: int, now: datetime) -> Q:
+    """Pending, bound to ``(node, epoch)`` and within its lifetime: what this node may claim (ADR 0008)."""
+    return Q(status=Command.PENDING, accepted_by=node, accepted_epoch=epoch) & (
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
+def _each(stamps: dict[int, object], field: models.Field) -> Case:
+    """A per-row value for one UPDATE of many rows (one statement instead of one per row)."""
+    return Case(*(When(pk=pk, then=Value(value, output_field=field)) for pk, value in stamps.items()))
+
+
+def _claim(node: str, epoch: int, pks: list[int]) -> list[Command]:
+    """Move ``pks`` (if still sendable) to executing, one stamp each, in one statement; the rows claimed."""
+    now = timezone.now()
+    with transaction.atomic():
+        origin, stamp_epoch, seqs = next_stamps(len(pks))
+        stamps = dict(zip(pks, seqs, strict=True))
+        # The conditional UPDATE is what makes execution at-most-once, even with two engines or a duplicated
+        # wake-up: PostgreSQL re-checks the condition on a row another transaction changed meanwhile.
+        Command.objects.filter(_sendable(node, epoch, now), pk__in=pks).update(
+            status=Command.EXECUTING,
+            started_at=now,
+            origin=origin,
+            epoch=stamp_epoch,
+            origin_seq=_each(stamps, models.BigIntegerField()),
+        )
+        # The stamps are this transaction's alone: a row carrying one of them is a row this call claimed.
+        return list(Command.objects.filter(pk__in=pks, origin=origin, origin_seq__in=seqs).order_by("pk"))
 
 
 @with_fresh_connection
 def claim_command(pk: int, node: str, epoch: int) -> Command | None:
     """Move one command bound to ``(node, epoch)`` from pending to executing; None if it may not be sent now.
 
-    The conditional UPDATE is what makes execution at-most-once, even with
-    two engines or a duplicated wake-up; the binding is what keeps a
-    successor (or this node in a later epoch) from sending a command its
-    sender may still be sending (ADR 0008). A pending command that is not
-    this node's to send, or that outlived its lifetime, is settled here
-    instead (see :func:`settle_unsendable`).
+    The binding is what keeps a successor (or this node in a later epoch)
+    from sending a command its sender may still be sending (ADR 0008). A
+    pending command that is not this node's to send, or that outlived its
+    lifetime, is settled here instead (see :func:`settle_unsendable`).
     """
-    now = timezone.now()
-    claimed = stamped_update(
-        Command.objects.filter(pk=pk, status=Command.PENDING, accepted_by=node, accepted_epoch=epoch).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        ),
-        status=Command.EXECUTING,
-        started_at=now,
-    )
+    claimed = _claim(node, epoch, [pk])
     if not claimed:
         settle_unsendable(node, epoch, pk)
         return None
-    return Command.objects.get(pk=pk)
+    return claimed[0]
+
+
+@dataclass(slots=True)
+class Claimed:
+    """What :func:`claim_commands` claimed, in claim order, and the plans it could already make."""
+
+    commands: list[Command]
+    plans: dict[int, WritePlan]
+
+
+@with_fresh_connection
+def claim_commands(
+    node: str, epoch: int, limit: int, pks: list[int] | None = None, busy: frozenset[str] = frozenset()
+) -> Claimed:
+    """Claim the oldest ``limit`` sendable commands (of ``pks`` if given) in one transaction, and plan what it can.
+
+    :func:`claim_command` for many: one stamp per row, all from one counter
+    update, so the standby's acknowledgement of the highest one covers them
+    all (the barrier waits once per batch). Pending commands this node must
+    not send are settled as in :func:`claim_command`, and executing ones of
+    another node or epoch as in :func:`settle_foreign_executing`: one trip
+    to the database for a whole scan.
+
+    The first claimed command of each point not in ``busy`` (points with a
+    command still queued, being sent or not yet recorded) is planned too:
+    everything before it on its point is recorded. The others are planned
+    when their turn comes (:func:`finish_and_plan`).
+    """
+    settle_foreign_executing(node, epoch)
+    sendable = Command.objects.filter(_sendable(node, epoch, timezone.now()))
+    if pks is not None:
+        sendable = sendable.filter(pk__in=pks)
+    chosen = list(sendable.order_by("pk").values_list("pk", flat=True)[:limit]) if pks != [] else []
+    claimed = _claim(node, epoch, chosen) if chosen else []
+    settle_unsendable(node, epoch)
+    plans = {}
+    seen = set(busy)
+    for command in claimed:
+        if command.point_name not in seen:
+            seen.add(command.point_name)
+            plans[command.pk] = _plan(command.pk)
+    return Claimed(claimed, plans)
+
+
+@with_fresh_connection
+def sendable_command_ids(node: str, epoch: int, limit: int) -> list[int]:
+    """The oldest ``limit`` pending commands this node may claim now, oldest first (without claiming them)."""
+    return list(
+        Command.objects.filter(_sendable(node, epoch, timezone.now()))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def _finish(outcomes: dict[int, tuple[str, str]]) -> None:
+    """Record outcomes of many commands in one statement (one stamp each); see :func:`finish_command`."""
+    now = timezone.now()
+    with transaction.atomic():
+        origin, epoch, seqs = next_stamps(len(outcomes))
+        Command.objects.filter(pk__in=list(outcomes), observed=False).update(
+            status=_each({pk: status for pk, (status, _) in outcomes.items()}, models.CharField()),
+            error=_each({pk: error[:2000] for pk, (_, error) in outcomes.items()}, models.TextField()),
+            observed=True,
+            finished_at=now,
+            origin=origin,
+            epoch=epoch,
+            origin_seq=_each(dict(zip(outcomes, seqs, strict=True)), models.BigIntegerField()),
+        )
 
 
 @with_fresh_connection
@@ -123,13 +208,27 @@ def finish_command(pk: int, status: str, error: str = "") -> None:
     It overwrites any version that knows less, including a successor's
     ``unknown`` that replication delivered while this node was sending.
     """
-    stamped_update(
-        Command.objects.filter(pk=pk, observed=False),
-        status=status,
-        error=error[:2000],
-        observed=True,
-        finished_at=timezone.now(),
-    )
+    _finish({pk: (status, error)})
+
+
+@with_fresh_connection
+def finish_commands(outcomes: dict[int, tuple[str, str]]) -> None:
+    """:func:`finish_command` for many commands, in one transaction."""
+    if outcomes:
+        _finish(outcomes)
+
+
+@with_fresh_connection
+def finish_and_plan(outcomes: dict[int, tuple[str, str]], pks: list[int]) -> dict[int, WritePlan]:
+    """Record ``outcomes``, then plan each of ``pks`` (claimed commands): one trip to the database thread.
+
+    The outcomes are recorded first, so a command planned here sees the
+    priority array as every command recorded with it left it: a later
+    command on a point is planned after the earlier one's outcome is stored.
+    """
+    if outcomes:
+        _finish(outcomes)
+    return {pk: _plan(pk) for pk in pks}
 
 
 def _unbound(node: str, epoch: int) -> Q:
@@ -238,6 +337,11 @@ def _in_control(priority: int, array: dict[int, arrays.Slot]) -> arrays.Slot | N
 
 @with_fresh_connection
 def plan_command(pk: int) -> WritePlan:
+    """Decide what the claimed (executing) command ``pk`` writes (see :func:`_plan`)."""
+    return _plan(pk)
+
+
+def _plan(pk: int) -> WritePlan:
     """Decide what the claimed (executing) command ``pk`` writes, if anything (blocking; after the claim).
 
     A point whose device keeps its own array (BACnet) is written through at
