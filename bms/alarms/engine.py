@@ -67,7 +67,7 @@ from bms.alarms.states import (
 from bms.engine.image import GOOD, ProcessImage
 from bms.engine.outbox import Outbox
 from bms.engine.role import RoleGate
-from bms.engine.tasks import cancel_and_wait, woken_or_due
+from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
 
 log = logging.getLogger(__name__)
 
@@ -341,13 +341,7 @@ class AlarmEngine:
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue
-            try:
-                while self.run_once(datetime.now(UTC)):
-                    await asyncio.sleep(0)  # a flood: the loop polls, publishes and replicates between slices
-                    if not (self.running and self.role.active):
-                        break
-            except Exception:
-                log.exception("alarm evaluation failed; continuing with the next change")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "alarm evaluation")
 
     def run_once(self, now: datetime) -> bool:
         """Evaluate the alarms whose points changed, then fire the timers due by ``now``, for one slice.

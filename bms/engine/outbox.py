@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from bms.engine.dbhealth import DatabaseUnavailable
-from bms.engine.tasks import cancel_and_wait
+from bms.engine.tasks import cancel_and_wait, keep_flushing
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
@@ -83,22 +83,14 @@ class Outbox(Generic[T]):
                 self.queue.popleft()
             self.written += len(rows)
 
+    def _refused(self) -> bool:
+        # Not an outage but a batch the database refuses: retrying it would block every later row.
+        refused = min(self.batch, len(self.queue))
+        for _ in range(refused):
+            self.queue.popleft()
+        self.dropped += refused
+        log.exception("the database refused %d %s row(s); dropped (counted), continuing", refused, self.what)
+        return True
+
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except DatabaseUnavailable:
-                await asyncio.sleep(RETRY_SECONDS)  # the outage is logged once by the engine's health
-                self._wake.set()
-            except Exception:
-                # Not an outage but a batch the database refuses: retrying it would block every later row.
-                refused = min(self.batch, len(self.queue))
-                for _ in range(refused):
-                    self.queue.popleft()
-                self.dropped += refused
-                log.exception("the database refused %d %s row(s); dropped (counted), continuing", refused, self.what)
-                self._wake.set()
+        await keep_flushing(self._wake, self.flush, self._refused, (DatabaseUnavailable,), RETRY_SECONDS)

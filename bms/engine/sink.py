@@ -41,7 +41,7 @@ from typing import Any
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.role import RoleGate
-from bms.engine.tasks import cancel_and_wait
+from bms.engine.tasks import cancel_and_wait, keep_flushing
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
@@ -237,20 +237,11 @@ class CommandSink:
         }
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except DatabaseUnavailable:
-                await asyncio.sleep(RETRY_SECONDS)  # the outage is logged once by the engine's health
-                self._wake.set()
-            except Exception:
-                log.exception("recording engine commands failed; retrying")
-                await asyncio.sleep(RETRY_SECONDS)
-                self._wake.set()
+        def failed() -> bool:
+            log.exception("recording engine commands failed; retrying")
+            return False  # the requests stay queued: retried after a pause
+
+        await keep_flushing(self._wake, self.flush, failed, (DatabaseUnavailable,), RETRY_SECONDS)
 
 
 def _answer(future: asyncio.Future[Recorded], answer: Recorded) -> None:

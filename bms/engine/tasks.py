@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -> None:
@@ -35,6 +39,50 @@ async def woken_or_due(wake: asyncio.Event, due: datetime | None) -> None:
     except TimeoutError:
         pass
     wake.clear()
+
+
+async def run_slices(run_once: Callable[[datetime], bool], may_run: Callable[[], bool], what: str) -> None:
+    """Call ``run_once(now)`` while it says more is due at once, yielding to the loop between slices.
+
+    How the engine modules that evaluate many things (alarms, logic rules) work off a flood: the loop polls,
+    publishes and replicates between slices, and stops as soon as ``may_run()`` turns false (control moved).
+    An exception is logged and ends this round only: the next change or timer starts a new one."""
+    try:
+        while run_once(datetime.now(UTC)):
+            await asyncio.sleep(0)
+            if not may_run():
+                break
+    except Exception:
+        log.exception("%s failed; continuing with the next change", what)
+
+
+async def keep_flushing(
+    wake: asyncio.Event,
+    flush: Callable[[], Awaitable[None]],
+    refused: Callable[[], bool],
+    unavailable: tuple[type[BaseException], ...],
+    retry_seconds: float,
+) -> None:
+    """Run ``flush()`` whenever ``wake`` is set: what the engine's writers off the loop do (outboxes, commands).
+
+    While the database is away (``unavailable``) it waits ``retry_seconds`` and tries again (the outage is
+    logged once by the engine's health); any other failure calls ``refused()``, which logs it and says whether
+    the failed batch was dropped (then the next one goes at once) or kept (then it is retried after
+    ``retry_seconds``, not in a busy loop)."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        try:
+            await flush()
+        except asyncio.CancelledError:
+            raise
+        except unavailable:
+            await asyncio.sleep(retry_seconds)
+            wake.set()
+        except Exception:
+            if not refused():
+                await asyncio.sleep(retry_seconds)
+            wake.set()
 
 
 class Alarm:

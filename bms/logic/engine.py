@@ -47,7 +47,7 @@ from bms.engine.function import EngineFunction
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandRequest, CommandSink, LogEvent
-from bms.engine.tasks import cancel_and_wait, woken_or_due
+from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
 from bms.logic import store
 from bms.logic.runner import LogicCommand, RuleRunner, RunResult
 from bms.logic.spec import RuleSpec
@@ -167,13 +167,7 @@ class LogicEngine(EngineFunction):
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue
-            try:
-                while self.run_once(datetime.now(UTC)):
-                    await asyncio.sleep(0)  # a flood: the loop polls, publishes and replicates between slices
-                    if not (self.running and self.role.active):
-                        break
-            except Exception:
-                log.exception("logic evaluation failed; continuing with the next change")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "logic evaluation")
 
     def run_once(self, now: datetime) -> bool:
         """Run (a slice of) the rules due at ``now``; True if more are due at once (call again after a yield)."""
