@@ -14,7 +14,14 @@ from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 
 from bms.schedules import evaluate as ev
-from bms.schedules.models import Calendar, CalendarEntry, ExceptionEvent, Schedule, ScheduleTarget
+from bms.schedules.models import (
+    DATE_ENTRY_FIELDS,
+    Calendar,
+    CalendarEntry,
+    ExceptionEvent,
+    Schedule,
+    ScheduleTarget,
+)
 
 PREVIEW_TRANSITIONS = 8
 
@@ -22,18 +29,7 @@ PREVIEW_TRANSITIONS = 8
 class CalendarEntryInline(admin.TabularInline):
     model = CalendarEntry
     extra = 0
-    fields = (
-        "kind",
-        "description",
-        "date",
-        "start_date",
-        "end_date",
-        "year",
-        "month",
-        "day",
-        "week_of_month",
-        "day_of_week",
-    )
+    fields = DATE_ENTRY_FIELDS
 
 
 @admin.register(Calendar)

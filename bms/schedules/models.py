@@ -86,6 +86,21 @@ def _time_zone(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+#: the fields that say which days a date entry (a calendar entry, an exception) covers, in the order forms show them
+DATE_ENTRY_FIELDS = (
+    "kind",
+    "description",
+    "date",
+    "start_date",
+    "end_date",
+    "year",
+    "month",
+    "day",
+    "week_of_month",
+    "day_of_week",
+)
+
+
 class DateEntry(models.Model):
     """Abstract: the day(s) a calendar entry or an exception applies to, as BACnet's CalendarEntry.
 

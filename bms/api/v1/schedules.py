@@ -57,7 +57,14 @@ from bms.points.importer import ImportFailed
 from bms.points.models import Point
 from bms.schedules import evaluate as ev
 from bms.schedules import ical
-from bms.schedules.models import Calendar, CalendarEntry, ExceptionEvent, Schedule, ScheduleTarget
+from bms.schedules.models import (
+    DATE_ENTRY_FIELDS,
+    Calendar,
+    CalendarEntry,
+    ExceptionEvent,
+    Schedule,
+    ScheduleTarget,
+)
 
 #: the most transitions one request lists
 MAX_TRANSITIONS = 100
@@ -109,16 +116,7 @@ class ExceptionSerializer(StrictModelSerializer):
         model = ExceptionEvent
         fields = [
             "id",
-            "kind",
-            "description",
-            "date",
-            "start_date",
-            "end_date",
-            "year",
-            "month",
-            "day",
-            "week_of_month",
-            "day_of_week",
+            *DATE_ENTRY_FIELDS,
             "calendar",
             "event_priority",
             "time_values",
@@ -289,19 +287,7 @@ class CalendarEntrySerializer(StrictModelSerializer):
 
     class Meta:
         model = CalendarEntry
-        fields = [
-            "kind",
-            "description",
-            "date",
-            "start_date",
-            "end_date",
-            "year",
-            "month",
-            "day",
-            "week_of_month",
-            "day_of_week",
-            "days",
-        ]
+        fields = [*DATE_ENTRY_FIELDS, "days"]
 
     def get_days(self, entry: CalendarEntry) -> str:
         return entry.describe_days()
