@@ -10,6 +10,7 @@ ids, so a takeover never sends one of its commands twice.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from bms.engine.config import EngineConfig
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandSink, LogEvent
+from bms.engine.tasks import cancel_and_wait
 
 
 class EngineFunction(abc.ABC):
@@ -26,8 +28,12 @@ class EngineFunction(abc.ABC):
     publisher notification and event log; then ``configure`` on every
     configuration revision, ``start``/``stop`` with the engine,
     ``take_control``/``release_control`` with the role, ``wake`` whenever
-    points changed in the image.
+    points changed in the image. The base runs one task, :meth:`_run`, named
+    :attr:`task_name`, woken through ``self._wake``.
     """
+
+    #: the name of the function's task (in task dumps and logs)
+    task_name = "function"
 
     def __init__(
         self,
@@ -42,6 +48,8 @@ class EngineFunction(abc.ABC):
         self.sink = sink
         self.notify = notify
         self.log_event = log_event
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
 
     @staticmethod
     @abc.abstractmethod
@@ -52,13 +60,17 @@ class EngineFunction(abc.ABC):
     async def configure(self, config: EngineConfig) -> None:
         """Apply a new configuration revision (keeping the state of what did not change)."""
 
-    @abc.abstractmethod
     def start(self) -> None:
-        """Start the function's task(s) on the running loop; they act only while in control."""
+        """Start the function's task on the running loop; it acts only while in control."""
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        """Stop the task and wait for it."""
+        await cancel_and_wait(self._task)
 
     @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop the task(s) and wait for them."""
+    async def _run(self) -> None:
+        """The function's task: wait on ``self._wake`` (and its timers), act while in control."""
 
     @abc.abstractmethod
     async def take_control(self) -> None:
@@ -68,9 +80,9 @@ class EngineFunction(abc.ABC):
     def release_control(self) -> None:
         """This node no longer acts: stop commanding (the state stays in the image)."""
 
-    @abc.abstractmethod
     def wake(self) -> None:
         """Points changed in the image: look at them soon (on the loop, returns at once)."""
+        self._wake.set()
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics and benches."""

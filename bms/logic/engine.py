@@ -35,7 +35,6 @@ and only while the node is active (ADR 0018):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +46,7 @@ from bms.engine.function import EngineFunction
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandRequest, CommandSink, LogEvent
-from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
+from bms.engine.tasks import run_slices, woken_or_due
 from bms.logic import store
 from bms.logic.runner import LogicCommand, RuleRunner, RunResult
 from bms.logic.spec import RuleSpec
@@ -64,6 +63,8 @@ SOURCE = "logic"
 class LogicEngine(EngineFunction):
     """All logic rules of one node (see the module docstring)."""
 
+    task_name = "logic"
+
     def __init__(
         self,
         image: ProcessImage,
@@ -78,8 +79,6 @@ class LogicEngine(EngineFunction):
         #: the node has adopted the image's states and runs rules; False on a standby
         self.running = False
         self._cursor = image.cursor()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
         #: run every rule at the next pass (after taking control or a new configuration), not only the changed
         self._run_all = False
         self.evaluations = 0
@@ -148,15 +147,6 @@ class LogicEngine(EngineFunction):
         self.running = False
 
     # ---- the task -----------------------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="logic")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:

@@ -48,7 +48,7 @@ from bms.engine.config import EngineConfig
 from bms.engine.function import EngineFunction
 from bms.engine.image import GOOD
 from bms.engine.sink import CommandRequest, Recorded
-from bms.engine.tasks import cancel_and_wait, woken_or_due
+from bms.engine.tasks import woken_or_due
 from bms.schedules.evaluate import InForce, Occurrence, local_instant
 from bms.schedules.evaluate import _same as same_value
 from bms.schedules.spec import ScheduleSpec, TargetSpec
@@ -120,12 +120,12 @@ class ScheduleRuntime:
 class ScheduleEngine(EngineFunction):
     """All schedules of one node (see the module docstring)."""
 
+    task_name = "schedules"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runtimes: dict[str, ScheduleRuntime] = {}
         self.running = False
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self.transitions = 0
         self.requests = 0
         self.again = 0
@@ -171,12 +171,6 @@ class ScheduleEngine(EngineFunction):
 
     def wake(self) -> None:
         """Schedules read no points: a change in the image is no news to them."""
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="schedules")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
 
     def stats(self) -> dict[str, Any]:
         return {
