@@ -47,6 +47,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from bms.accounts.sessions import session_digest
 from bms.realtime import layer_health, revocation, wire
@@ -55,9 +56,10 @@ from bms.realtime.outlet import SCOPE_KEY, Frame, Outlet, outlet_for
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 65536
-#: messages a client may send per second, and in one burst
+#: messages a client may send per second, and in one burst (settings BMS_LIVE_MESSAGE_RATE, BMS_LIVE_MESSAGE_BURST)
 MESSAGE_RATE, MESSAGE_BURST = 20.0, 60.0
 #: of those, messages that cost a snapshot (resync, subscribe), per second and in one burst
+#: (BMS_LIVE_SNAPSHOT_RATE, BMS_LIVE_SNAPSHOT_BURST)
 SNAPSHOT_RATE, SNAPSHOT_BURST = 1.0, 5.0
 #: dropped messages a client is forgiven (one more every PATIENCE_REFILL seconds) before it is closed
 PATIENCE, PATIENCE_REFILL = 30.0, 5.0
@@ -90,8 +92,15 @@ class MessageLimit:
     ALLOW, WARN, DROP, CLOSE = "allow", "warn", "drop", "close"
 
     def __init__(self) -> None:
-        self.messages = Bucket(MESSAGE_RATE, MESSAGE_BURST)
-        self.snapshots = Bucket(SNAPSHOT_RATE, SNAPSHOT_BURST)
+        # A site with heavy visualization clients may allow more; the defaults hold a looping client off.
+        self.messages = Bucket(
+            getattr(settings, "BMS_LIVE_MESSAGE_RATE", MESSAGE_RATE),
+            getattr(settings, "BMS_LIVE_MESSAGE_BURST", MESSAGE_BURST),
+        )
+        self.snapshots = Bucket(
+            getattr(settings, "BMS_LIVE_SNAPSHOT_RATE", SNAPSHOT_RATE),
+            getattr(settings, "BMS_LIVE_SNAPSHOT_BURST", SNAPSHOT_BURST),
+        )
         self.patience = Bucket(1.0 / PATIENCE_REFILL, PATIENCE)
         self.warned = False
 

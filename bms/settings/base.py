@@ -112,6 +112,12 @@ BMS_ENGINE_CHANNEL = f"{BMS_CHANNEL_PREFIX}.engine.{BMS_NODE_NAME}"
 # Engine tuning. The publisher sends up to BURST messages back to back, then at
 # most one coalesced message per MIN_INTERVAL seconds (a token bucket).
 BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.02"))
+# What one live websocket client may send (bms/realtime/consumers.py): messages per second and burst, and of those
+# the snapshot-costing ones (resync, subscribe); beyond them it gets an error, then is closed (4429).
+BMS_LIVE_MESSAGE_RATE = float(os.environ.get("BMS_LIVE_MESSAGE_RATE", "20"))
+BMS_LIVE_MESSAGE_BURST = float(os.environ.get("BMS_LIVE_MESSAGE_BURST", "60"))
+BMS_LIVE_SNAPSHOT_RATE = float(os.environ.get("BMS_LIVE_SNAPSHOT_RATE", "1"))
+BMS_LIVE_SNAPSHOT_BURST = float(os.environ.get("BMS_LIVE_SNAPSHOT_BURST", "5"))
 BMS_PUBLISH_BURST = int(os.environ.get("BMS_PUBLISH_BURST", "8"))
 BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1.0"))
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))

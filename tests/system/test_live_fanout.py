@@ -55,6 +55,10 @@ PROBE_POINT, PROBE_REGISTER = "ahu2_damper", 21  # set to values the tests then 
 @pytest.fixture(scope="module")
 def fanout_node(simulator):
     bms = Node(simulator.port, name="fanout")
+    # The stalled client below fills its connection by asking for thousands of snapshots without reading them:
+    # what the default per-client limits (tests/security/test_live_flood.py) refuse. Here they must not.
+    bms.env.update(BMS_LIVE_MESSAGE_RATE="100000", BMS_LIVE_MESSAGE_BURST="100000")
+    bms.env.update(BMS_LIVE_SNAPSHOT_RATE="100000", BMS_LIVE_SNAPSHOT_BURST="100000")
     try:
         bms.start()
         bms.web = bms.session()
