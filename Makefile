@@ -37,6 +37,8 @@ bench: install
 	-$(PY) bench/alarms.py
 	-$(PY) bench/trend_write.py
 	-$(PY) bench/trend_query.py
+	-$(PY) bench/logic.py
+	-$(PY) bench/command_load.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
