@@ -13,6 +13,7 @@ from bms.engine import store
 from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from tests.engine.conftest import eventually
+from tests.support.roles import ActiveIn
 
 
 async def settled(pk: int) -> Command:
@@ -204,21 +205,6 @@ async def test_a_command_the_standby_did_not_confirm_is_not_sent(engine, plant):
     command = await settled(submission.command.pk)
     assert command.status == Command.FAILED and "not sent" in command.error
     assert await plant.get("zone3_setpoint") == before
-
-
-class ActiveIn(RoleGate):
-    """An active node in a given epoch (what the pair hands the engine after a takeover)."""
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
 
 
 async def test_a_command_bound_to_an_earlier_epoch_is_never_sent_and_ends_expired(plant, layer):

@@ -23,31 +23,16 @@ from django.db import connections
 from bms.control import priority as arrays
 from bms.control.models import Command
 from bms.control.services import CommandRejected, submit_write
-from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from bms.points.models import Point
 from drivers.simulator.building import SimulatedBuilding
 from drivers.simulator.writelog import WriteLog
 from tests.support.pair import ZONE_REGISTER, setpoint_writes
+from tests.support.roles import ActiveIn
 from tests.support.waiting import eventually
 
 POINT = "zone1_setpoint"
 REGISTER = ZONE_REGISTER[POINT]
-
-
-class ActiveIn(RoleGate):
-    """An active node in a given epoch (what the pair hands the engine after a takeover)."""
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
 
 
 @pytest.fixture

@@ -17,31 +17,16 @@ from django.db import connections
 from bms.control.models import Command
 from bms.control.services import submit_write
 from bms.engine.image import BAD, GOOD
-from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from bms.points.importer import import_points
 from bms.points.models import Device, Point
 from drivers.base import AddressError, DeviceSpec, DriverError, PointSpec
 from drivers.registry import driver_class
 from drivers.virtual import VirtualDriver
+from tests.support.roles import ActiveIn
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class ActiveIn(RoleGate):
-    """An active node in a given epoch (what the pair hands the engine after a takeover)."""
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
 
 
 SETPOINT = PointSpec("office_sp", "sp1", "float32")

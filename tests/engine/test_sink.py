@@ -15,31 +15,16 @@ from channels.layers import InMemoryChannelLayer
 from django.db import connections
 
 from bms.control.models import Command
-from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from bms.engine.sink import CommandRequest, CommandSink
 from bms.events.models import Event
 from bms.points.models import Device, Point
 from tests.support import services
 from tests.support.proxy import Proxy
+from tests.support.roles import ActiveIn
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class ActiveIn(RoleGate):
-    """An active node in a given epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
 
 
 @pytest.fixture

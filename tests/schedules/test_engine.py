@@ -21,7 +21,6 @@ from django.core.management import call_command
 from django.db import connections
 
 from bms.control.models import Command
-from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from bms.points.models import Point
 from bms.schedules import evaluate as ev
@@ -31,6 +30,7 @@ from bms.schedules.spec import TargetSpec
 from drivers.simulator.building import SimulatedBuilding
 from drivers.simulator.writelog import WriteLog
 from tests.support.pair import ZONE_REGISTER, read_writes
+from tests.support.roles import ActiveIn
 from tests.support.schedules import identity, local, site_zone, today_only, whole_second
 from tests.support.waiting import eventually
 
@@ -42,21 +42,6 @@ MORNING, DAY, OTHER = 19.5, 23.5, 20.25
 DEFAULT_OF_POINT = 21.0  # the point's relinquish default, also the simulated device's initial value
 #: how late a write may reach the device after its transition on a loaded two-core machine (seconds)
 LATE = 1.0
-
-
-class ActiveIn(RoleGate):
-    """An active node in a given epoch (what the pair hands the engine after a takeover)."""
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-
-    @property
-    def active(self) -> bool:
-        return True
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
 
 
 @pytest.fixture
