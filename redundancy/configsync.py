@@ -212,8 +212,9 @@ def _replace(model: type[models.Model], rows: list[dict[str, Any]], unique: tupl
     """Delete rows the dump lacks, free unique names (they may move between keys), upsert by primary key."""
     keep = [row["id"] for row in rows]
     model.objects.exclude(pk__in=keep).delete()
+    # "~<pk>": no valid name holds "~", and it fits the shortest unique column (a token's 8-character prefix)
     for field in unique:
-        model.objects.update(**{field: Concat(models.Value("~replica~"), Cast("pk", models.CharField()))})
+        model.objects.update(**{field: Concat(models.Value("~"), Cast("pk", models.CharField()))})
     fields = [name for name in rows[0] if name != "id"] if rows else []
     objects = [model(**row) for row in rows]
     if objects:
