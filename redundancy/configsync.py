@@ -34,6 +34,7 @@ from bms.logic.replication import LOGIC_MODELS, LOGIC_TABLES, dump_logic
 from bms.notifications.replication import NOTIFY_MODELS, NOTIFY_TABLES, apply_rule_classes, dump_notifications
 from bms.points.models import ConfigRevision, Device, Point
 from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
+from bms.sites.replication import SITE_MODELS, SITE_TABLES, dump_sites
 from bms.tokens.replication import TOKEN_MODELS, TOKEN_TABLES, dump_tokens
 from redundancy import framing
 from redundancy.configrows import plain_fields
@@ -79,6 +80,7 @@ def dump_config() -> dict[str, Any]:
         notifications = dump_notifications()
         logic = dump_logic()
         tokens = dump_tokens()
+        sites = dump_sites()
         revision = ConfigRevision.current()
     return {
         "revision": revision,
@@ -92,6 +94,7 @@ def dump_config() -> dict[str, Any]:
         **notifications,
         **logic,
         **tokens,
+        **sites,
     }
 
 
@@ -182,6 +185,11 @@ def apply_config(dump: dict[str, Any]) -> str:
         apply_rule_classes(dump)
         for key, model, unique in (*LOGIC_TABLES, *TOKEN_TABLES):  # tokens after their users
             _replace(model, dump.get(key, []), unique)
+        # Sites last, grants before them: a site the dump lacks is deleted only once nothing refers to it (PROTECT);
+        # rows that refer to a site still to come wait for it (foreign keys are checked at commit).
+        # A partner that predates sites sends none: this node keeps its own (its devices still need theirs).
+        for key, model, unique in reversed(SITE_TABLES) if "sites" in dump else ():
+            _replace(model, dump.get(key, []), unique)
         _set_m2m(Group.permissions.through, "group_id", "permission_id", dump["groups"], permissions)
         _set_m2m(User.user_permissions.through, "user_id", "permission_id", dump["users"], permissions)
         through = User.groups.through
@@ -201,6 +209,7 @@ def apply_config(dump: dict[str, Any]) -> str:
                 *NOTIFY_MODELS,
                 *LOGIC_MODELS,
                 *TOKEN_MODELS,
+                *SITE_MODELS,
             ]
         )
         # One bump so the engine (and the web side's caches) notice the change.

@@ -3,7 +3,7 @@
 ============== =====================================================================================
 viewer         ``view_*`` of every BMS model (not users, groups, sessions, the admin log, login attempts)
 operator       viewer + ``points.write_point``, ``alarms.acknowledge_alarm``, ``alarms.shelve_alarm``
-engineer       operator + add/change/delete of points, devices, alarm definitions and alarm classes,
+engineer       operator + add/change/delete of sites, points, devices, alarm definitions and alarm classes,
                schedules (calendars, entries, targets, exceptions) and logic rules, + ``alarms.set_out_of_service``
 administrator  every permission, users and groups included
 ============== =====================================================================================
@@ -36,6 +36,7 @@ OPERATOR_EXTRA = frozenset({("points", "write_point"), ("alarms", "acknowledge_a
 ENGINEER_MODELS = (
     ("points", "point"),
     ("points", "device"),
+    ("sites", "site"),
     ("alarms", "alarmdefinition"),
     ("alarms", "alarmclass"),
     ("schedules", "schedule"),

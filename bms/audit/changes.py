@@ -1,7 +1,8 @@
 """Every change of the configuration is an audit entry: who, through what, which object, and the difference.
 
 Covers devices, points, alarm classes and definitions, schedules and
-calendars, logic rules, notification recipients and rules, users and groups
+calendars, logic rules, notification recipients and rules, sites and who may
+see them, users and groups
 (:data:`AUDITED`), whether changed in the admin, the API, the web manager,
 an import or a command: it hangs on the models' signals, so no path is
 missed. API tokens record their own making and revoking
@@ -44,6 +45,7 @@ AUDITED = (
     "schedules",
     "logic",
     "notifications",
+    "sites",
     "auth.user",
     "auth.group",
 )

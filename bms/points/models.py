@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import F
 
+from bms.points.validators import POINT_NAME_VALIDATOR
+from bms.sites.models import default_site_id
 from drivers.base import AddressError, PointConflict, PointSpec
 from drivers.registry import DRIVERS, driver_class
 
-POINT_NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9_.\-]+$", "Use letters, digits, '_', '-' and '.' only (no spaces).")
 # (option, lowest, highest) of the numeric device options the engine and the Modbus driver read
 DEVICE_NUMBER_OPTIONS = (
     ("retries", 0, 10),
@@ -46,6 +47,13 @@ class Device(models.Model):
     timeout = models.FloatField(default=2.0, validators=[MinValueValidator(0.05)], help_text="seconds per request")
     options = models.JSONField(default=dict, blank=True, help_text='driver options, e.g. {"word_order": "little"}')
     enabled = models.BooleanField(default=True)
+    site = models.ForeignKey(
+        "sites.Site",
+        on_delete=models.PROTECT,
+        related_name="devices",
+        default=default_site_id,
+        help_text="the building this device (and its points) belongs to",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "bms.history",
+    "bms.sites",
     "bms.points",
     "bms.engine",
     "bms.control",

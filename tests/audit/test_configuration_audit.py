@@ -47,6 +47,7 @@ def test_a_change_in_the_admin_records_who_via_admin_and_the_difference(admin_cl
         "timeout": "2.0",
         "options": "{}",
         "enabled": "on",
+        "site": str(plant.site_id),
         # the device page's points inline: none shown, none added
         "points-TOTAL_FORMS": "0",
         "points-INITIAL_FORMS": "0",
