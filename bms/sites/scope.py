@@ -89,3 +89,17 @@ def point_visible(name: str, ids: SiteIds) -> bool:
 def site_allowed(site_id: int | None, ids: SiteIds) -> bool:
     """Whether an object of site ``site_id`` may be seen (an object of no site, e.g. a shared calendar: by all)."""
     return ids is ALL or site_id is None or site_id in ids
+
+
+def visible_sources(ids: SiteIds) -> frozenset[str] | None:
+    """The device and point names of the sites ``ids`` (what an event's ``source`` names); ``None`` for all.
+
+    A restricted caller sees an event only when its source is one of these: an event of the pair or of a
+    device since deleted belongs to no site it can be shown to be part of.
+    """
+    if ids is ALL:
+        return None
+    from bms.points.models import Device
+
+    devices = in_sites(Device.objects.all(), ids).values_list("name", flat=True)
+    return frozenset(devices) | visible_point_names(ids)
