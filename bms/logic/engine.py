@@ -12,7 +12,8 @@ and only while the node is active (ADR 0018):
   evaluated in slices of :data:`SLICE` rules with the loop free in between.
 * **State is image state.** Each rule's state (block state: integrators,
   timers, runtimes; last commands; command count; quality) is the image
-  entry ``logic:<rule>``, written only when it changed. It takes a ``seq``,
+  entry ``logic:<rule>``, written only when it changed (a change of only
+  its block's bookkeeping at most every 5 s: ``runner.STATE_INTERVAL``). It takes a ``seq``,
   reaches websocket clients and the standby like a point.
 * **Outputs go through the command path.** Each command a rule makes is a
   :class:`~bms.engine.sink.CommandRequest` to the engine's

@@ -2,7 +2,7 @@
 
 The text is cut into tokens, parsed by a Pratt (precedence-climbing) parser
 into a tree of frozen nodes, checked for types against the points it names,
-and evaluated by walking the tree. Nothing in it can call Python code,
+and evaluated by closures made from the tree once (one per node). Nothing in it can call Python code,
 import, loop, reach an attribute or allocate without bound: the only
 operations are the ones listed below, on floats and bools, and the size of a
 tree is capped (:data:`MAX_SOURCE_CHARS`, :data:`MAX_NODES`, :data:`MAX_DEPTH`).
@@ -51,8 +51,9 @@ rule does with it is its quality policy (:mod:`bms.logic.spec`).
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
@@ -676,98 +677,159 @@ class _Evaluator:
                 return number, level, ""
         return None, _BAD, f"{{{name}}} is not a finite number ({_short(value)})"
 
-    def run(self, node: Node) -> _Value:
-        if isinstance(node, Num | Bool):
-            return node.value, _GOOD, ""
-        if isinstance(node, Ref):
-            return self.read(node.name)
-        if isinstance(node, Unary):
-            value = self.run(node.operand)
-            if value[1] is _BAD:
-                return value
-            if node.op == "not":
-                return not value[0], value[1], ""
-            return (-value[0] if node.op == "-" else value[0]), value[1], ""
-        if isinstance(node, Binary):
-            return self.binary(node)
-        return self.call(node)
 
-    def binary(self, node: Binary) -> _Value:
-        op = node.op
-        left, right = self.run(node.left), self.run(node.right)
-        if op in LOGICAL:
-            decisive = op == "or"  # true decides an or, false decides an and
-            deciding = [side for side in (left, right) if side[1] is not _BAD and side[0] is decisive]
-            if deciding:
-                return decisive, min(side[1] for side in deciding), ""
-            for side in (left, right):
-                if side[1] is _BAD:
-                    return side
-            return (not decisive), max(left[1], right[1]), ""
+# Each node becomes a closure once, when the expression is compiled: the engine evaluates thousands of expressions a
+# second, and walking the tree with a type test per node cost twice as much (bench/logic.py). A closure takes the
+# evaluator (the inputs and the reads already made) and answers (value, quality, reason).
+_Fn = Callable[[_Evaluator], _Value]
+
+
+def _worse(a: Quality, b: Quality) -> Quality:
+    return a if a >= b else b
+
+
+def _compile_node(node: Node) -> _Fn:
+    if isinstance(node, Num | Bool):
+        constant: _Value = (node.value, _GOOD, "")
+        return lambda _evaluator: constant
+    if isinstance(node, Ref):
+        name = node.name
+        return lambda evaluator: evaluator.read(name)
+    if isinstance(node, Unary):
+        return _compile_unary(node)
+    if isinstance(node, Binary):
+        return _compile_logical(node) if node.op in LOGICAL else _compile_binary(node)
+    return _compile_call(node)
+
+
+def _compile_unary(node: Unary) -> _Fn:
+    operand, op = _compile_node(node.operand), node.op
+
+    def unary(evaluator: _Evaluator) -> _Value:
+        value = operand(evaluator)
+        if value[1] is _BAD:
+            return value
+        if op == "not":
+            return not value[0], value[1], ""
+        return (-value[0] if op == "-" else value[0]), value[1], ""
+
+    return unary
+
+
+def _compile_logical(node: Binary) -> _Fn:
+    left_fn, right_fn = _compile_node(node.left), _compile_node(node.right)
+    decisive = node.op == "or"  # true decides an or, false decides an and
+
+    def logical(evaluator: _Evaluator) -> _Value:
+        left, right = left_fn(evaluator), right_fn(evaluator)
+        deciding = [side for side in (left, right) if side[1] is not _BAD and side[0] is decisive]
+        if deciding:
+            return decisive, min(side[1] for side in deciding), ""
         for side in (left, right):
             if side[1] is _BAD:
                 return side
-        a, b = left[0], right[0]
-        quality = max(left[1], right[1])
-        if op == "+":
-            result = a + b
-        elif op == "-":
-            result = a - b
-        elif op == "*":
-            result = a * b
-        elif op in ("/", "%"):
-            if b == 0:
-                return None, _BAD, f"division by zero at column {node.pos + 1}"
-            result = a / b if op == "/" else a % b
-        elif op == "==":
-            return a == b, quality, ""
-        elif op == "!=":
-            return a != b, quality, ""
-        elif op == "<":
-            return a < b, quality, ""
-        elif op == "<=":
-            return a <= b, quality, ""
-        elif op == ">":
-            return a > b, quality, ""
-        else:
-            return a >= b, quality, ""
-        return _finite(result, quality, node.pos)
+        return (not decisive), _worse(left[1], right[1]), ""
 
-    def call(self, node: Call) -> _Value:
-        name, args = node.name, node.args
-        if name == "if":
-            condition = self.run(args[0])
+    return logical
+
+
+_OPERATIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "%": operator.mod,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _compile_binary(node: Binary) -> _Fn:
+    """Arithmetic and comparisons: the left side's badness first, then the right's (both are always read)."""
+    left_fn, right_fn, op, position = _compile_node(node.left), _compile_node(node.right), node.op, node.pos
+    operation = _OPERATIONS[op]
+    divides, compares = op in ("/", "%"), op in COMPARISONS
+
+    def binary(evaluator: _Evaluator) -> _Value:
+        left, right = left_fn(evaluator), right_fn(evaluator)
+        if left[1] is _BAD:
+            return left
+        if right[1] is _BAD:
+            return right
+        quality = _worse(left[1], right[1])
+        if compares:
+            return operation(left[0], right[0]), quality, ""
+        if divides and right[0] == 0:
+            return None, _BAD, f"division by zero at column {position + 1}"
+        return _finite(operation(left[0], right[0]), quality, position)
+
+    return binary
+
+
+def _compile_call(node: Call) -> _Fn:
+    name, position = node.name, node.pos
+    args = tuple(_compile_node(arg) for arg in node.args)
+    if name == "if":
+        condition_fn, then_fn, else_fn = args
+
+        def choose(evaluator: _Evaluator) -> _Value:
+            condition = condition_fn(evaluator)
             if condition[1] is _BAD:
                 return condition
-            chosen = self.run(args[1] if condition[0] else args[2])
+            chosen = (then_fn if condition[0] else else_fn)(evaluator)
             if chosen[1] is _BAD:
                 return chosen
-            return chosen[0], max(condition[1], chosen[1]), ""
-        if name == "good":
-            return self.run(args[0])[1] is _GOOD, _GOOD, ""
-        if name == "usable":
-            return self.run(args[0])[1] is not _BAD, _GOOD, ""
-        if name == "fallback":
-            value = self.run(args[0])
-            return value if value[1] is not _BAD else self.run(args[1])
-        values = [self.run(arg) for arg in args]
+            return chosen[0], _worse(condition[1], chosen[1]), ""
+
+        return choose
+    if name == "good":
+        (inner,) = args
+        return lambda evaluator: (inner(evaluator)[1] is _GOOD, _GOOD, "")
+    if name == "usable":
+        (inner,) = args
+        return lambda evaluator: (inner(evaluator)[1] is not _BAD, _GOOD, "")
+    if name == "fallback":
+        value_fn, default_fn = args
+
+        def fallback(evaluator: _Evaluator) -> _Value:
+            value = value_fn(evaluator)
+            return value if value[1] is not _BAD else default_fn(evaluator)
+
+        return fallback
+    combine = _FUNCTIONS[name]
+
+    def call(evaluator: _Evaluator) -> _Value:
+        values = [arg(evaluator) for arg in args]
+        quality = _GOOD
         for value in values:
             if value[1] is _BAD:
                 return value
-        quality = max(value[1] for value in values)
-        numbers = [value[0] for value in values]
-        if name == "min":
-            return min(numbers), quality, ""
-        if name == "max":
-            return max(numbers), quality, ""
-        if name == "abs":
-            return abs(numbers[0]), quality, ""
-        if name == "avg":
-            return _finite(math.fsum(numbers) / len(numbers), quality, node.pos)
-        low, high = numbers[1], numbers[2]  # limit
-        if low > high:
-            return None, _BAD, f"limit at column {node.pos + 1}: the low bound {low:g} is above the high bound {high:g}"
-        return min(max(numbers[0], low), high), quality, ""
+            if value[1] > quality:
+                quality = value[1]
+        return combine([value[0] for value in values], quality, position)
+
+    return call
+
+
+def _limit(numbers: list[Any], quality: Quality, position: int) -> _Value:
+    low, high = numbers[1], numbers[2]
+    if low > high:
+        return None, _BAD, f"limit at column {position + 1}: the low bound {low:g} is above the high bound {high:g}"
+    return min(max(numbers[0], low), high), quality, ""
+
+
+#: the functions whose arguments are all read before they are combined: (numbers, worst quality, column) -> value
+_FUNCTIONS: dict[str, Callable[[list[Any], Quality, int], _Value]] = {
+    "min": lambda numbers, quality, _position: (min(numbers), quality, ""),
+    "max": lambda numbers, quality, _position: (max(numbers), quality, ""),
+    "abs": lambda numbers, quality, _position: (abs(numbers[0]), quality, ""),
+    "avg": lambda numbers, quality, position: _finite(math.fsum(numbers) / len(numbers), quality, position),
+    "limit": _limit,
+}
 
 
 def _finite(result: float, quality: Quality, position: int) -> _Value:
@@ -796,10 +858,17 @@ class Expression:
     #: their types, as they were when compiled (read-only; left out of the hash, which the tree already decides)
     types: Mapping[str, Type] = field(hash=False)
 
+    #: the tree as closures (:func:`_compile_node`), made from ``root`` when the expression is compiled
+    run: _Fn = field(default=None, compare=False, hash=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.run is None:
+            object.__setattr__(self, "run", _compile_node(self.root))
+
     def evaluate(self, inputs: Mapping[str, Any]) -> Result:
         """The value for ``inputs``: point name -> :class:`Sample`, ``(value, quality)`` or an object with
         ``.value`` and ``.quality`` (a ``PointState``). A point missing from ``inputs`` is bad."""
-        value, quality, reason = _Evaluator(inputs, self.types).run(self.root)
+        value, quality, reason = self.run(_Evaluator(inputs, self.types))
         return Result(value, quality, reason)
 
 

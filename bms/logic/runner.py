@@ -34,8 +34,12 @@ over continues the numbering and the same command is not recorded twice.
 
 A rule's state (image entry ``logic:<rule>``, :class:`RuleState`): its
 block's state, the last value commanded per output, the command count, the
-quality and reason of the last run. It changes only when one of those does,
-so a steady expression rule makes no image traffic; a PID changes every sample.
+quality and reason of the last run. It is handed out only when one of those
+changed, so a steady expression rule makes no image traffic; a change of the
+block's bookkeeping alone (when it last stepped, what it last read, run
+hours) waits up to :data:`STATE_INTERVAL` and goes with a later run, so a
+saturated PID writes its entry every 5 s, not every sample, while a PID in
+control (its integral moves) writes it at every sample as before.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ from bms.logic.spec import FALLBACK, RELINQUISH, OutputSpec, RuleSpec, entry_nam
 log = logging.getLogger(__name__)
 
 VALUE, FALLBACK_REASON, RELINQUISH_REASON, REASSERT = "value", "fallback", "relinquish", "reassert"
+#: the longest a change of a block's own state (integrators, sample times) waits before it reaches the image: a PID
+#: sampled every second changed its image entry every second, image and sync-link traffic for nothing an operator
+#: reads; a node that takes over continues from a state at most this old (ADR 0018)
+STATE_INTERVAL = timedelta(seconds=5)
+_LABELS = {quality: quality.label for quality in Quality}
+_BAD_LABEL = Quality.BAD.label
+#: block state fields whose change alone may wait for STATE_INTERVAL: when a block last stepped, what it last read,
+#: run hours; a node taking over with them a few seconds old steps once over a longer interval. Everything else
+#: (integrals, outputs, commands, counts, quality) reaches the image at once, so a loop in control continues
+#: from its last step.
+_BOOKKEEPING = frozenset({"last_time", "last_pv", "last_value", "runtime"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +163,18 @@ class RunResult:
 
 
 class _Rule:
-    __slots__ = ("block", "defaults", "emitted", "index", "next_cycle", "scheduled", "spec", "state")
+    __slots__ = (
+        "block",
+        "cycle",
+        "defaults",
+        "emitted",
+        "emitted_at",
+        "index",
+        "next_cycle",
+        "scheduled",
+        "spec",
+        "state",
+    )
 
     def __init__(self, spec: RuleSpec, data: Mapping[str, Any] | None, index: int = 0) -> None:
         self.spec = spec
@@ -157,7 +183,10 @@ class _Rule:
         #: the block's unbound optional inputs with their defaults (the same at every run)
         self.defaults = spec.slot_defaults()
         self.emitted = dict(data) if data else None
+        #: when the state was last handed out (None: not since this runner was built)
+        self.emitted_at: datetime | None = None
         self.next_cycle: datetime | None = None
+        self.cycle = timedelta(seconds=spec.cycle_time)
         #: the due time of this rule's entry in the runner's timer heap (None: none)
         self.scheduled: datetime | None = None
         state = RuleState.from_dict(data)
@@ -304,7 +333,7 @@ class RuleRunner:
         spec, state = rule.spec, rule.state
         result.evaluated.append(spec.name)
         if rule.next_cycle is None or now >= rule.next_cycle:
-            rule.next_cycle = now + timedelta(seconds=spec.cycle_time)
+            rule.next_cycle = now + rule.cycle
         # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
         results = []
         bad = None
@@ -318,7 +347,7 @@ class RuleRunner:
                     bad = slot, found
         if bad is not None:
             slot, found = bad
-            state.quality = Quality.BAD.label
+            state.quality = _BAD_LABEL
             state.reason = f"{slot}: {found.reason}" if spec.is_block else found.reason
             self._apply_policy(rule, result)
         else:
@@ -326,17 +355,17 @@ class RuleRunner:
                 produced = self._produce(rule, now, results, values)
             except Exception as exc:  # a fault in one rule must not stop the others
                 log.exception("logic rule %s failed", spec.name)
-                state.quality = Quality.BAD.label
+                state.quality = _BAD_LABEL
                 state.reason = f"failed: {exc}"[:200]
                 self._apply_policy(rule, result)
             else:
-                state.quality = worst.label
+                state.quality = _LABELS[worst]
                 state.reason = ""
                 for index, (output, value) in enumerate(zip(spec.outputs, produced, strict=False)):
                     converted = output.convert(value)
                     if self._differs(spec, output, state.out[index], converted):
                         self._command(rule, index, converted, VALUE, result)
-        self._emit(rule, result)
+        self._emit(rule, result, now)
 
     @staticmethod
     def _produce(
@@ -389,11 +418,40 @@ class RuleRunner:
         )
 
     @staticmethod
-    def _emit(rule: _Rule, result: RunResult) -> None:
+    def _emit(rule: _Rule, result: RunResult, now: datetime | None = None) -> None:
+        """Hand out the rule's state if it changed: at once, unless only its block's bookkeeping moved (when it
+        last stepped, what it last read): that at most every :data:`STATE_INTERVAL` (``now`` None: at once)."""
         data = rule.state.to_dict()
-        if data != rule.emitted:
-            result.states[entry_name(rule.spec.name)] = data
-            rule.emitted = data
+        emitted = rule.emitted
+        if data == emitted:
+            return
+        if (
+            now is not None
+            and emitted is not None
+            and rule.emitted_at is not None
+            and now - rule.emitted_at < STATE_INTERVAL
+            and _only_bookkeeping_moved(data, emitted)
+        ):
+            return  # handed out at a later run (every rule with a block state runs at least every cycle)
+        result.states[entry_name(rule.spec.name)] = data
+        rule.emitted = data
+        rule.emitted_at = now
+
+
+def _only_bookkeeping_moved(data: dict[str, Any], emitted: dict[str, Any]) -> bool:
+    """Whether two states differ only in :data:`_BOOKKEEPING` fields of their block."""
+    if data.keys() != emitted.keys():
+        return False
+    for key, value in data.items():
+        if key == "block":
+            old = emitted["block"]
+            if value.keys() != old.keys():
+                return False
+            if any(value[name] != old[name] for name in value if name not in _BOOKKEEPING):
+                return False
+        elif value != emitted[key]:
+            return False
+    return True
 
 
 def _index(rule: _Rule) -> int:
