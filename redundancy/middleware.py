@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: views that stay usable on a standby (by namespaced URL name)
-ALLOWED_ON_STANDBY = frozenset({"login", "logout", "admin:login", "admin:logout", "api-redundancy-switchover"})
+ALLOWED_ON_STANDBY = frozenset(
+    {"login", "logout", "admin:login", "admin:logout", "api-redundancy-switchover", "api-v1-redundancy-switchover"}
+)
 REFUSED_ACTION = "refused.standby"
 
 

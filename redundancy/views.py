@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -111,26 +112,41 @@ def api_status(request: HttpRequest) -> HttpResponse:
     return JsonResponse(operations.status_payload(node_view(request)))
 
 
+@dataclass(frozen=True, slots=True)
+class SwitchoverAnswer:
+    """What a switchover request is answered: the HTTP status and the body (``error`` and ``message`` if refused)."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def switchover(request: HttpRequest) -> SwitchoverAnswer:
+    """Ask the pair to swap roles for the logged-in ``request.user``: 202 asked, 403 not allowed, 409 not ready.
+
+    Shared by ``POST /api/redundancy/switchover`` and ``POST /api/v1/redundancy/switchover``.
+    """
+    if not request.user.has_perm(SWITCHOVER_PERMISSION):
+        message = f"{request.user.get_username()} may not switch over (needs {SWITCHOVER_PERMISSION})"
+        return SwitchoverAnswer(403, {"error": "forbidden", "message": message})
+    view = node_view(request)
+    refusal = operations.switchover_refusal(view)
+    if refusal is not None:
+        return SwitchoverAnswer(
+            409, {"error": "not_ready", "message": f"Switchover refused: {refusal}.", "role": view.role}
+        )
+    message = operations.request_switchover(view, request.user.get_username(), "api", user=request.user)
+    log.info("switchover requested by %s on %s (%s)", request.user.get_username(), view.node, view.role)
+    return SwitchoverAnswer(
+        202, {"accepted": True, "message": message, "node": view.node, "role": view.role, "epoch": view.epoch}
+    )
+
+
 @require_POST
 @_api_login_required
 def api_switchover(request: HttpRequest) -> HttpResponse:
     """Ask the pair to swap roles: 202 when asked, 409 when the pair is not in a state to do it."""
-    if not request.user.has_perm(SWITCHOVER_PERMISSION):
-        return _json_error(
-            "forbidden", f"{request.user.get_username()} may not switch over (needs {SWITCHOVER_PERMISSION})", 403
-        )
-    view = node_view(request)
-    refusal = operations.switchover_refusal(view)
-    if refusal is not None:
-        return JsonResponse(
-            {"error": "not_ready", "message": f"Switchover refused: {refusal}.", "role": view.role}, status=409
-        )
-    message = operations.request_switchover(view, request.user.get_username(), "api", user=request.user)
-    log.info("switchover requested by %s on %s (%s)", request.user.get_username(), view.node, view.role)
-    return JsonResponse(
-        {"accepted": True, "message": message, "node": view.node, "role": view.role, "epoch": view.epoch},
-        status=202,
-    )
+    answer = switchover(request)
+    return JsonResponse(answer.body, status=answer.status)
 
 
 # --- following the active node -----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 "active_priority", "relinquish_default"}``. It is a direct, read-only request
 to the device (like ``manage.py bacnet priority``); the engine's process
 image does not hold priority arrays. Only the active node talks to devices:
-a standby answers 503 with the active node's name and address.
+a standby answers 503 with the active node's name and address. A point of a site
+the caller may not see is answered like an unknown one (ADR 0021).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from bms.api.views import api_login_required, error
+from bms.api.v1.scoping import visible_points
+from bms.api.views import api_login_required, error, unknown_point
 from bms.points.bacnet_tools import read_priority_array
-from bms.points.models import Point
 from drivers.base import CommunicationError, DriverError
 from redundancy.nodeview import node_view
 
@@ -31,9 +32,9 @@ def priority_array(request, name: str):
         message = f"This node ({view.node}) is {view.role.replace('_', ' ')} and does not talk to devices{where}"
         body = {"error": "standby", "message": message, "active_node": view.active_node, "active_url": view.active_url}
         return JsonResponse(body, status=503)
-    point = Point.objects.select_related("device").filter(name=name).first()
+    point = visible_points(request).filter(name=name).first()
     if point is None:
-        return error("unknown_point", f"there is no point named {name!r}", 404)
+        return unknown_point(name)
     if point.device.driver != "bacnet":
         return error("not_bacnet", f"{name} is a {point.device.driver} point; only BACnet points have one", 400)
     try:

@@ -3,6 +3,9 @@
 Authentication is the session (log in through /login/ or the admin); POSTs
 need the CSRF token like any Django form. Errors are JSON objects
 ``{"error": code, "message": text}`` with a matching HTTP status.
+
+Scoped by site (ADR 0021): a caller restricted to some sites gets the points and commands of those sites only; a
+point or command of another site is answered exactly like an unknown one.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ import functools
 import json
 
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from bms.control.models import Command
-from bms.control.services import CommandRejected, submit_write, wait_for_outcome
-from bms.engine.dbhealth import UNAVAILABLE_ERRORS
+from bms.api.v1.alarms import live_wait_seconds
+from bms.api.v1.scoping import restricted, visible_commands, visible_points
+from bms.api.v1.writing import write_and_wait
+from bms.control.services import CommandRejected
 from bms.points.models import Point
 from bms.realtime.snapshot import EngineUnavailable, fetch_snapshot
 from redundancy.nodeview import node_view
@@ -54,26 +57,31 @@ def point_json(point: Point, live: dict | None) -> dict:
 
 def live_points() -> tuple[dict, int | None]:
     try:
-        snapshot = async_to_sync(fetch_snapshot)()
+        snapshot = async_to_sync(fetch_snapshot)(live_wait_seconds())
     except EngineUnavailable:
         return {}, None
     return snapshot["points"], snapshot["seq"]
+
+
+def unknown_point(name: str) -> JsonResponse:
+    """The answer for a point that does not exist, or that the caller may not see (the same, by design)."""
+    return error("unknown_point", f"there is no point named {name!r}", 404)
 
 
 @require_GET
 @api_login_required
 def points(request):
     live, seq = live_points()
-    rows = [point_json(point, live.get(point.name)) for point in Point.objects.select_related("device")]
+    rows = [point_json(point, live.get(point.name)) for point in visible_points(request)]
     return JsonResponse({"seq": seq, "engine": seq is not None, "points": rows})
 
 
 @require_GET
 @api_login_required
 def point_detail(request, name: str):
-    point = Point.objects.select_related("device").filter(name=name).first()
+    point = visible_points(request).filter(name=name).first()
     if point is None:
-        return error("unknown_point", f"there is no point named {name!r}", 404)
+        return unknown_point(name)
     live, _ = live_points()
     return JsonResponse(point_json(point, live.get(name)))
 
@@ -81,6 +89,10 @@ def point_detail(request, name: str):
 @require_POST
 @api_login_required
 def point_write(request, name: str):
+    # A restricted caller learns nothing of another site's point, not even through a validation message: the point
+    # is looked up first (an unknown one answers the same). Unrestricted callers keep the command path's order.
+    if restricted(request) and not visible_points(request).filter(name=name).exists():
+        return unknown_point(name)
     try:
         body = json.loads(request.body or b"{}")
     except RequestDataTooBig:
@@ -93,7 +105,7 @@ def point_write(request, name: str):
     if not isinstance(body, dict) or "value" not in body:
         return error("malformed", 'send a JSON object with "value" (and optionally "command_id", "priority")', 400)
     try:
-        submission = submit_write(
+        outcome = write_and_wait(
             user=request.user,
             point_name=name,
             value=body["value"],
@@ -105,28 +117,20 @@ def point_write(request, name: str):
         )
     except CommandRejected as exc:
         return error(exc.code, exc.message, exc.status)
-    try:
-        command = wait_for_outcome(submission.command, settings.BMS_COMMAND_WAIT_SECONDS)
-    except UNAVAILABLE_ERRORS:
+    payload = outcome.command.as_dict() | {"repeated": not outcome.created}
+    if not outcome.waited:
         # Recorded (and handed to the engine) before the database went away: the outcome will be on the row.
-        payload = submission.command.as_dict() | {
-            "repeated": not submission.created,
-            "message": "the database went away while waiting for the outcome; "
-            f"ask GET /api/commands/{submission.command.command_id}/ later",
-        }
-        return JsonResponse(payload, status=202)
-    payload = command.as_dict() | {"repeated": not submission.created}
-    if command.status == Command.FAILED:
-        return JsonResponse(payload, status=502)
-    if command.status == Command.EXPIRED:
-        return JsonResponse(payload, status=504)
-    return JsonResponse(payload, status=200 if command.status in Command.FINAL else 202)
+        payload["message"] = (
+            "the database went away while waiting for the outcome; "
+            f"ask GET /api/commands/{outcome.command.command_id}/ later"
+        )
+    return JsonResponse(payload, status=outcome.status)
 
 
 @require_GET
 @api_login_required
 def command_detail(request, command_id: str):
-    command = Command.objects.filter(command_id=command_id).first()
+    command = visible_commands(request).filter(command_id=command_id).first()
     if command is None:
         return error("unknown_command", f"there is no command {command_id!r}", 404)
     return JsonResponse(command.as_dict())

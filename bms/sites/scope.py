@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from bms.sites.models import SiteAccess, TokenSite
 
@@ -61,6 +61,21 @@ def in_sites(queryset: QuerySet, ids: SiteIds, field: str = "site") -> QuerySet:
     if ids is ALL:
         return queryset
     return queryset.filter(**{f"{field}__in": ids})
+
+
+def shared_or_in_sites(queryset: QuerySet, ids: SiteIds, field: str = "site") -> QuerySet:
+    """``queryset`` narrowed to rows of the sites ``ids`` or of no site (shared, e.g. a holiday calendar)."""
+    if ids is ALL:
+        return queryset
+    return queryset.filter(Q(**{f"{field}__in": ids}) | Q(**{f"{field}__isnull": True}))
+
+
+def named_in_sites(rows: QuerySet, ids: SiteIds, field: str = "point_name") -> QuerySet:
+    """``rows`` whose ``field`` names a point of the sites ``ids`` (one subquery, however many points): history
+    rows that keep a point's name, not a key (the alarm journal)."""
+    if ids is ALL:
+        return rows
+    return rows.filter(**{f"{field}__in": points_in_sites(ids).values("name")})
 
 
 def points_in_sites(ids: SiteIds) -> QuerySet:

@@ -80,7 +80,7 @@ def test_engineer_adds_configuration_and_out_of_service():
     extra = group_permissions("engineer") - group_permissions("operator")
     expected = {
         f"{app}.{action}_{model}"
-        for app, model in (("points", "point"), ("points", "device"), ("alarms", "alarmdefinition"))
+        for app, model in (("points", "point"), ("points", "device"), ("sites", "site"), ("alarms", "alarmdefinition"))
         for action in ("add", "change", "delete")
     }
     expected |= {f"alarms.{action}_alarmclass" for action in ("add", "change", "delete")}

@@ -51,7 +51,20 @@ def test_manage_spectacular_validates_without_errors_or_warnings(tmp_path):
         "/api/v1/alarm-classes/",
         "/api/v1/alarm-classes/{id}/",
         "/api/v1/redundancy/status",
+        "/api/v1/redundancy/switchover",
         "/api/v1/points/{name}/priority-array",
+        "/api/v1/sites/",
+        "/api/v1/sites/{id}/",
+        "/api/v1/devices/",
+        "/api/v1/devices/{id}/",
+        "/api/v1/points/",
+        "/api/v1/points/{name}/",
+        "/api/v1/points/{name}/write",
+        "/api/v1/points/{name}/relinquish",
+        "/api/v1/commands/",
+        "/api/v1/commands/{command_id}/",
+        "/api/v1/events/",
+        "/api/v1/audit/",
     }
 
 
@@ -88,6 +101,29 @@ def test_the_schema_documents_errors_parameters_and_session_login(schema):
     assert schema["components"]["securitySchemes"]["sessionAuth"]["in"] == "cookie"
     definition = schema["components"]["schemas"]["AlarmDefinition"]["properties"]
     assert definition["class"]["type"] == "string" and definition["point"]["type"] == "string"
+
+
+def test_the_schema_documents_the_core_endpoints(schema):
+    """Writes document every answer of the command path; lists their filters; the 404 of another site's object."""
+    paths = schema["paths"]
+    write = paths["/api/v1/points/{name}/write"]["post"]
+    assert set(write["responses"]) == {"200", "202", "400", "401", "403", "404", "409", "502", "503", "504"}
+    assert set(paths["/api/v1/points/{name}/relinquish"]["post"]["responses"]) == set(write["responses"])
+    parameters = {p["name"] for p in paths["/api/v1/points/"]["get"]["parameters"]}
+    assert parameters == {"site", "device", "name", "writable", "limit", "offset"}
+    assert {p["name"] for p in paths["/api/v1/devices/"]["get"]["parameters"]} >= {"site", "driver", "enabled"}
+    assert {p["name"] for p in paths["/api/v1/events/"]["get"]["parameters"]} >= {
+        "kind",
+        "severity",
+        "source",
+        "time_from",
+    }
+    assert set(paths["/api/v1/audit/"]["get"]["responses"]) == {"200", "400", "401", "403"}
+    assert set(paths["/api/v1/redundancy/switchover"]["post"]["responses"]) == {"202", "401", "403", "409", "503"}
+    for path in ("/api/v1/points/{name}/", "/api/v1/commands/{command_id}/", "/api/v1/devices/{id}/"):
+        assert "404" in paths[path]["get"]["responses"], path
+    live = schema["components"]["schemas"]["Point"]["properties"]["live"]
+    assert live["nullable"] is True and live["allOf"] == [{"$ref": "#/components/schemas/LiveState"}]
 
 
 def local_assets(html: str) -> list[str]:

@@ -6,21 +6,22 @@ endpoint is fuzzed without touching this file). Each operation gets a bounded,
 seeded number of generated requests (valid ones and ones that break the
 schema), sent through Django's WSGI handler in this process, so every
 middleware, the token authentication and the error handlers run as on a node,
-against the real PostgreSQL test database holding a small plant: devices,
-points, alarm definitions, schedules, calendars and rules. The client is an
+against the real PostgreSQL test database holding a small plant: sites, devices,
+points, commands, events, alarm definitions, schedules, calendars and rules. The client is an
 engineer with an ``admin`` API token, so changes pass the permission checks and
 reach the serializers and models, where bad input must be a 400.
 
 No engine runs: endpoints that ask it (live alarms, alarm actions, rules/live,
-live schedule states) must answer the documented 503 or their ``live_problem``
-within the short waits of ``tests/api/conftest.py``, never hang.
+live schedule states, live point values) must answer the documented 503 or their
+``live_problem`` within the short waits of ``tests/api/conftest.py``, never hang;
+a point write is answered as soon as it is recorded (202, no wait for an outcome).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -40,9 +41,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bms.alarms.models import AlarmClass, AlarmDefinition
+from bms.control.models import Command
+from bms.events.models import Event
 from bms.logic.models import Rule
 from bms.points.models import Device, Point
 from bms.schedules.models import Calendar, CalendarEntry, ExceptionEvent, Schedule, ScheduleTarget
+from bms.sites.models import Site
 from bms.tokens.services import issue
 from tests.api.conftest import make_user
 
@@ -121,8 +125,10 @@ def wsgi_in_test_transaction(db) -> Iterator[None]:
 def plant(db) -> dict[str, list[Any]]:
     # The stored ids and names, by the path their operations start with (for aim_at_stored_objects).
     """A small building with one object of every kind the API reads, so generated ids and names find some."""
+    hall = Site.objects.create(name="hall", title="Town hall")
     ahu = Device.objects.create(name="ahu", host="127.0.0.1", port=1502)
     vav = Device.objects.create(name="vav", host="127.0.0.1", port=1503)
+    boiler = Device.objects.create(name="boiler", host="127.0.0.1", port=1504, site=hall)
     specs = [
         (ahu, "zone1_temp", "ir:0", "float32", False, None, None),
         (ahu, "zone1_setpoint", "hr:0", "float32", True, 12.0, 28.0),
@@ -170,7 +176,22 @@ def plant(db) -> dict[str, list[Any]]:
         output="vav1_damper",
         priority=12,
     )
+    command = Command.objects.create(
+        command_id="fuzz-cmd",
+        point=points["zone1_setpoint"],
+        point_name="zone1_setpoint",
+        value=21.0,
+        priority=8,
+        payload_hash="x",
+        accepted_by="main",
+    )
+    Event.objects.create(
+        time=datetime.now(UTC), kind="comm_lost", source="ahu", severity="error", message="ahu: no answer"
+    )
     return {
+        "/api/v1/sites/": [hall.pk],
+        "/api/v1/devices/": [ahu.pk, vav.pk, boiler.pk],
+        "/api/v1/commands/": [command.command_id],
         "/api/v1/alarm-definitions/": [row.pk for row in definitions],
         "/api/v1/alarm-classes/": list(AlarmClass.objects.values_list("pk", flat=True)),
         "/api/v1/schedules/": [office.pk],
@@ -178,6 +199,12 @@ def plant(db) -> dict[str, list[Any]]:
         "/api/v1/rules/": [rule.pk],
         "/api/v1/points/": list(points),
     }
+
+
+@pytest.fixture(autouse=True)
+def _answer_writes_at_once(settings: Any) -> None:
+    """No engine executes the generated writes: answer each as soon as it is recorded (202), without waiting."""
+    settings.BMS_COMMAND_WAIT_SECONDS = 0.0
 
 
 @pytest.fixture
@@ -199,7 +226,7 @@ def aim_at_stored_objects(case: Any, plant: dict[str, list[Any]]) -> None:
     for key, value in parameters.items():
         if key == "id" and isinstance(value, int) and not isinstance(value, bool) and value % 2 == 0:
             parameters[key] = stored[(value // 2) % len(stored)]
-        elif key == "name" and isinstance(value, str) and len(value) % 2 == 0:
+        elif key in ("name", "command_id") and isinstance(value, str) and len(value) % 2 == 0:
             parameters[key] = stored[(len(value) // 2) % len(stored)]
 
 

@@ -14,14 +14,14 @@ other: ``priority`` (default 8, manual), ``value`` (null relinquishes the
 slot), optional ``command_id``, ``lifetime`` (seconds to start it) and, for
 server-kept arrays, ``expires_in`` (seconds until the override ends by
 itself). Operators may write and relinquish priority 8; other priorities
-need an engineer (``points.change_point``).
+need an engineer (``points.change_point``). A point of a site the caller may
+not see is answered like an unknown one (404), before the body is read.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers
@@ -33,9 +33,10 @@ from bms.api.v1.docs import error_responses
 from bms.api.v1.exceptions import ServiceUnavailable
 from bms.api.v1.fields import StrictCharField, StrictFloatField, StrictIntegerField, StrictSerializer
 from bms.api.v1.permissions import permission
+from bms.api.v1.scoping import point_missing, visible_points
+from bms.api.v1.writing import write_and_wait
 from bms.control import priority as arrays
-from bms.control.models import Command
-from bms.control.services import CommandRejected, submit_write, wait_for_outcome
+from bms.control.services import CommandRejected
 from bms.points.models import Point
 from bms.tokens.models import WRITE
 from drivers.base import CommunicationError, DriverError
@@ -74,10 +75,10 @@ class SlotWriteSerializer(StrictSerializer):
     )
 
 
-def _point(name: str) -> Point:
-    point = Point.objects.select_related("device").filter(name=name).first()
+def _point(request: Request, name: str) -> Point:
+    point = visible_points(request).filter(name=name).first()
     if point is None:
-        raise exceptions.NotFound(f"There is no point named {name!r}.")
+        raise exceptions.NotFound(point_missing(name))
     if not point.writable:
         raise exceptions.NotFound(f"{name} is read-only: it has no priority array.")
     return point
@@ -154,7 +155,7 @@ class PriorityArrayView(APIView):
         tags=["points"],
     )
     def get(self, request: Request, name: str) -> Response:
-        response = Response(array_of(request, _point(name)))
+        response = Response(array_of(request, _point(request, name)))
         response["Cache-Control"] = "no-store"
         return response
 
@@ -178,12 +179,12 @@ class PriorityArrayView(APIView):
         tags=["points"],
     )
     def post(self, request: Request, name: str) -> Response:
-        point = _point(name)
+        point = _point(request, name)
         body = SlotWriteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         wanted = body.validated_data
         try:
-            submission = submit_write(
+            outcome = write_and_wait(
                 user=request.user,
                 point_name=point.name,
                 value=wanted["value"],
@@ -196,12 +197,7 @@ class PriorityArrayView(APIView):
             )
         except CommandRejected as exc:
             raise WriteRefused(exc) from exc
-        command = wait_for_outcome(submission.command, settings.BMS_COMMAND_WAIT_SECONDS)
-        payload: dict[str, Any] = {"command": command.as_dict(), "repeated": not submission.created}
-        if arrays.server_keeps_array(point.device.driver):
+        payload: dict[str, Any] = {"command": outcome.command.as_dict(), "repeated": not outcome.created}
+        if outcome.waited and arrays.server_keeps_array(point.device.driver):
             payload["priority_array"] = arrays.describe(point)
-        if command.status == Command.FAILED:
-            return Response(payload, status=502)
-        if command.status == Command.EXPIRED:
-            return Response(payload, status=504)
-        return Response(payload, status=200 if command.status in Command.FINAL else 202)
+        return Response(payload, status=outcome.status)

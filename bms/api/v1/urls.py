@@ -6,13 +6,30 @@ Collections and objects end in ``/``; actions on them do not (``alarms/acknowled
 
 from django.urls import include, path, re_path
 
-from bms.api.v1 import alarms, docs, errors, logic, pair, priority, schedules, trends
+from bms.api.v1 import (
+    alarms,
+    audit,
+    commands,
+    devices,
+    docs,
+    errors,
+    events,
+    logic,
+    pair,
+    points,
+    priority,
+    schedules,
+    sites,
+    trends,
+)
 
 definitions = alarms.AlarmDefinitionViewSet
 classes = alarms.AlarmClassViewSet
 schedule_set = schedules.ScheduleViewSet
 calendar_set = schedules.CalendarViewSet
 rule_set = logic.RuleViewSet
+site_set = sites.SiteViewSet
+device_set = devices.DeviceViewSet
 CRUD_LIST = {"get": "list", "post": "create"}
 CRUD_ONE = {"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}
 ID = "<int:pk>"
@@ -47,6 +64,19 @@ urlpatterns = [
         classes.as_view({"get": "retrieve", "put": "update", "patch": "partial_update", "delete": "destroy"}),
         name="api-v1-alarm-class",
     ),
+    # sites, devices, points, commands, events, audit (issue 13 item 1; scoped by site, ADR 0021)
+    path("sites/", site_set.as_view(CRUD_LIST), name="api-v1-sites"),
+    path(f"sites/{ID}/", site_set.as_view(CRUD_ONE), name="api-v1-site"),
+    path("devices/", device_set.as_view(CRUD_LIST), name="api-v1-devices"),
+    path(f"devices/{ID}/", device_set.as_view(CRUD_ONE), name="api-v1-device"),
+    path("points/", points.PointListView.as_view(), name="api-v1-points"),
+    path("points/<str:name>/", points.PointDetailView.as_view(), name="api-v1-point"),
+    path("points/<str:name>/write", points.PointWriteView.as_view(), name="api-v1-point-write"),
+    path("points/<str:name>/relinquish", points.PointRelinquishView.as_view(), name="api-v1-point-relinquish"),
+    path("commands/", commands.CommandListView.as_view(), name="api-v1-commands"),
+    path("commands/<str:command_id>/", commands.CommandDetailView.as_view(), name="api-v1-command"),
+    path("events/", events.EventListView.as_view(), name="api-v1-events"),
+    path("audit/", audit.AuditListView.as_view(), name="api-v1-audit"),
     path(
         "points/<str:name>/priority-array",
         priority.PriorityArrayView.as_view(),
@@ -71,5 +101,6 @@ urlpatterns = [
     path(f"rules/{ID}/disable", rule_set.as_view({"post": "disable"}), name="api-v1-rule-disable"),
     path("trends/", include(trends)),  # trends/ and trends/csv (bms/api/v1/trends.py)
     path("redundancy/status", pair.RedundancyStatusView.as_view(), name="api-v1-redundancy-status"),
+    path("redundancy/switchover", pair.SwitchoverView.as_view(), name="api-v1-redundancy-switchover"),
     re_path(r"^(?P<path>.*)$", errors.not_found, name="api-v1-not-found"),
 ]
