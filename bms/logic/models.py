@@ -25,6 +25,7 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import QuerySet
 
 from bms.logic.blocks import BLOCKS
 from bms.logic.expr import point_type
@@ -46,6 +47,7 @@ from bms.logic.spec import (
     referenced_points,
 )
 from bms.points.models import POINT_NAME_VALIDATOR, Point
+from bms.sites.models import site_owner
 from drivers.registry import driver_class
 
 PRIORITY_VALIDATORS = [
@@ -158,6 +160,11 @@ class Rule(models.Model):
         validators=[_finite, MinValueValidator(0.0)],
         help_text="a number is commanded again only once it moved more than this; 0: on every change",
     )
+    site = site_owner("rules", "the building it belongs to: it reads and writes only points of this site")
+
+    #: the points the checks look names up in (not a field). ``None``: every point. The API narrows it to the
+    #: caller's sites, so a point of another site is refused exactly like one that does not exist.
+    point_scope: QuerySet | None = None
 
     class Meta:
         ordering = ["name"]
@@ -186,16 +193,41 @@ class Rule(models.Model):
             return
         errors: dict[str, list[str]] = {}
         names = set(self.output_names()) | set(self.input_points())
-        points = {point.name: point for point in Point.objects.filter(name__in=names).select_related("device")}
+        scope = Point.objects.all() if self.point_scope is None else self.point_scope
+        points = {point.name: point for point in scope.filter(name__in=names).select_related("device__site")}
         try:
             self.build_spec(points)
         except RuleInvalid as exc:
             # the fields' own validators check these ranges too (and say so once)
             errors.update((field, messages) for field, messages in exc.errors.items() if field not in FIELD_CHECKED)
+        if not errors:
+            self._check_sites(points, errors)
         if not errors and self.enabled:
             self._check_neighbours(errors)
         if errors:
             raise ValidationError(errors)
+
+    def _check_sites(self, points: Mapping[str, Point], errors: dict[str, list[str]]) -> None:
+        """Every point the rule reads or writes is of the rule's own site."""
+        site = self._site()
+        if site is None:
+            return  # the field's own check names a site that does not exist
+        outputs = set(self.output_names())
+        for name in sorted(points):
+            point_site = points[name].device.site
+            if point_site.pk == site.pk:
+                continue
+            field = "output" if name in outputs else ("expression" if self.kind == EXPRESSION else "inputs")
+            errors.setdefault(field, []).append(
+                f"{name} is a point of site {point_site.name}; rule {self.name or '(new)'} is of site {site.name}: "
+                "a rule reads and writes only points of its own site"
+            )
+
+    def _site(self) -> Any:
+        try:
+            return self.site
+        except models.ObjectDoesNotExist:
+            return None
 
     def _check_neighbours(self, errors: dict[str, list[str]]) -> None:
         """Another enabled rule writing one of our outputs at our priority; a cycle through this rule."""

@@ -2,8 +2,11 @@
 
 One table, :class:`~bms.logic.models.Rule`, with plain fields only (text,
 numbers, JSON objects of text and numbers), so its rows travel in the
-msgpack dump as they are, and no foreign keys (points are named), so it can
-be replaced in any order relative to the point tables. :data:`LOGIC_TABLES`
+msgpack dump as they are. Its points are named, not keys, so it can be
+replaced in any order relative to the point tables; its one foreign key,
+``site_id``, travels as the number it is, and ``apply_config`` replaces the
+sites after it (a rule may refer to a site still to come: foreign keys are
+checked at commit; a site the dump dropped goes only once no rule holds it). :data:`LOGIC_TABLES`
 lists ``(dump key, model, unique fields to free before the upsert)`` for
 ``apply_config``; :func:`dump_logic` gives the rows for ``dump_config``.
 Rows are written with ``bulk_create`` there, past ``Rule.save``: the active

@@ -8,7 +8,7 @@ from django.db import models, transaction
 from django.db.models import F
 
 from bms.points.validators import POINT_NAME_VALIDATOR
-from bms.sites.models import default_site_id
+from bms.sites.models import site_owner
 from drivers.base import AddressError, PointConflict, PointSpec
 from drivers.registry import DRIVERS, driver_class
 
@@ -47,13 +47,7 @@ class Device(models.Model):
     timeout = models.FloatField(default=2.0, validators=[MinValueValidator(0.05)], help_text="seconds per request")
     options = models.JSONField(default=dict, blank=True, help_text='driver options, e.g. {"word_order": "little"}')
     enabled = models.BooleanField(default=True)
-    site = models.ForeignKey(
-        "sites.Site",
-        on_delete=models.PROTECT,
-        related_name="devices",
-        default=default_site_id,
-        help_text="the building this device (and its points) belongs to",
-    )
+    site = site_owner("devices", "the building this device (and its points) belongs to")
 
     class Meta:
         ordering = ["name"]

@@ -26,12 +26,14 @@ from bms.engine.scaling import Scaling, ValueRejected, validate_value
 from bms.points.models import POINT_NAME_VALIDATOR, Point
 from bms.schedules import evaluate as ev
 from bms.schedules.spec import ScheduleSpec, TargetSpec
+from bms.sites.models import site_owner
 from drivers.registry import driver_class
 
 PRIORITY_MESSAGE = "A priority is from 1 (highest) to 16 (lowest), as BACnet's command priorities."
 PRIORITY_VALIDATORS = [MinValueValidator(1, PRIORITY_MESSAGE), MaxValueValidator(16, PRIORITY_MESSAGE)]
 UNKNOWN_POINT = "There is no point with id %(value)r."
 UNKNOWN_CALENDAR = "There is no calendar with id %(value)r."
+_CALENDAR_RULE = "a schedule uses only calendars of its own site or shared ones (no site)"
 
 MONTHS = [(number, name) for number, name in enumerate(pycalendar.month_name) if number] + [
     (ev.ODD_MONTHS, "odd months"),
@@ -234,6 +236,14 @@ class Calendar(models.Model):
     holiday_subdivision = models.CharField(
         max_length=16, blank=True, help_text="and of this subdivision (e.g. BY for Bavaria); blank: national only"
     )
+    site = models.ForeignKey(
+        "sites.Site",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="calendars",
+        help_text="the building whose schedules may use it; blank: shared by every site (e.g. public holidays)",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -252,6 +262,11 @@ class Calendar(models.Model):
         self.holiday_subdivision = (self.holiday_subdivision or "").strip().upper()
         for problem in holiday_problems(self.holiday_country, self.holiday_subdivision):
             refuse("holiday_subdivision" if "subdivision" in problem else "holiday_country", problem)
+        if self.pk is not None and self.site_id is not None:
+            # a calendar of one site serves that site's schedules only: one of another site must not keep it
+            others = Schedule.objects.filter(exceptions__calendar_id=self.pk).exclude(site_id=self.site_id)
+            for schedule in others.select_related("site").distinct():
+                refuse("site", f"schedule {schedule} of site {schedule.site.name} uses this calendar; {_CALENDAR_RULE}")
         if errors:
             raise ValidationError(errors)
 
@@ -334,6 +349,9 @@ class Schedule(models.Model):
         validators=[_time_zone],
         help_text="IANA time zone its times are in, e.g. Europe/Berlin",
     )
+    site = site_owner(
+        "schedules", "the building it belongs to: it writes only points of this site and uses its calendars"
+    )
 
     class Meta:
         ordering = ["name"]
@@ -367,9 +385,16 @@ class Schedule(models.Model):
                 for problem in ev.parse_time_values(exception.time_values, self.value_type)[1]:
                     refuse("value_type", f"exception {exception}: {problem}")
             values = self._own_values()
-            for target in self.targets.select_related("point__device"):
+            for target in self.targets.select_related("point__device__site"):
                 for problem in target_problems(target.point, self.value_type, values):
                     refuse("value_type", problem)
+                problem = site_problem(self, target.point)
+                if problem:
+                    refuse("site", problem)
+            for event in self.exceptions.filter(calendar__isnull=False).select_related("calendar__site"):
+                problem = calendar_problem(self, event.calendar)
+                if problem:
+                    refuse("site", problem)
             if self.enabled:
                 for target in self.targets.select_related("point"):
                     for problem in slot_conflicts(self, target.point, target.priority, target.pk):
@@ -449,6 +474,32 @@ def target_problems(point: Point, value_type: str, values: list[ev.Value]) -> li
     return problems
 
 
+def site_problem(schedule: Schedule, point: Point) -> str:
+    """Why ``schedule`` cannot write ``point`` for its site (empty: it can: the point is of the schedule's site)."""
+    device = _related(point, "device")
+    if device is None or schedule.site_id is None or device.site_id == schedule.site_id:
+        return ""
+    return (
+        f"{point} is a point of site {_site_name(device)}; schedule {schedule.name or '(new)'} is of site "
+        f"{_site_name(schedule)}: a schedule writes only points of its own site"
+    )
+
+
+def calendar_problem(schedule: Schedule, calendar: Calendar) -> str:
+    """Why ``schedule`` cannot use ``calendar`` (empty: it can: shared, or of the schedule's site)."""
+    if calendar.site_id is None or schedule.site_id is None or calendar.site_id == schedule.site_id:
+        return ""
+    return (
+        f"calendar {calendar} is of site {_site_name(calendar)}; schedule {schedule.name or '(new)'} is of site "
+        f"{_site_name(schedule)}: {_CALENDAR_RULE}"
+    )
+
+
+def _site_name(obj: models.Model) -> str:
+    site = _related(obj, "site")
+    return site.name if site is not None else "?"
+
+
 def _distinct(values: Iterable[Any]) -> list[Any]:
     """``values`` without repeats, in order (unhashable ones kept: the value check reports them)."""
     seen: list[Any] = []
@@ -515,6 +566,9 @@ class ScheduleTarget(models.Model):
         if schedule.value_type in dict(VALUE_TYPES):
             for problem in target_problems(point, schedule.value_type, schedule._own_values()):
                 refuse("point", problem)
+        problem = site_problem(schedule, point)
+        if problem:
+            refuse("point", problem)
         if schedule.pk is not None:
             twin = ScheduleTarget.objects.filter(schedule_id=schedule.pk, point=point).exclude(pk=self.pk)
             if twin.exists():
@@ -576,6 +630,11 @@ class ExceptionEvent(DateEntry):
         elif self.kind != CALENDAR and self.calendar_id is not None:
             refuse("calendar", f"a {self.kind.replace('_', ' ')} exception does not use a calendar; leave it empty")
         schedule = _related(self, "schedule")
+        calendar = _related(self, "calendar") if self.kind == CALENDAR else None
+        if schedule is not None and calendar is not None:
+            problem = calendar_problem(schedule, calendar)
+            if problem:
+                refuse("calendar", problem)
         if schedule is not None and schedule.value_type in dict(VALUE_TYPES):
             values, problems = ev.parse_time_values(self.time_values, schedule.value_type)
             for problem in problems:

@@ -8,6 +8,8 @@ holds its calendar with ``PROTECT`` (a calendar in use cannot be deleted by
 accident), so a calendar the dump no longer has can only be deleted once the
 exceptions that used it are gone; the foreign keys of the rows inserted before
 their parents are checked at commit (Django's constraints are deferred).
+The ``site_id`` of schedules and calendars travels like any column; the sites
+are replaced after these tables (``apply_config``), for the same reason.
 """
 
 from __future__ import annotations

@@ -43,6 +43,14 @@ def default_site_id() -> int:
     return site.pk
 
 
+def site_owner(related_name: str, help_text: str) -> models.ForeignKey:
+    """The ``site`` field of a model a site owns (devices, schedules, rules): required, the default site when not
+    said, and a site that still owns one cannot be deleted."""
+    return models.ForeignKey(
+        "sites.Site", on_delete=models.PROTECT, related_name=related_name, default=default_site_id, help_text=help_text
+    )
+
+
 class SiteAccess(models.Model):
     """Which sites one user may see and act on: every site (``all_sites``) or only those granted."""
 

@@ -9,6 +9,9 @@ writes. Enabling and disabling go through the REST API
 (``/api/v1/rules/<id>/enable``), which checks the rule again. Editing a
 rule's definition is done in the configuration (admin) or through the API;
 on a standby the page is read-only.
+
+Sites (ADR 0021): a caller restricted to some sites sees only the rules of
+those sites (and so only their points).
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from bms.logic.models import Rule
+from bms.sites import scope as sites
 from redundancy.nodeview import node_view
 
 
 @login_required
 @require_GET
 def rules(request: HttpRequest) -> HttpResponse:
-    """Every rule, with what it reads and writes; the live state arrives over the websocket."""
+    """The caller's rules, with what they read and write; the live state arrives over the websocket."""
+    rules_seen = sites.in_sites(Rule.objects.select_related("site"), sites.request_site_ids(request))
     listed = [
         {"rule": rule, "reads": rule.input_points(), "writes": rule.output_names()}
-        for rule in Rule.objects.order_by("name")
+        for rule in rules_seen.order_by("name")
     ]
     return render(
         request,

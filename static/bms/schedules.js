@@ -85,6 +85,8 @@
         name: document.getElementById("import-name").value.trim(),
         replace: document.getElementById("import-replace").checked,
       };
+      // a replaced calendar keeps its site; a new one gets the site chosen ("": shared)
+      if (!payload.replace) payload.site = document.getElementById("import-site").value || null;
       try {
         const answer = await api("POST", importForm.dataset.api, payload);
         if (answer.ok) {
@@ -127,6 +129,16 @@
 
   function valueType() {
     return fields.value_type.value;
+  }
+
+  // The schedule's site: its targets are points of it, its calendars of it or shared (bms/schedules/models.py).
+  function siteName() {
+    return fields.site.value;
+  }
+
+  function defaultSite() {
+    const names = choices.sites.map((site) => site.name);
+    return names.includes("main") ? "main" : names[0] || "";
   }
 
   // A value editor for the schedule's type: on/off/none for bool, a number (empty: none) otherwise.
@@ -221,7 +233,9 @@
   function exceptionBox(exception) {
     const ex = exception || { kind: "date", event_priority: 16, time_values: [{ time: "00:00", value: null }] };
     const kind = select("kind", choices.entry_kinds, ex.kind);
-    const calendars = choices.calendars.map((name) => [name, name]);
+    const calendars = choices.calendars
+      .filter((name) => name === ex.calendar || [null, siteName()].includes(choices.calendar_sites[name]))
+      .map((name) => [name, choices.calendar_sites[name] === null ? `${name} (shared)` : name]);
     const dateInput = (name) => {
       const input = el("input", { type: "date", "data-name": name });
       input.value = ex[name] || "";
@@ -283,7 +297,10 @@
   }
 
   function targetRow(target) {
-    const options = choices.points.map((p) => [p.name, `${p.name} (${p.device}${p.unit ? ", " + p.unit : ""})`]);
+    // the site's points; a point already chosen stays listed, so a site changed under it is named by the server
+    const options = choices.points
+      .filter((p) => p.site === siteName() || (target && p.name === target.point))
+      .map((p) => [p.name, `${p.name} (${p.device}${p.unit ? ", " + p.unit : ""})`]);
     const point = select("point", options, target ? target.point : "", "choose a point…");
     const priority = select("priority", choices.priorities.map((p) => [p, String(p)]), target ? target.priority : 16);
     const remove = el("button", { type: "button", class: "edit-only", text: "Remove" });
@@ -302,6 +319,7 @@
       fields[name].value = data[name] || "";
     }
     fields.value_type.value = data.value_type;
+    fields.site.value = data.site || defaultSite();
     fields.enabled.checked = data.enabled;
     renderValueFields(data);
     document.getElementById("exceptions").replaceChildren(...(data.exceptions || []).map(exceptionBox));
@@ -321,6 +339,13 @@
     document.getElementById("exceptions").replaceChildren(...draft.exceptions.map(exceptionBox));
   });
 
+  // another site offers other points and calendars
+  fields.site.addEventListener("change", () => {
+    const draft = collect();
+    document.getElementById("exceptions").replaceChildren(...draft.exceptions.map(exceptionBox));
+    document.querySelector("#targets tbody").replaceChildren(...draft.targets.map(targetRow));
+  });
+
   function collect() {
     return {
       name: fields.name.value.trim(),
@@ -328,6 +353,7 @@
       value_type: valueType(),
       default_value: readValue(fields.default_value.querySelector(".tv-value")),
       time_zone: fields.time_zone.value.trim(),
+      site: siteName(),
       effective_from: fields.effective_from.value || null,
       effective_to: fields.effective_to.value || null,
       enabled: fields.enabled.checked,
@@ -407,7 +433,7 @@
   async function load() {
     if (scheduleId === null) {
       render({
-        name: "", description: "", value_type: "bool", default_value: null, time_zone: choices.site_time_zone,
+        name: "", description: "", value_type: "bool", default_value: null, time_zone: choices.site_time_zone, site: defaultSite(),
         effective_from: null, effective_to: null, enabled: true, weekly: {}, exceptions: [], targets: [],
       });
       return;

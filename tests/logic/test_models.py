@@ -10,6 +10,7 @@ from bms.logic.models import Rule
 from bms.logic.runner import RuleRunner
 from bms.logic.store import read_rule_specs
 from bms.points.models import ConfigRevision, Point
+from bms.sites.models import default_site_id
 
 PID_INPUTS = {"pv": "{zone1_temp}", "sp": "{zone1_sp}"}
 
@@ -203,6 +204,7 @@ def test_the_admin_lists_adds_and_refuses_rules(points, admin_client):
     assert page.status_code == 200 and "sequencer" in page.content.decode()
     data = {
         "name": "valve",
+        "site": str(default_site_id()),  # the admin form asks for the site (the default one here)
         "description": "",
         "enabled": "on",
         "kind": "pid",

@@ -13,6 +13,7 @@ from bms.schedules import evaluate as ev
 from bms.schedules.models import Calendar, CalendarEntry, ExceptionEvent, Schedule, ScheduleTarget
 from bms.schedules.replication import SCHEDULE_MODELS, SCHEDULE_TABLES, dump_schedules
 from bms.schedules.store import read_schedule_specs
+from bms.sites.models import default_site_id
 
 OFFICE = {
     day: [{"time": "07:00", "value": True}, {"time": "18:00", "value": False}]
@@ -291,6 +292,7 @@ def test_the_admin_lists_and_shows_schedules_with_a_preview_and_calendars(points
 def test_the_admin_adds_a_schedule_with_a_target_and_refuses_a_read_only_one(points, admin_client):
     form = {
         "name": "night",
+        "site": str(default_site_id()),  # the admin form asks for the site (the default one here)
         "value_type": "bool",
         "default_value": "false",
         "weekly": '{"monday": [{"time": "22:00", "value": true}]}',
@@ -316,6 +318,7 @@ def test_a_refusal_between_two_new_inlines_is_shown_not_a_server_error(points, a
     setpoints = schedule("setpoints", value_type="real", weekly={}, default_value=20.0)
     form = {
         "name": "setpoints",
+        "site": str(default_site_id()),  # the admin form asks for the site (the default one here)
         "value_type": "real",
         "default_value": "20.0",
         "weekly": "{}",

@@ -15,6 +15,15 @@ Enabling a rule checks it again (a rule disabled while another took its slot
 cannot come back). Every change bumps the configuration revision, so the
 engine reloads and carries each rule's state over by name.
 
+Sites (ADR 0021): a rule belongs to a site and reads and writes only its
+points. A caller restricted to some sites lists, reaches, switches and sees
+the live state of only the rules of those sites: another id is answered
+exactly like one that does not exist (a 404, looked up before the permission
+check, also for changes), and a point of another site named in a
+rule exactly like a point that does not exist. ``site`` (a name) is in every
+answer and taken on create (default: the default site ``main`` when the
+caller sees it, else required).
+
 The live state comes from the process image: the rule's entry
 ``logic:<name>`` (quality, why it is bad, the last command per output, the
 block's state) and the values of the points it reads and writes.
@@ -32,18 +41,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bms.api.v1.alarms import LookupMixin, ModelValidationMixin, MultiValueField, parse_query
+from bms.api.v1.checked import LookupFirstMixin
 from bms.api.v1.configuration import live_entries
 from bms.api.v1.docs import error_responses
 from bms.api.v1.fields import StrictModelSerializer
 from bms.api.v1.permissions import ModelPermissions, permission
+from bms.api.v1.schedules import DefaultSiteMixin, SiteScopedMixin, context_site_ids, site_field
 from bms.logic.models import Rule
+from bms.sites import scope as sites
 
 #: the image entry of a rule (docs/logic.md)
 ENTRY_PREFIX = "logic:"
 
 
-class RuleSerializer(StrictModelSerializer):
-    """A rule: an expression, or a block with an expression per input and its parameters."""
+class RuleSerializer(DefaultSiteMixin, StrictModelSerializer):
+    """A rule: its site, an expression or a block with an expression per input and its parameters."""
+
+    site = site_field(help_text="the site (by name); the rule's points are of it; default: main, if yours")
 
     inputs = serializers.JSONField(
         required=False, help_text='blocks: an expression per input, e.g. {"pv": "{zone1_temp}", "sp": 21.5}'
@@ -69,9 +83,26 @@ class RuleSerializer(StrictModelSerializer):
             "quality_policy",
             "fallback_value",
             "output_deadband",
+            "site",
             "reads",
             "writes",
         ]
+
+    def create(self, validated: dict[str, Any]) -> Rule:
+        rule = Rule(**validated)
+        self._save(rule)
+        return rule
+
+    def update(self, rule: Rule, validated: dict[str, Any]) -> Rule:
+        for name, value in validated.items():
+            setattr(rule, name, value)
+        self._save(rule)
+        return rule
+
+    def _save(self, rule: Rule) -> None:
+        """Save (checked whole by the model) with the points of the caller's sites only: another's reads as unknown."""
+        rule.point_scope = sites.points_in_sites(context_site_ids(self.context))
+        rule.save()
 
     def get_reads(self, rule: Rule) -> list[str]:
         return rule.input_points()
@@ -148,8 +179,8 @@ class LiveRulesSerializer(serializers.Serializer):
     ),
     destroy=extend_schema(summary="Delete a rule", responses={204: None, **error_responses(403, 404)}),
 )
-class RuleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
-    """Rules: read for every logged-in user, changed with the rule permissions (engineers)."""
+class RuleViewSet(LookupFirstMixin, LookupMixin, SiteScopedMixin, ModelValidationMixin, viewsets.ModelViewSet):
+    """Rules of the caller's sites: read for every logged-in user, changed with the rule permissions (engineers)."""
 
     queryset = Rule.objects.order_by("name")
     serializer_class = RuleSerializer
@@ -166,6 +197,7 @@ class RuleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
             rule = self.get_object()
             if rule.enabled != enabled:
                 rule.enabled = enabled
+                rule.point_scope = sites.points_in_sites(self.site_ids())
                 try:
                     rule.save()  # checked again; recorded in the audit trail as a change of "enabled"
                 except DjangoValidationError as exc:
@@ -208,6 +240,9 @@ class RuleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
         rules = list(self.get_queryset())
         if query.get("rule"):
             rules = [rule for rule in rules if rule.name in set(query["rule"])]
+        # a rule names only its own site's points when saved, but a device may have moved to another site since:
+        # the values shown are of the caller's points only
+        visible = sites.visible_point_names(self.site_ids())
         wanted: list[str] = []
         for rule in rules:
             wanted += [ENTRY_PREFIX + rule.name, *rule.input_points(), *rule.output_names()]
@@ -215,7 +250,11 @@ class RuleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
         entries = entries or {}
         answer = []
         for rule in rules:
-            names = list(dict.fromkeys([*rule.input_points(), *rule.output_names()]))
+            names = [
+                name
+                for name in dict.fromkeys([*rule.input_points(), *rule.output_names()])
+                if visible is None or name in visible
+            ]
             answer.append(
                 {
                     "name": rule.name,

@@ -8,6 +8,19 @@
 * ``POST calendars/import``: a calendar from iCalendar text (``schedules.add_calendar``; replacing one also
   ``schedules.change_calendar``).
 
+Sites (ADR 0021, :mod:`bms.sites.scope`): a schedule belongs to a site and
+writes only that site's points; a calendar belongs to a site or to none
+(shared, e.g. public holidays). A caller restricted to some sites lists and
+reaches only the schedules of those sites and the calendars of those sites or
+shared ones; any other id is answered exactly like an id that does not exist
+(a 404, looked up before the permission check, also for changes), and a
+point, calendar or site of another site named in a body exactly like a name
+that does not exist. Shared calendars are changed only by callers who see
+every site (403 for the others). ``site`` (a name) is in every answer and
+taken on create: a schedule made without one gets the default site ``main``
+when the caller sees it (else ``site`` is required), a calendar made without
+one is shared (a restricted caller must give one).
+
 A schedule is one JSON object with its exceptions and targets inside: what
 an engineer edits at once is saved at once (one transaction; the model's
 checks, docs/schedules.md, decide, and their refusals are 400 ``invalid``
@@ -32,6 +45,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -43,6 +58,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
 from bms.api.v1.alarms import LookupMixin, ModelValidationMixin, NameField, parse_query
+from bms.api.v1.checked import LookupFirstMixin
 from bms.api.v1.configuration import live_entries
 from bms.api.v1.docs import error_responses
 from bms.api.v1.fields import (
@@ -65,6 +81,8 @@ from bms.schedules.models import (
     Schedule,
     ScheduleTarget,
 )
+from bms.sites import scope as sites
+from bms.sites.models import DEFAULT_SITE, Site
 
 #: the most transitions one request lists
 MAX_TRANSITIONS = 100
@@ -75,15 +93,87 @@ ENTRY_PREFIX = "schedule:"
 MAX_HOLIDAY_YEARS = 50
 
 
+# ---- sites: what the caller may see (bms/sites/scope.py) -----------------------------------------------------------
+
+
+def context_site_ids(context: dict[str, Any]) -> sites.SiteIds:
+    """The sites of the request a serializer works for; every site when it works for none (code, tests)."""
+    request = context.get("request")
+    return sites.ALL if request is None else sites.request_site_ids(request)
+
+
+class ScopedNameField(NameField):
+    """Another object by name, among those of the caller's sites: one of another site reads as a missing name.
+
+    ``site_field``: the path from the object to its site (``pk`` for a site itself); ``shared``: objects of no
+    site are seen by every caller.
+    """
+
+    def __init__(self, *, site_field: str = "site", shared: bool = False, **kwargs: Any) -> None:
+        self.site_field, self.shared = site_field, shared
+        super().__init__(**kwargs)
+
+    def get_queryset(self) -> QuerySet:
+        narrow = sites.shared_or_in_sites if self.shared else sites.in_sites
+        return narrow(super().get_queryset(), context_site_ids(self.context), self.site_field)
+
+
+def site_field(**kwargs: Any) -> ScopedNameField:
+    """The ``site`` of an object, by name, among the caller's sites."""
+    return ScopedNameField(
+        slug_field="name",
+        queryset=Site.objects.all(),
+        site_field="pk",
+        required=False,
+        error_messages={"does_not_exist": "There is no site named {value!r}."},
+        **kwargs,
+    )
+
+
+class DefaultSiteMixin:
+    """On create without a ``site``: the default site when the caller sees it (the model's default), else required."""
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().validate(data)  # type: ignore[misc]
+        ids = context_site_ids(self.context)  # type: ignore[attr-defined]
+        if self.instance is None and "site" not in data and not sites.sees_all(ids):  # type: ignore[attr-defined]
+            site = Site.objects.filter(name=DEFAULT_SITE, pk__in=ids).first()
+            if site is None:
+                required = self.fields["site"].error_messages["required"]  # type: ignore[attr-defined]
+                raise ValidationError({"site": [required]})
+            data["site"] = site
+        return data
+
+
+class SiteScopedMixin:
+    """A view of objects that belong to sites: it lists and finds only the caller's (``shared``: and site-less ones).
+
+    Another site's object is thereby answered exactly like a missing one (the view's 404), and left out of lists
+    and their counts. The caller's sites are worked out once per request.
+    """
+
+    site_path = "site"
+    shared = False
+
+    def site_ids(self) -> sites.SiteIds:
+        return sites.request_site_ids(self.request)  # type: ignore[attr-defined]
+
+    def get_queryset(self) -> QuerySet:
+        queryset = super().get_queryset()  # type: ignore[misc]
+        narrow = sites.shared_or_in_sites if self.shared else sites.in_sites
+        return narrow(queryset, self.site_ids(), self.site_path)
+
+
 # ---- serializers ---------------------------------------------------------------------------------------------------
 
 
 class TargetSerializer(StrictModelSerializer):
     """A point the schedule writes, and the priority of its slot in the point's priority array."""
 
-    point = NameField(
+    point = ScopedNameField(
         slug_field="name",
         queryset=Point.objects.all(),
+        site_field="device__site",
         help_text="a writable point of the schedule's type",
         error_messages={"does_not_exist": "There is no point named {value!r}."},
     )
@@ -99,12 +189,13 @@ class ExceptionSerializer(StrictModelSerializer):
     id = StrictIntegerField(
         required=False, help_text="send it back to keep the exception (and its transitions' identity); omit for new"
     )
-    calendar = NameField(
+    calendar = ScopedNameField(
         slug_field="name",
         queryset=Calendar.objects.all(),
+        shared=True,
         required=False,
         allow_null=True,
-        help_text="kind calendar: the calendar (by name)",
+        help_text="kind calendar: the calendar (by name), of the schedule's site or shared",
         error_messages={"does_not_exist": "There is no calendar named {value!r}."},
     )
     time_values = serializers.JSONField(
@@ -127,9 +218,10 @@ class ExceptionSerializer(StrictModelSerializer):
         return event.describe_days()
 
 
-class ScheduleSerializer(StrictModelSerializer):
-    """A schedule whole: the weekly table, exceptions, targets, effective period and default."""
+class ScheduleSerializer(DefaultSiteMixin, StrictModelSerializer):
+    """A schedule whole: its site, the weekly table, exceptions, targets, effective period and default."""
 
+    site = site_field(help_text="the site (by name); its targets are points of it; default: main, if yours")
     weekly = serializers.JSONField(
         required=False, help_text='{"monday": [{"time": "07:00", "value": true}, ...], ...}; days left out: empty'
     )
@@ -150,6 +242,7 @@ class ScheduleSerializer(StrictModelSerializer):
             "effective_from",
             "effective_to",
             "time_zone",
+            "site",
             "exceptions",
             "targets",
         ]
@@ -294,18 +387,29 @@ class CalendarEntrySerializer(StrictModelSerializer):
 
 
 class CalendarSerializer(StrictModelSerializer):
-    """A calendar shared by schedules: its entries and its public holidays (country, subdivision)."""
+    """A calendar shared by schedules: its site (none: every site's), its entries and its public holidays."""
 
+    site = site_field(
+        allow_null=True,
+        help_text="the site (by name) whose schedules may use it; null: shared by every site (default, for a "
+        "caller who sees every site; only such a caller changes a shared calendar)",
+    )
     entries = CalendarEntrySerializer(many=True, required=False, help_text="replaces the entries when given")
-    used_by = serializers.SerializerMethodField(help_text="the schedules whose exceptions take this calendar")
+    used_by = serializers.SerializerMethodField(help_text="the schedules (of your sites) whose exceptions take it")
 
     class Meta:
         model = Calendar
-        fields = ["id", "name", "description", "holiday_country", "holiday_subdivision", "entries", "used_by"]
+        fields = ["id", "name", "description", "holiday_country", "holiday_subdivision", "site", "entries", "used_by"]
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data = super().validate(data)
+        if self.instance is None and "site" not in data and not sites.sees_all(context_site_ids(self.context)):
+            raise ValidationError({"site": [self.fields["site"].error_messages["required"]]})
+        return data
 
     def get_used_by(self, calendar: Calendar) -> list[str]:
-        names = calendar.exception_events.values_list("schedule__name", flat=True).distinct()
-        return sorted(names)
+        events = sites.in_sites(calendar.exception_events.all(), context_site_ids(self.context), "schedule__site")
+        return sorted(events.values_list("schedule__name", flat=True).distinct())
 
     def create(self, validated: dict[str, Any]) -> Calendar:
         entries = validated.pop("entries", [])
@@ -394,6 +498,12 @@ class ImportSerializer(StrictSerializer):
     """An iCalendar file to store as a calendar."""
 
     ical = StrictCharField(trim_whitespace=False, max_length=512 * 1024, help_text="the iCalendar (RFC 5545) text")
+    site = site_field(
+        allow_null=True,
+        help_text="the site (by name) of the calendar; null: shared (only for a caller who sees every site). "
+        "Default: a new calendar is shared, a replaced one keeps its site; a restricted caller must give one "
+        "for a new calendar",
+    )
     name = StrictCharField(
         required=False, allow_blank=True, default="", max_length=64, help_text="default: X-WR-CALNAME"
     )
@@ -487,8 +597,8 @@ _WRITE_ERRORS = (400, 403, 409)
     ),
     destroy=extend_schema(summary="Delete a schedule", responses={204: None, **error_responses(403, 404)}),
 )
-class ScheduleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
-    """Schedules: read for every logged-in user, changed with the schedule permissions (engineers)."""
+class ScheduleViewSet(LookupFirstMixin, LookupMixin, SiteScopedMixin, ModelValidationMixin, viewsets.ModelViewSet):
+    """Schedules of the caller's sites: read for every logged-in user, changed with the schedule permissions."""
 
     queryset = Schedule.objects.prefetch_related("exceptions__calendar", "targets__point").order_by("name")
     serializer_class = ScheduleSerializer
@@ -544,13 +654,44 @@ class ScheduleViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
         responses={204: None, **error_responses(403, 404, 409)},
     ),
 )
-class CalendarViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
-    """Calendars: read for every logged-in user, changed with the calendar permissions (engineers)."""
+class CalendarViewSet(LookupFirstMixin, LookupMixin, SiteScopedMixin, ModelValidationMixin, viewsets.ModelViewSet):
+    """Calendars of the caller's sites and shared ones: read for every logged-in user, changed with the calendar
+    permissions (engineers); a shared one only by a caller who sees every site."""
 
     queryset = Calendar.objects.prefetch_related("entries").order_by("name")
     serializer_class = CalendarSerializer
     permission_classes = [ModelPermissions]
     what = "calendar"
+    shared = True
+
+    def may_change(self, site: Site | None) -> None:
+        """Refuse (403) a change that makes or touches a shared calendar, unless the caller sees every site."""
+        if site is None and not sites.sees_all(self.site_ids()):
+            who = self.request.user.get_username()
+            self.permission_denied(
+                self.request,
+                message={
+                    "detail": f"{who} may not change shared calendars: a calendar of no site serves every site, and "
+                    "only a user who sees every site changes it. Give the calendar one of your sites."
+                },
+            )
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.may_change(self.get_object().site)  # after the permission check, before the body is checked
+        return super().update(request, *args, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.may_change(self.get_object().site)
+        return super().destroy(request, *args, **kwargs)
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        self.may_change(serializer.validated_data.get("site"))
+        super().perform_create(serializer)
+
+    def perform_update(self, serializer: serializers.BaseSerializer) -> None:
+        if "site" in serializer.validated_data:
+            self.may_change(serializer.validated_data["site"])
+        super().perform_update(serializer)
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         # the export is iCalendar text whatever the client accepts; the JSON renderer stays for its errors
@@ -583,6 +724,33 @@ class CalendarViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
         response["Content-Disposition"] = f'attachment; filename="{calendar.name}.ics"'
         return response
 
+    def _import_name(self, wanted: dict[str, Any]) -> str:
+        """The calendar an import makes or replaces, checked against the caller's sites before anything is stored.
+
+        A calendar of another site is answered as a name already taken (what making one by that name answers); a
+        shared one, or a new one without a site, is refused (403) unless the caller sees every site.
+        """
+        name = wanted["name"] or ical.parse_ical(wanted["ical"]).name
+        existing = Calendar.objects.filter(name=name).select_related("site").first()
+        if existing is not None and not self.get_queryset().filter(pk=existing.pk).exists():
+            raise ValidationError({"name": existing.unique_error_message(Calendar, ("name",)).messages})
+        if "site" in wanted:
+            self.may_change(wanted["site"])
+        elif existing is None and not sites.sees_all(self.site_ids()):
+            raise ValidationError({"site": [ImportSerializer().fields["site"].error_messages["required"]]})
+        if existing is not None and wanted["replace"]:
+            self.may_change(existing.site)
+        return name
+
+    def _place(self, calendar: Calendar, wanted: dict[str, Any]) -> None:
+        """Give an imported calendar the site asked for (its users checked by the model)."""
+        if "site" in wanted and calendar.site != wanted["site"]:
+            calendar.site = wanted["site"]
+            try:
+                calendar.save()
+            except DjangoValidationError as exc:
+                raise ValidationError(model_errors(exc)) from exc
+
     @extend_schema(
         operation_id="calendars_ical_import",
         summary="Store an iCalendar file as a calendar",
@@ -593,12 +761,12 @@ class CalendarViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
         request=ImportSerializer,
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="`name`, `created`, `entries`, `skipped`, `dry_run`"),
-            **error_responses(400, 403),
+            **error_responses(400, 403, 413),  # the iCalendar text may be larger than a body may be
         },
         tags=["calendars"],
     )
     def import_ical(self, request: Request) -> Response:
-        body = ImportSerializer(data=request.data)
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         wanted = body.validated_data
         if wanted["replace"] and not request.user.has_perm("schedules.change_calendar"):
@@ -606,9 +774,15 @@ class CalendarViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelViewSet):
             checker.has_permission(request, self)
             self.permission_denied(request, message=checker.message)
         try:
-            result = ical.import_calendar(
-                wanted["ical"], wanted["name"], replace=wanted["replace"], dry_run=wanted["dry_run"]
-            )
+            with transaction.atomic():
+                result = ical.import_calendar(
+                    wanted["ical"],
+                    self._import_name(wanted),
+                    replace=wanted["replace"],
+                    dry_run=wanted["dry_run"],
+                )
+                if not wanted["dry_run"]:
+                    self._place(Calendar.objects.get(name=result.name), wanted)
         except ImportFailed as exc:
             messages = [message.replace("with --replace", 'with "replace": true') for message in exc.errors]
             raise ValidationError({"ical": messages}) from exc
