@@ -17,11 +17,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from bms.alarms.engine import ACTIONS
+from bms.alarms.engine import ACTIONS, UNKNOWN_ALARM
 from bms.engine import bus
 from bms.realtime.snapshot import EngineUnavailable, ask_engine
 
-__all__ = ["ACTIONS", "ActionResult", "EngineUnavailable", "NotActive", "aperform", "perform"]
+__all__ = ["ACTIONS", "UNKNOWN_ALARM", "ActionResult", "EngineUnavailable", "NotActive", "aperform", "perform"]
 MAX_ALARMS = 10_000
 MAX_COMMENT = 2000
 

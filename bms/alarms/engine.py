@@ -69,6 +69,8 @@ from bms.engine.outbox import Outbox
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
 
+#: the refusal of an action on an alarm this engine does not hold (pages and the API answer a hidden one alike)
+UNKNOWN_ALARM = "no such alarm (unknown, disabled or on a disabled point)"
 log = logging.getLogger(__name__)
 
 #: rate-of-change alarms are sampled at least this often (seconds)
@@ -593,7 +595,7 @@ class AlarmEngine:
         for name in dict.fromkeys(names):
             runtime = self.runtimes.get(name)
             if runtime is None:
-                refused[name] = "no such alarm (unknown, disabled or on a disabled point)"
+                refused[name] = UNKNOWN_ALARM
                 continue
             alarm = runtime.alarm
             try:

@@ -1,4 +1,10 @@
-"""The current alarm states for pages and the API, read from the live process image (not the database)."""
+"""The current alarm states for pages and the API, read from the live process image (not the database).
+
+A caller restricted to some sites (:mod:`bms.sites.scope`) sees the alarms of those sites only: an
+alarm's site is its point's site. The live states carry their point's name, and so do the journal's
+rows (names, not keys: rows outlive definitions), so both are narrowed by the names of the points of
+the caller's sites; a row of a point since deleted belongs to no site and only unrestricted callers see it.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db.models import QuerySet
 
 from bms.alarms.spec import ALARM_PREFIX, SUMMARY_ENTRY
 from bms.realtime.snapshot import fetch_snapshot
+from bms.sites import scope as sites
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -66,7 +74,23 @@ def current_alarms(wait_seconds: float = 3.0) -> list[dict[str, Any]]:
 
 
 async def asummary(wait_seconds: float = 3.0) -> dict[str, Any] | None:
-    """The unacknowledged and active counts per class (None: no alarms are defined)."""
+    """The node's unacknowledged and active counts per class (None: no alarms are defined).
+
+    Every site's alarms: not for a caller restricted to some sites (the live websocket counts theirs apart,
+    :class:`bms.realtime.sitescope.SummaryTally`)."""
     snapshot = await fetch_snapshot(wait_seconds)
     entry = snapshot["points"].get(SUMMARY_ENTRY)
     return entry.get("value") if entry else None
+
+
+def alarms_in_sites(alarms: list[dict[str, Any]], ids: sites.SiteIds) -> list[dict[str, Any]]:
+    """The alarms (as :func:`alarm_view` shows them) of the sites ``ids``; all of them for :data:`~sites.ALL`."""
+    names = sites.visible_point_names(ids)
+    if names is None:
+        return alarms
+    return [alarm for alarm in alarms if alarm.get("point") in names]
+
+
+def definitions_in_sites(rows: QuerySet, ids: sites.SiteIds) -> QuerySet:
+    """Alarm definitions of the sites ``ids``: a definition's site is its point's."""
+    return sites.in_sites(rows, ids, "point__device__site")

@@ -33,6 +33,10 @@ bursts of :data:`SNAPSHOT_BURST`). A message beyond them is dropped unread, the 
 is closed with code ``4429``. One client looping ``resync`` used to cost the process seconds of CPU and every
 other client's latency (issue 13); now it costs a counter per message until it is closed.
 
+A user restricted to some sites (:mod:`bms.sites.scope`) gets the entries of those sites only: their points, their
+alarms and a summary counting those alarms (:mod:`bms.realtime.sitescope`); subscribing to a name of another site
+is answered ``unknown_point``, exactly as for a name that does not exist.
+
 Logging out closes the session's sockets, a password change the user's: ``{"type": "error", "code":
 "logged_out"}``, then code ``4401`` (logged out: the page stops) or ``4001`` (password changed: reconnect; a
 session the change ended is refused with 4401 then): :mod:`bms.realtime.revocation`.
@@ -53,6 +57,7 @@ from bms.accounts.sessions import session_digest
 from bms.realtime import layer_health, revocation, wire
 from bms.realtime.hub import FAMILIES, Family, LiveClient, hub
 from bms.realtime.outlet import SCOPE_KEY, Frame, Outlet, outlet_for
+from bms.realtime.sitescope import client_sites
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 65536
@@ -183,6 +188,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if form is None or family is False:
             await self.close(code=4400)
             return
+        # A user restricted to some sites gets only their entries: worked out once, here (one query), so the
+        # hub filters in memory; None (every entry) for everyone else, who takes the path of before.
+        sites, visible = await client_sites(self.scope["user"])
         await self.accept()
         self.accepted = True
         self.limit = MessageLimit()
@@ -194,7 +202,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if watch is not None:
             watch.add(self)
         self.outlet = outlet_for(self.scope, self.base_send)
-        self.client = hub().join(self.outlet, form, family)
+        self.client = hub().join(self.outlet, form, family, visible, sites)
 
     async def disconnect(self, code: int) -> None:
         revocation.unregister(self)
@@ -304,7 +312,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if not live.ready:
                 self.send_error("not_ready", "wait for the first snapshot before subscribing")
                 return
-            unknown = live.known(names)
+            unknown = live.known(names, self.client)
             if unknown:
                 self.send_error("unknown_point", f"unknown point(s): {', '.join(unknown)}", points=unknown)
                 return

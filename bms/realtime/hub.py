@@ -28,15 +28,18 @@ import asyncio
 import contextlib
 import logging
 import weakref
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bms import layer_bridge
+from bms.alarms.spec import SUMMARY_ENTRY
 from bms.engine import bus
 from bms.engine.tasks import cancel_and_wait
 from bms.outage import OutageLog
 from bms.realtime import layer_health, revocation, wire
 from bms.realtime.outlet import Frame, Outlet
+from bms.realtime.sitescope import LiveScope, ScopedRows, site_entries
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ SNAPSHOT_REUSE = 1.0
 REPLAY_LIMIT = 64
 #: deltas kept while the hub waits for a snapshot (older ones are dropped: the snapshot covers them)
 BUFFER_LIMIT = 256
+#: how often the entries of restricted clients' sites are worked out again (also whenever entries come or go), so
+#: a device moved to another site leaves its old site's clients within this time
+SCOPE_REFRESH = 30.0
 
 ENGINE_WAITING = wire.encode(
     {
@@ -61,11 +67,15 @@ ENGINE_WAITING = wire.encode(
 class LiveClient:
     """One websocket connection's place in the hub."""
 
-    __slots__ = ("__weakref__", "form", "outlet", "seq", "told_waiting", "view", "waiting_since")
+    __slots__ = ("__weakref__", "form", "outlet", "scope", "seq", "sites", "told_waiting", "view", "waiting_since")
 
-    def __init__(self, outlet: Outlet, form: str) -> None:
+    def __init__(
+        self, outlet: Outlet, form: str, scope: LiveScope | None = None, sites: frozenset[int] | None = None
+    ) -> None:
         self.outlet = outlet
         self.form = form
+        self.scope = scope  # None: every entry; else only its sites' (bms.realtime.sitescope)
+        self.sites = sites  # the ids of those sites, to work the entries out again
         self.view: View | None = None
         self.seq: int | None = None  # the seq the client holds; None until it has a snapshot
         self.waiting_since = 0.0  # loop time it started waiting for a snapshot the hub could not send yet
@@ -97,11 +107,12 @@ Selection = frozenset[str] | Family | None
 
 
 class View:
-    """Clients with the same wire form and subscription: they get the same frames."""
+    """Clients with the same wire form, subscription and site scope: they get the same frames."""
 
-    def __init__(self, form: str, selection: Selection) -> None:
+    def __init__(self, form: str, selection: Selection, scope: LiveScope | None = None) -> None:
         self.form = form
         self.selection = selection
+        self.scope = scope
         self.clients: set[LiveClient] = set()
         self.names: list[str] = []
         self.position: dict[str, int] = {}
@@ -112,7 +123,9 @@ class View:
 
     def reindex(self, order: list[str], seq: int) -> None:
         """The hub's points changed (a new snapshot, points added or removed): start the view again at ``seq``."""
-        selection = self.selection
+        selection, scope = self.selection, self.scope
+        if scope is not None:
+            order = [name for name in order if name in scope]
         self.names = order if selection is None else [name for name in order if name in selection]
         self.position = {name: index for index, name in enumerate(self.names)}
         self.sent_seq = seq
@@ -129,7 +142,10 @@ class LiveHub:
         self.rows: dict[str, list[Any]] = {}
         self.order: list[str] = []  # point names, sorted: positions stay put across snapshots of the same points
         self.seq: int | None = None  # None: no image yet (or it is being replaced); clients wait
-        self.views: dict[tuple[str, Selection], View] = {}
+        self.views: dict[tuple[str, Selection, LiveScope | None], View] = {}
+        #: one scope per set of visible names, shared by the restricted clients that see the same
+        self.scopes: dict[frozenset[str], LiveScope] = {}
+        self._scoping: asyncio.Future | None = None
         self.clients: set[LiveClient] = set()
         self.channel: str | None = None
         self._awaiting_snapshot = False
@@ -147,13 +163,22 @@ class LiveHub:
 
     # -- clients --------------------------------------------------------------------------------------------------
 
-    def join(self, outlet: Outlet, form: str, selection: Selection = None) -> LiveClient:
-        """A new connection: it gets a snapshot (of ``selection``) now, or as soon as the hub has one."""
+    def join(
+        self,
+        outlet: Outlet,
+        form: str,
+        selection: Selection = None,
+        visible: frozenset[str] | None = None,
+        sites: frozenset[int] | None = None,
+    ) -> LiveClient:
+        """A new connection: it gets a snapshot (of ``selection``) now, or as soon as the hub has one.
+
+        ``visible``: the only entries a client restricted to the sites ``sites`` may get (None: every entry)."""
         self.start()
         watch = layer_health.watch()
         if watch is not None:
             watch.add(self)  # told once per outage, like the consumers; joining again re-registers
-        client = LiveClient(outlet, form)
+        client = LiveClient(outlet, form, None if visible is None else self._scope(visible), sites)
         client_ref = weakref.ref(client)
         outlet.on_resume = lambda: self._resume(client_ref)
         self.clients.add(client)
@@ -164,14 +189,68 @@ class LiveHub:
         self.clients.discard(client)
         self._exit_view(client)
         client.outlet.close()
+        self._forget(client.scope)
 
     @property
     def ready(self) -> bool:
         return self.seq is not None
 
-    def known(self, names: list[str]) -> list[str]:
-        """The names in ``names`` that are not points of the image (empty: all known)."""
-        return sorted(set(names) - self.rows.keys())
+    def known(self, names: list[str], client: LiveClient | None = None) -> list[str]:
+        """The names in ``names`` that are not points of the image, or not of ``client``'s sites (empty: all known).
+
+        A name of another site is answered like a name that does not exist."""
+        unknown = set(names) - self.rows.keys()
+        scope = client.scope if client is not None else None
+        if scope is not None:
+            unknown.update(name for name in names if name not in scope)
+        return sorted(unknown)
+
+    def _scope(self, visible: frozenset[str]) -> LiveScope:
+        scope = self.scopes.get(visible)
+        if scope is None:
+            scope = self.scopes[visible] = LiveScope(visible)
+            scope.recount(self.rows)
+        return scope
+
+    def _forget(self, scope: LiveScope | None) -> None:
+        """Drop ``scope`` once no client holds it."""
+        if scope is not None and not any(client.scope is scope for client in self.clients):
+            if self.scopes.get(scope.names) is scope:
+                del self.scopes[scope.names]
+
+    async def refresh_scopes(self) -> None:
+        """Work the entries of restricted clients' sites out again (one query per set of sites); a client whose
+        entries changed (an entry added, a device moved to another site) starts again from a snapshot of the new."""
+        by_sites: dict[frozenset[int], list[LiveClient]] = {}
+        for client in self.clients:
+            if client.scope is not None and client.sites is not None:
+                by_sites.setdefault(client.sites, []).append(client)
+        for sites, clients in by_sites.items():
+            names = await site_entries(sites)
+            for client in clients:
+                old = client.scope
+                if client not in self.clients or old is None or old.names == names or names is None:
+                    continue
+                selection = client.view.selection if client.view is not None else None
+                self._exit_view(client)
+                client.scope = self._scope(names)
+                self._enter(client, selection)
+                self._forget(old)
+
+    def _want_scopes(self) -> None:
+        """Refresh the scopes soon (entries came or went), once however many reshapes come meanwhile."""
+        if self._scoping is None or self._scoping.done():
+            self._scoping = asyncio.ensure_future(self.refresh_scopes())
+            self._scoping.add_done_callback(_log_scope_failure)
+
+    async def _refresh_scopes_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SCOPE_REFRESH)
+            if self.scopes:
+                self._want_scopes()
+
+    def _rows(self, view: View) -> Mapping[str, list[Any]]:
+        return self.rows if view.scope is None else ScopedRows(self.rows, view.scope)
 
     def subscribe(self, client: LiveClient, names: list[str] | Family | None) -> None:
         """Send the client only ``names`` (or a family) from now on (None: every entry), starting with a snapshot."""
@@ -184,10 +263,10 @@ class LiveHub:
         self._send_snapshot(client, current=True)
 
     def _enter(self, client: LiveClient, selection: Selection) -> None:
-        key = (client.form, selection)
+        key = (client.form, selection, client.scope)
         view = self.views.get(key)
         if view is None:
-            view = self.views[key] = View(client.form, selection)
+            view = self.views[key] = View(client.form, selection, client.scope)
             view.reindex(self.order, self.seq or 0)
         view.clients.add(client)
         client.view = view
@@ -201,7 +280,7 @@ class LiveHub:
         view.clients.discard(client)
         client.view = None
         if not view.clients:
-            self.views.pop((view.form, view.selection), None)
+            self.views.pop((view.form, view.selection, view.scope), None)  # its scope goes with its last client
 
     def _send_snapshot(self, client: LiveClient, current: bool = False) -> None:
         """The view's snapshot; reused with the frames sent since, unless ``current`` (no replay) is asked."""
@@ -220,7 +299,7 @@ class LiveHub:
         ):
             # Rows of the view's points are all as of view.sent_seq: the snapshot is stamped with it, so the next
             # shared delta (from = view.sent_seq) follows it for every client of the view.
-            view.snapshot = Frame(wire.snapshot_text(view.form, view.sent_seq, view.names, self.rows))
+            view.snapshot = Frame(wire.snapshot_text(view.form, view.sent_seq, view.names, self._rows(view)))
             view.snapshot_at = now
             view.replay = []
             self.frames_encoded += 1
@@ -243,7 +322,7 @@ class LiveHub:
         if view is None or client.seq is None or client.seq == view.sent_seq or not client.outlet.writable:
             return
         since = client.seq
-        rows = self.rows
+        rows = self._rows(view)
         changes = [
             (position, name, rows[name]) for position, name in enumerate(view.names) if rows[name][bus.ROW_SEQ] > since
         ]
@@ -276,6 +355,7 @@ class LiveHub:
 
     async def _run(self) -> None:
         retry = asyncio.ensure_future(self._retry_snapshots())
+        rescope = asyncio.ensure_future(self._refresh_scopes_periodically())
         try:
             while True:
                 try:
@@ -290,6 +370,9 @@ class LiveHub:
                     await asyncio.sleep(1.0)
         finally:
             retry.cancel()
+            rescope.cancel()
+            if self._scoping is not None:
+                self._scoping.cancel()
             if layer_bridge.serves(asyncio.get_running_loop()):
                 layer_bridge.sink(bus.LIVE_GROUP, None)
             if self.channel is not None:
@@ -388,6 +471,10 @@ class LiveHub:
 
     def _reindex(self) -> None:
         self.order = sorted(self.rows)
+        for scope in self.scopes.values():
+            scope.recount(self.rows)
+        if self.scopes:
+            self._want_scopes()  # entries came or went: restricted clients' may be among them
         for view in self.views.values():
             view.reindex(self.order, self.seq)
         for client in list(self.clients):
@@ -420,12 +507,26 @@ class LiveHub:
         if reshaped:
             self._reindex()  # points added or removed: new names, new positions, new snapshots
             return
+        # restricted clients' own summaries, from their alarms that changed (nothing to do without them)
+        summaries = {scope for scope in self.scopes.values() if scope.changed(points, rows, seq)} if self.scopes else ()
         for view in list(self.views.values()):
-            self._fan_out(view, seq, points)
+            self._fan_out(view, seq, points, summaries)
 
-    def _fan_out(self, view: View, seq: int, points: dict[str, list[Any] | None]) -> None:
+    def _fan_out(
+        self, view: View, seq: int, points: dict[str, list[Any] | None], summaries: Collection[LiveScope] = ()
+    ) -> None:
         position = view.position
-        if view.selection is None:
+        scope = view.scope
+        if scope is not None:
+            # the node's summary is never a restricted client's; its own goes out when its alarms changed it
+            changes = [
+                (position[name], name, row)
+                for name, row in points.items()
+                if name in position and name != SUMMARY_ENTRY
+            ]
+            if scope in summaries and SUMMARY_ENTRY in position:
+                changes.append((position[SUMMARY_ENTRY], SUMMARY_ENTRY, scope.summary_row))
+        elif view.selection is None:
             changes = [(position[name], name, row) for name, row in points.items()]
         else:
             changes = [(position[name], name, row) for name, row in points.items() if name in position]
@@ -459,6 +560,12 @@ class LiveHub:
             "catch_ups": self.catch_ups,
             "snapshots_requested": self.snapshots_requested,
         }
+
+
+def _log_scope_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # the clients keep the entries they had (a reshape's new entries stay hidden from them): fail closed
+        log.warning("live hub: could not work out restricted clients' entries again: %s", task.exception())
 
 
 def _log_failure(task: asyncio.Future) -> None:

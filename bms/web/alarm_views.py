@@ -12,6 +12,11 @@ is not active the request never gets here: the read-only guard
 The journal (``/alarms/journal/``) pages through :class:`~bms.alarms.models.AlarmJournal`
 newest first; ``/alarms/journal.csv`` streams the same selection, at most
 :data:`EXPORT_MAX_ROWS` rows.
+
+A user restricted to some sites (:mod:`bms.sites.scope`) sees and acts on the alarms of those sites only (an
+alarm's site is its point's): the console's live entries come scoped from the websocket, the journal, its export
+and the areas offered leave other sites out, and an action naming another site's alarm is refused like one naming
+an alarm that does not exist.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from bms.alarms.actions import NotActive, perform
+from bms.alarms.actions import UNKNOWN_ALARM, ActionResult, NotActive, perform
+from bms.alarms.live import definitions_in_sites
 from bms.alarms.models import AlarmClass, AlarmDefinition, AlarmJournal
 from bms.alarms.states import SHELVE_DEFAULT_SECONDS, SHELVE_MAX_SECONDS, TransitionKind
 from bms.api.v1.parsers import MalformedJSON
 from bms.api.v1.parsers import loads as bounded_json
 from bms.realtime.snapshot import EngineUnavailable
+from bms.sites.scope import ALL, SiteIds, named_in_sites, request_site_ids
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +128,7 @@ def console(request: HttpRequest) -> HttpResponse:
         "web/alarms.html",
         {
             "classes": AlarmClass.objects.filter(annunciated=True),
-            "areas": _areas(),
+            "areas": _areas(request_site_ids(request)),
             "states": CONSOLE_STATES,
             "can_acknowledge": user.has_perm(ACTION_PERMISSIONS["acknowledge"]),
             "can_shelve": user.has_perm(ACTION_PERMISSIONS["shelve"]),
@@ -144,8 +151,17 @@ CONSOLE_STATES = (
 )
 
 
-def _areas() -> list[str]:
-    return sorted(a for a in AlarmDefinition.objects.values_list("area", flat=True).distinct() if a)
+def _areas(ids: SiteIds) -> list[str]:
+    rows = definitions_in_sites(AlarmDefinition.objects.all(), ids)
+    return sorted(a for a in rows.values_list("area", flat=True).distinct() if a)
+
+
+def _unknown_alarms(names: list[str], ids: SiteIds) -> list[str]:
+    """The names that are not alarms of the sites ``ids`` (another site's alarm is not there for the caller)."""
+    known = set(
+        definitions_in_sites(AlarmDefinition.objects.filter(name__in=names), ids).values_list("name", flat=True)
+    )
+    return [name for name in names if name not in known]
 
 
 class ActionInvalid(ValueError):
@@ -171,6 +187,15 @@ def action(request: HttpRequest) -> JsonResponse:
     if not request.user.has_perm(permission):
         verb = "acknowledge alarms" if wanted["action"] == "acknowledge" else "shelve or unshelve alarms"
         return JsonResponse({"error": "forbidden", "message": f"You may not {verb}."}, status=403)
+    named = wanted["alarms"]
+    ids = request_site_ids(request)
+    # A restricted user's names are checked here, against its sites' alarms: another site's alarm and one that does
+    # not exist are both refused with the engine's words for an unknown alarm, and neither reaches the engine, so
+    # nothing tells them apart. An unrestricted user's names all go to the engine, as before.
+    unseen = set() if ids is ALL else set(_unknown_alarms(named, ids))
+    wanted["alarms"] = [name for name in named if name not in unseen]
+    if not wanted["alarms"]:
+        return JsonResponse({"action": wanted["action"], **_answer(ActionResult(), named, unseen)})
 
     try:
         result = perform(
@@ -194,7 +219,18 @@ def action(request: HttpRequest) -> JsonResponse:
             "Look at the console (or the journal) before repeating it."
         )
         return JsonResponse({"error": "engine_unavailable", "message": message}, status=503)
-    return JsonResponse({"action": wanted["action"], **result.to_dict()})
+    return JsonResponse({"action": wanted["action"], **_answer(result, named, unseen)})
+
+
+def _answer(result: ActionResult, named: list[str], unseen: set[str]) -> dict[str, Any]:
+    """The engine's answer with the names it was not asked about refused as unknown, in the request's order."""
+    answer = result.to_dict()
+    if unseen:
+        refused = result.refused
+        answer["refused"] = {
+            name: refused.get(name, UNKNOWN_ALARM) for name in named if name in refused or name in unseen
+        }
+    return answer
 
 
 def _storable(text: str) -> bool:
@@ -275,13 +311,14 @@ class JournalFilter(forms.Form):
     since = forms.DateTimeField(required=False, input_formats=TIME_FORMATS, label="From (UTC)", widget=TIME_INPUT)
     until = forms.DateTimeField(required=False, input_formats=TIME_FORMATS, label="To (UTC)", widget=TIME_INPUT)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ids: SiteIds = ALL, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.ids = ids  # the sites whose rows the caller sees
         self.fields["transition"].choices = [("", "any")] + [
             (kind.value, kind.value.replace("_", " ")) for kind in TransitionKind
         ]
         self.classes = list(AlarmClass.objects.values_list("name", flat=True))
-        self.areas = _areas()
+        self.areas = _areas(ids)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -290,12 +327,16 @@ class JournalFilter(forms.Form):
             self.add_error("until", "'To' is before 'From'.")
         return data
 
+    def rows(self) -> QuerySet[AlarmJournal]:
+        """Every row the caller may see (its sites' points'), newest first."""
+        return named_in_sites(AlarmJournal.objects.all(), self.ids).order_by("-time", "-id")
+
     def queryset(self) -> QuerySet[AlarmJournal]:
         """The journal rows the valid filters select, newest first (invalid filters select nothing)."""
         if not self.is_valid():
             return AlarmJournal.objects.none()
         data = self.cleaned_data
-        rows = AlarmJournal.objects.all()
+        rows = self.rows()
         if data["alarm"]:
             rows = rows.filter(alarm__icontains=data["alarm"].strip())
         if data["point"]:
@@ -317,8 +358,9 @@ class JournalFilter(forms.Form):
 @require_GET
 def journal(request: HttpRequest) -> HttpResponse:
     """The alarm journal, newest first, a page at a time, with filters and a link to export the selection."""
-    form = JournalFilter(request.GET or None)
-    rows = form.queryset() if request.GET else AlarmJournal.objects.order_by("-time", "-id")
+    ids = request_site_ids(request)
+    form = JournalFilter(request.GET or None, ids=ids)
+    rows = form.queryset() if request.GET else form.rows()
     page = Paginator(rows, JOURNAL_PAGE_ROWS).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -326,7 +368,7 @@ def journal(request: HttpRequest) -> HttpResponse:
         request,
         "web/alarm_journal.html",
         {
-            "form": form if request.GET else JournalFilter(),
+            "form": form if request.GET else JournalFilter(ids=ids),
             "page": page,
             "query": query.urlencode(),
             "export_max": EXPORT_MAX_ROWS,
@@ -344,7 +386,7 @@ def journal_csv(request: HttpRequest) -> HttpResponse:
     filter). The header ``X-BMS-Export-Truncated: yes`` says the selection had
     more rows than were exported.
     """
-    form = JournalFilter(request.GET)
+    form = JournalFilter(request.GET, ids=request_site_ids(request))
     if not form.is_valid():
         problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
         return HttpResponse(f"Bad filter: {problems}\n", status=400, content_type="text/plain; charset=utf-8")

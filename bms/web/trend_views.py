@@ -6,6 +6,8 @@ resolution the visible range needs, fetched again on every zoom and pan),
 live values from the websocket (subscribed to the charted points), and the
 CSV export of the visible range from ``GET /api/v1/trends/csv``, streamed,
 with its progress on the page. The chart is uPlot (``static/vendor/uplot/``).
+A user restricted to some sites charts their points only: another site's point is listed as unknown, like a
+name that does not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from bms.api.v1.trends import MAX_SERIES
-from bms.points.models import Point
+from bms.sites.scope import points_in_sites, request_site_ids
 
 
 def requested_names(request: HttpRequest) -> list[str]:
@@ -30,7 +32,7 @@ def requested_names(request: HttpRequest) -> list[str]:
 def page(request: HttpRequest) -> HttpResponse:
     """The trend page for the points named in ``?points=``; unknown names are listed, not charted."""
     names = requested_names(request)
-    found = {point.name: point for point in Point.objects.filter(name__in=names)}
+    found = {point.name: point for point in points_in_sites(request_site_ids(request)).filter(name__in=names)}
     points = [found[name] for name in names if name in found][:MAX_SERIES]
     unknown = [name for name in names if name not in found]
     return render(

@@ -19,6 +19,11 @@ for an action whose answer was lost, the journal says what was done; actions
 are idempotent, so repeating one is safe). Definitions are checked whole by
 the model on every save; its refusals are 400 ``invalid`` with the messages
 per field.
+
+Sites (issue 13 item 3): a caller restricted to some sites sees the alarms of those sites only (an alarm's site is
+its point's), in the live list, the journal and the definitions, and names or numbers another site's alarm exactly
+as one that does not exist: an unknown alarm (400) in an action, a 404 for a definition, an unknown point (400) for
+a definition's points. Classes are shared by every site.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
+from bms.alarms.live import definitions_in_sites
 from bms.alarms.models import AlarmClass, AlarmDefinition, AlarmJournal
 from bms.alarms.states import DISPLAY_STATES, SHELVE_MAX_SECONDS, State, TransitionKind
 from bms.api.v1.docs import error_responses
@@ -55,6 +61,7 @@ from bms.api.v1.fields import (
 from bms.api.v1.permissions import ModelPermissions, permission
 from bms.control.models import AuditEntry
 from bms.points.models import Point
+from bms.sites.scope import in_sites, named_in_sites, request_site_ids
 from bms.tokens.models import WRITE
 
 STATES = tuple(state.value for state in DISPLAY_STATES)
@@ -114,13 +121,15 @@ class MultiValueField(serializers.ListField):
 
 
 def parse_query(request: Request, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
-    """The view's query parameters, checked by ``serializer_class``; an unknown parameter is a 400 too."""
+    """The view's query parameters, checked by ``serializer_class``; an unknown parameter is a 400 too.
+
+    The serializer gets the request in its context (what a field needs to know the caller's sites)."""
     known = set(serializer_class().fields) | set(COMMON_PARAMETERS)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         listing = ", ".join(sorted(known))
         raise ValidationError({name[:60]: [f"Unknown query parameter; use {listing}."] for name in unknown[:10]})
-    query = serializer_class(data=request.query_params)
+    query = serializer_class(data=request.query_params, context={"request": request})
     query.is_valid(raise_exception=True)
     return dict(query.validated_data)
 
@@ -301,9 +310,10 @@ class LiveAlarmsView(GenericAPIView):
         # The page parameters too before the engine is asked: a bad offset is a 400 even while the engine is away.
         self.paginator.get_limit(request)
         self.paginator.get_offset(request)
-        from bms.alarms.live import current_alarms  # the engine's side; imported when used
+        from bms.alarms.live import alarms_in_sites, current_alarms  # the engine's side; imported when used
 
-        alarms = select_live(current_alarms(wait_seconds=live_wait_seconds()), query)
+        alarms = alarms_in_sites(current_alarms(wait_seconds=live_wait_seconds()), request_site_ids(request))
+        alarms = select_live(alarms, query)
         page = self.paginate_queryset(alarms)
         return self.get_paginated_response(LiveAlarmSerializer(page, many=True).data)
 
@@ -313,6 +323,9 @@ class JournalView(GenericAPIView):
 
     serializer_class = JournalEntrySerializer
     queryset = AlarmJournal.objects.all()
+
+    def get_queryset(self) -> QuerySet[AlarmJournal]:
+        return named_in_sites(super().get_queryset(), request_site_ids(self.request))
 
     @extend_schema(
         operation_id="alarms_journal_list",
@@ -350,13 +363,19 @@ class AlarmNamesField(serializers.ListField):
         if len(data) > MAX_ALARMS_PER_ACTION:
             raise ValidationError(f"Name at most {MAX_ALARMS_PER_ACTION} alarms in one request, not {len(data)}.")
         names = list(dict.fromkeys(super().to_internal_value(data)))
-        known = set(AlarmDefinition.objects.filter(name__in=names).values_list("name", flat=True))
+        # another site's alarm is named like one that does not exist
+        defined = definitions_in_sites(AlarmDefinition.objects.filter(name__in=names), self._site_ids())
+        known = set(defined.values_list("name", flat=True))
         unknown = [name for name in names if name not in known]
         if unknown:
             shown = ", ".join(repr(name) for name in unknown[:10])
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise ValidationError(f"There is no alarm named {shown}{more}.", code="unknown_alarm")
         return names
+
+    def _site_ids(self) -> Any:
+        request = self.context.get("request")
+        return request_site_ids(request) if request is not None else None
 
 
 class AcknowledgeSerializer(StrictSerializer):
@@ -502,6 +521,16 @@ class NameField(serializers.SlugRelatedField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class PointNameField(NameField):
+    """A point, by its name: only the points of the caller's sites; another site's point is an unknown name."""
+
+    def get_queryset(self) -> QuerySet[Point]:
+        request = self.context.get("request")
+        points = Point.objects.all()
+        return points if request is None else in_sites(points, request_site_ids(request), "device__site")
+
+
 class ModelValidationMixin:
     """Turn the model's own refusals (``full_clean`` in ``save``) into a 400 with the API's field names."""
 
@@ -541,12 +570,12 @@ def _kinds() -> str:
 class AlarmDefinitionSerializer(RenamedFieldsMixin, StrictModelSerializer):
     """One alarm condition on one point; points and the class are named, not numbered."""
 
-    point = NameField(slug_field="name", queryset=Point.objects.all(), help_text="the point watched")
+    point = PointNameField(slug_field="name", queryset=Point.objects.all(), help_text="the point watched")
     class_ = NameField(source="alarm_class", slug_field="name", queryset=AlarmClass.objects.all(), help_text="class")
-    setpoint_point = NameField(
+    setpoint_point = PointNameField(
         slug_field="name", queryset=Point.objects.all(), required=False, allow_null=True, help_text="deviation only"
     )
-    suppression_point = NameField(
+    suppression_point = PointNameField(
         slug_field="name", queryset=Point.objects.all(), required=False, allow_null=True, help_text="a bool point"
     )
 
@@ -668,6 +697,10 @@ class AlarmDefinitionViewSet(LookupMixin, ModelValidationMixin, viewsets.ModelVi
     serializer_class = AlarmDefinitionSerializer
     permission_classes = [ModelPermissions]
     what = "alarm definition"
+
+    def get_queryset(self) -> QuerySet[AlarmDefinition]:
+        # another site's definition is a 404 like one that does not exist, for reads, writes and out-of-service
+        return definitions_in_sites(super().get_queryset(), request_site_ids(self.request))
 
     def get_permissions(self) -> list[Any]:
         if self.action == "out_of_service":

@@ -31,6 +31,9 @@ null. Roll-ups count only good samples; which of their buckets also had
 non-good samples is read from the raw tier (the non-good rows only), so
 beyond the raw tier's retention roll-up buckets say ``good``.
 
+A caller restricted to some sites (issue 13 item 3) charts and exports the points of those sites only: another
+site's point is answered exactly like a point that does not exist (400 ``unknown_point``).
+
 ``t`` is the bucket's start (milliseconds since 1970 UTC), buckets are
 aligned to multiples of ``w`` since 1970 (the same time always falls in the
 same bucket, whatever the range), and the columns are parallel arrays (``t``,
@@ -64,6 +67,7 @@ from rest_framework.views import APIView
 from bms.api.v1.alarms import MultiValueField, parse_query
 from bms.api.v1.docs import error_responses
 from bms.points.models import Point
+from bms.sites.scope import points_in_sites, request_site_ids
 from bms.trends.models import GOOD_CODE, QUALITY_NAMES
 from bms.trends.storage import DAILY, HOURLY, RAW, Tier
 
@@ -117,8 +121,10 @@ class TrendQuerySerializer(serializers.Serializer):
             raise ValidationError("Name at least one point.")
         if len(names) > MAX_SERIES:
             raise ValidationError(f"Name at most {MAX_SERIES} points in one query, not {len(names)}.")
-        known = set(Point.objects.filter(name__in=names).values_list("name", flat=True))
-        unknown = [name for name in names if name not in known]
+        request = self.context.get("request")
+        points = Point.objects.all() if request is None else points_in_sites(request_site_ids(request))
+        known = set(points.filter(name__in=names).values_list("name", flat=True))
+        unknown = [name for name in names if name not in known]  # another site's point among them
         if unknown:
             shown = ", ".join(repr(name) for name in unknown[:10])
             raise ValidationError(f"There is no point named {shown}.", code="unknown_point")
