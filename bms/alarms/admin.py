@@ -1,9 +1,19 @@
+"""Alarm classes (shared by every site), definitions and the journal in the admin.
+
+Definitions and journal rows belong to their point's site: a caller restricted to some sites sees only theirs
+(bms/sites/admin_scope.py, docs/sites.md).
+"""
+
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
 from bms.alarms.models import AlarmClass, AlarmDefinition, AlarmJournal
 from bms.control.admin import ReadOnlyLogAdmin
+from bms.sites.admin_scope import SiteScopedAdminMixin
+from bms.sites.scope import named_in_sites, request_site_ids
 
 
 @admin.register(AlarmClass)
@@ -22,7 +32,8 @@ class AlarmClassAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlarmDefinition)
-class AlarmDefinitionAdmin(admin.ModelAdmin):
+class AlarmDefinitionAdmin(SiteScopedAdminMixin, admin.ModelAdmin):
+    site_path = "point__device__site"
     list_display = (
         "name",
         "point",
@@ -75,3 +86,7 @@ class AlarmJournalAdmin(ReadOnlyLogAdmin):
     list_filter = ("transition", "state", "alarm_class", "area")
     search_fields = ("alarm", "point_name", "message", "username", "comment")
     date_hierarchy = "time"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # a journal row names its alarm's point: another site's point (or one since deleted) is not shown
+        return named_in_sites(super().get_queryset(request), request_site_ids(request))

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from bms.control.models import AuditEntry, Command
+from bms.sites.admin_scope import EverySiteOnly, SiteScopedAdminMixin
 
 
 class ReadOnlyLogAdmin(admin.ModelAdmin):
@@ -17,14 +18,19 @@ class ReadOnlyLogAdmin(admin.ModelAdmin):
 
 
 @admin.register(Command)
-class CommandAdmin(ReadOnlyLogAdmin):
+class CommandAdmin(SiteScopedAdminMixin, ReadOnlyLogAdmin):
+    """The command log; a caller restricted to some sites sees the commands of their points only."""
+
+    site_path = "point__device__site"
     list_display = ("created_at", "command_id", "point_name", "value", "status", "username", "source", "origin")
     list_filter = ("status", "source")
     search_fields = ("command_id", "point_name", "username")
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyLogAdmin):
+class AuditEntryAdmin(EverySiteOnly, ReadOnlyLogAdmin):
+    """The audit trail: it names objects of every site, so only callers who see every site have it (ADR 0021)."""
+
     list_display = ("time", "username", "action", "target")
     list_filter = ("action",)
     search_fields = ("username", "target")

@@ -1,14 +1,25 @@
-"""The logic rules in the admin: list, search, and a reference of each kind's inputs and parameters."""
+"""The logic rules in the admin: list, search, and a reference of each kind's inputs and parameters.
+
+Rules belong to sites: a caller restricted to some sites sees only their rules, and the points a rule names are
+looked up among those sites' points only, so another site's point reads as a name that does not exist
+(bms/sites/admin_scope.py, docs/sites.md).
+"""
 
 from __future__ import annotations
 
 from dataclasses import MISSING, fields
+from typing import Any
 
 from django.contrib import admin
+from django.forms import ModelForm
+from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from bms.logic.blocks import BLOCKS, Sequencer
 from bms.logic.models import Rule
+from bms.sites.admin_scope import SiteRelatedFieldListFilter, SiteScopedAdminMixin
+from bms.sites.models import default_site_id
+from bms.sites.scope import points_in_sites, request_site_ids
 
 
 def _kind_reference(kind: str) -> list[tuple[str, str, str]]:
@@ -32,17 +43,43 @@ def _sample(name: str) -> float:
 
 
 @admin.register(Rule)
-class RuleAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "output", "priority", "enabled", "cycle_time", "quality_policy", "description")
-    list_filter = ("kind", "enabled", "quality_policy", "priority")
+class RuleAdmin(SiteScopedAdminMixin, admin.ModelAdmin):
+    site_path = "site"
+    default_site = staticmethod(default_site_id)
+    list_display = (
+        "name",
+        "site",
+        "kind",
+        "output",
+        "priority",
+        "enabled",
+        "cycle_time",
+        "quality_policy",
+        "description",
+    )
+    list_filter = (("site", SiteRelatedFieldListFilter), "kind", "enabled", "quality_policy", "priority")
+    list_select_related = ("site",)
     search_fields = ("name", "description", "output", "expression")
     readonly_fields = ("reference",)
     fieldsets = (
-        (None, {"fields": ("name", "description", "enabled", "kind")}),
+        (None, {"fields": ("name", "site", "description", "enabled", "kind")}),
         ("Inputs", {"fields": ("expression", "inputs", "params", "reference")}),
         ("Output", {"fields": ("output", "priority", "cycle_time", "output_deadband")}),
         ("Bad inputs", {"fields": ("quality_policy", "fallback_value")}),
     )
+
+    def get_form(self, request: HttpRequest, obj: Rule | None = None, change: bool = False, **kwargs: Any) -> type:
+        base: type[ModelForm] = super().get_form(request, obj, change=change, **kwargs)
+        scope = points_in_sites(request_site_ids(request))
+
+        class ScopedRuleForm(base):  # type: ignore[misc, valid-type]
+            """The rule's checks look its point names up among the caller's sites' points only."""
+
+            def __init__(self, *args: Any, **form_kwargs: Any) -> None:
+                super().__init__(*args, **form_kwargs)
+                self.instance.point_scope = scope
+
+        return ScopedRuleForm
 
     @admin.display(description="block reference")
     def reference(self, obj: Rule | None) -> str:

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from bms.notifications.models import Notification, NotificationRule, Recipient, RecipientGroup
+from bms.sites.admin_scope import EverySiteOnly
 
 
 class RecipientInline(admin.TabularInline):
@@ -54,8 +55,9 @@ class NotificationRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
-    """The outbox is history: shown, never edited here (a change needs a stamp and a merge rank)."""
+class NotificationAdmin(EverySiteOnly, admin.ModelAdmin):
+    """The outbox is history: shown, never edited here (a change needs a stamp and a merge rank); it names alarms of
+    every site, so only callers who see every site have it."""
 
     list_display = ("time", "alarm", "alarm_seq", "transition", "stage", "recipient", "status", "attempts", "next_try")
     list_filter = ("status", "stage", "channel")

@@ -2,6 +2,12 @@
 
 A schedule's page also shows, read-only, its value now and its next
 transitions as the engine will compute them (from the saved definition).
+
+Sites (bms/sites/admin_scope.py, docs/sites.md): a caller restricted to some
+sites sees the schedules of those sites and the calendars of those sites or
+shared ones (no site); targets and exceptions offer only those points and
+calendars. Shared calendars are changed only by callers who see every site,
+and a restricted caller gives a new calendar one of its sites.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 
 from bms.schedules import evaluate as ev
@@ -22,6 +29,8 @@ from bms.schedules.models import (
     Schedule,
     ScheduleTarget,
 )
+from bms.sites.admin_scope import SiteChoicesMixin, SiteRelatedFieldListFilter, SiteScopedAdminMixin, restricted
+from bms.sites.models import default_site_id
 
 PREVIEW_TRANSITIONS = 8
 
@@ -33,23 +42,43 @@ class CalendarEntryInline(admin.TabularInline):
 
 
 @admin.register(Calendar)
-class CalendarAdmin(admin.ModelAdmin):
-    list_display = ("name", "description", "holiday_country", "holiday_subdivision", "entry_count")
+class CalendarAdmin(SiteScopedAdminMixin, admin.ModelAdmin):
+    site_path = "site"
+    shared_site = True  # a calendar of no site (public holidays) serves every site
+    list_display = ("name", "site", "description", "holiday_country", "holiday_subdivision", "entry_count")
+    list_filter = (("site", SiteRelatedFieldListFilter),)
+    list_select_related = ("site",)
     search_fields = ("name", "description")
     inlines = [CalendarEntryInline]
+
+    def get_form(self, request: HttpRequest, obj: Calendar | None = None, change: bool = False, **kwargs) -> type:
+        form: type[ModelForm] = super().get_form(request, obj, change=change, **kwargs)
+        if restricted(request) and "site" in form.base_fields:
+            # a shared calendar is for callers who see every site: a restricted one names one of its own
+            form.base_fields["site"].required = True
+        return form
+
+    def _shared_refused(self, request: HttpRequest, obj: Calendar | None) -> bool:
+        return obj is not None and obj.site_id is None and restricted(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Calendar | None = None) -> bool:
+        return super().has_change_permission(request, obj) and not self._shared_refused(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Calendar | None = None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._shared_refused(request, obj)
 
     @admin.display(description="entries")
     def entry_count(self, obj: Calendar) -> int:
         return obj.entries.count()
 
 
-class ScheduleTargetInline(admin.TabularInline):
+class ScheduleTargetInline(SiteChoicesMixin, admin.TabularInline):
     model = ScheduleTarget
     extra = 0
     autocomplete_fields = ("point",)
 
 
-class ExceptionEventInline(admin.StackedInline):
+class ExceptionEventInline(SiteChoicesMixin, admin.StackedInline):
     model = ExceptionEvent
     extra = 0
     fk_name = "schedule"
@@ -74,14 +103,26 @@ class ExceptionEventInline(admin.StackedInline):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "value_type", "default_value", "time_zone", "effective_from", "effective_to")
-    list_filter = ("enabled", "value_type", "time_zone")
+class ScheduleAdmin(SiteScopedAdminMixin, admin.ModelAdmin):
+    site_path = "site"
+    default_site = staticmethod(default_site_id)
+    list_display = (
+        "name",
+        "site",
+        "enabled",
+        "value_type",
+        "default_value",
+        "time_zone",
+        "effective_from",
+        "effective_to",
+    )
+    list_filter = (("site", SiteRelatedFieldListFilter), "enabled", "value_type", "time_zone")
+    list_select_related = ("site",)
     search_fields = ("name", "description", "targets__point__name")
     readonly_fields = ("preview",)
     inlines = [ScheduleTargetInline, ExceptionEventInline]
     fieldsets = (
-        (None, {"fields": ("name", "description", "enabled", "value_type", "default_value", "time_zone")}),
+        (None, {"fields": ("name", "site", "description", "enabled", "value_type", "default_value", "time_zone")}),
         ("Weekly schedule", {"fields": ("weekly",)}),
         ("Effective period", {"fields": ("effective_from", "effective_to")}),
         ("Now and next (as saved)", {"fields": ("preview",)}),

@@ -14,18 +14,27 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 
 from bms.points.models import Device, Point
 from bms.sites.models import Site, SiteAccess, SiteGrant
 from tests.api.conftest import PASSWORD, JsonClient, _roles_and_classes, _short_engine_waits, make_user  # noqa: F401
 
-__all__ = ["PASSWORD", "JsonClient", "Sites", "make_user"]
+__all__ = ["PASSWORD", "JsonClient", "Sites", "make_user", "restrict", "staff"]
 
 
 @dataclass
 class Sites:
     north: Site
     south: Site
+
+
+def staff(user: User) -> Client:
+    """A test client logged in as ``user``, made staff (the admin's door) first."""
+    User.objects.filter(pk=user.pk).update(is_staff=True)
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 def restrict(user: User, *sites: Site) -> User:

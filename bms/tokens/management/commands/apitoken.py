@@ -22,6 +22,14 @@ class Command(BaseCommand):
         create.add_argument("--name", required=True, help="what it is for")
         create.add_argument("--scope", choices=list(SCOPE_RANK), default="read")
         create.add_argument("--days", type=float, default=DEFAULT_DAYS, help=f"lifetime (default {DEFAULT_DAYS})")
+        create.add_argument(
+            "--site",
+            action="append",
+            default=[],
+            dest="sites",
+            metavar="NAME",
+            help="narrow the token to this site (repeat for more; none: every site its user sees)",
+        )
         listing = actions.add_parser("list", help="list tokens (never their keys)")
         listing.add_argument("--user", help="only this user's")
         gone = actions.add_parser("revoke", help="revoke a token by its prefix (bms_<prefix>_...)")
@@ -30,30 +38,37 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         getattr(self, f"_{action}")(**options)
 
-    def _create(self, user: str, name: str, scope: str, days: float, **_: Any) -> None:
+    def _create(self, user: str, name: str, scope: str, days: float, sites: list[str], **_: Any) -> None:
         owner = get_user_model().objects.filter(username=user).first()
         if owner is None:
             raise CommandError(f"there is no user {user!r}")
         try:
-            issued = issue(owner, name, scope, days, by=None)
+            issued = issue(owner, name, scope, days, by=None, sites=sites)
         except TokenRequestInvalid as exc:
             raise CommandError(str(exc)) from None
         token = issued.token
+        where = f", sites {', '.join(sorted(set(sites)))}" if sites else ""
         self.stderr.write(
-            f"token bms_{token.prefix} for {user} ({scope}), expires {token.expires_at:%Y-%m-%d %H:%M} UTC. "
+            f"token bms_{token.prefix} for {user} ({scope}{where}), expires {token.expires_at:%Y-%m-%d %H:%M} UTC. "
             "The key follows; it is shown only now:"
         )
         self.stdout.write(issued.key)
 
     def _list(self, user: str | None = None, **_: Any) -> None:
-        tokens = ApiToken.objects.select_related("user").order_by("user__username", "-created_at")
+        tokens = (
+            ApiToken.objects.select_related("user")
+            .prefetch_related("sites__site")
+            .order_by("user__username", "-created_at")
+        )
         if user:
             tokens = tokens.filter(user__username=user)
         now = timezone.now()
         for token in tokens:
+            narrowed = sorted(entry.site.name for entry in token.sites.all())
+            where = f"  [sites: {', '.join(narrowed)}]" if narrowed else ""
             self.stdout.write(
                 f"bms_{token.prefix}  {token.user.get_username():<16} {token.scope:<6} {token.state(now):<8} "
-                f"expires {token.expires_at:%Y-%m-%d}  {token.name}"
+                f"expires {token.expires_at:%Y-%m-%d}  {token.name}{where}"
             )
 
     def _revoke(self, prefix: str, **_: Any) -> None:
