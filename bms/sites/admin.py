@@ -15,6 +15,7 @@ from django.contrib import admin
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.http import HttpRequest
 
@@ -111,8 +112,10 @@ BaseUserAdmin: type[admin.ModelAdmin] = (
 )
 
 
-class SiteUserAdmin(BaseUserAdmin):  # type: ignore[misc, valid-type]
-    """Django's user admin (every behaviour kept) with the user's site access inline."""
+class SiteUserAdmin(EverySiteOnly, BaseUserAdmin):  # type: ignore[misc, valid-type]
+    """Django's user admin (every behaviour kept) with the user's site access inline. Only for callers who see
+    every site: an administrator restricted to some sites could otherwise lift its own restriction (or make itself
+    a superuser) and would see the accounts of every site."""
 
     inlines = [*BaseUserAdmin.inlines, SiteAccessInline]
 
@@ -120,3 +123,11 @@ class SiteUserAdmin(BaseUserAdmin):  # type: ignore[misc, valid-type]
 if admin.site.is_registered(User):
     admin.site.unregister(User)
 admin.site.register(User, SiteUserAdmin)
+
+
+class SiteGroupAdmin(EverySiteOnly, type(admin.site.get_model_admin(Group))):  # type: ignore[misc]
+    """Django's group admin, only for callers who see every site (a group's permissions hold on every site)."""
+
+
+admin.site.unregister(Group)
+admin.site.register(Group, SiteGroupAdmin)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from django.contrib.auth.models import User
 
 from bms.control.models import AuditEntry, Command
 from bms.events.models import Event
@@ -50,3 +51,21 @@ def test_a_restricted_engineer_sees_north_commands_and_events_and_no_audit(logs,
     index = north.get("/admin/").content.decode()
     assert "/admin/control/auditentry/" not in index
     assert wide.get("/admin/control/auditentry/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_restricted_administrator_has_no_user_or_group_pages(north_users, everywhere):
+    # otherwise it could lift its own restriction or make itself a superuser
+    north = staff(north_users["administrator"])
+    admin_user = north_users["administrator"]
+    for path in ("/admin/auth/user/", f"/admin/auth/user/{admin_user.pk}/change/", "/admin/auth/group/"):
+        assert north.get(path).status_code in (302, 403), path
+    response = north.post(
+        f"/admin/auth/user/{admin_user.pk}/change/", {"username": admin_user.username, "is_superuser": "on"}
+    )
+    assert response.status_code in (302, 403)
+    admin_user.refresh_from_db()
+    assert not admin_user.is_superuser
+    wide = User.objects.create_user("wide_admin", password="x" * 12)
+    wide.groups.add(*north_users["administrator"].groups.all())
+    assert staff(wide).get("/admin/auth/user/").status_code == 200
