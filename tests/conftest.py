@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 
 import pytest
 
@@ -11,6 +12,10 @@ logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 # Nodes the tests start in subprocesses (embedded or production settings) create only the devices each test
 # creates, not the node's health points (tests/trends/test_node_health.py covers those).
 os.environ.setdefault("BMS_NODE_HEALTH_POINTS", "off")
+# A run started in the background of a non-interactive shell (``nohup make test &``) ignores SIGINT, and every node
+# it starts would inherit that: the fixtures' Ctrl-C stop would then wait out its 10 s before SIGKILL, per node.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

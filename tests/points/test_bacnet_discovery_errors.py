@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,26 +64,36 @@ def assert_one_line(result: subprocess.CompletedProcess, expected: str) -> None:
     assert expected in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (
-            ["--address", "nosuchhost.invalid:47808"],
-            "device address 'nosuchhost.invalid:47808': cannot resolve host 'nosuchhost.invalid'",
-        ),
-        (["--address", "127.0.0.1:notaport"], "device address '127.0.0.1:notaport': port 'notaport' is not a number"),
-        (["--address", "127.0.0.1:99999"], "port 99999 is out of range (0..65535)"),
-        (["--address", "127.0.0.1:47808", "--local", "127.0.0.1:x"], "local address '127.0.0.1:x': port 'x' is not"),
-        (["--address", "127.0.0.1:47808", "--instance", "4194304"], "device instance 4194304 is out of range"),
-        (
-            ["--address", "127.0.0.1:47808", "--local", f"{NOT_HERE}/24:47808"],
-            f"cannot open a BACnet endpoint on {NOT_HERE}/24:47808: binding UDP {NOT_HERE}:47808: "
-            f"Cannot assign requested address ({NOT_HERE} is not an address of this host)",
-        ),
-    ],
-)
-def test_the_command_line_says_what_is_wrong_in_one_line(args, expected):
-    assert_one_line(discover_command(*args), expected)
+#: (arguments, the one line expected): each a separate ``manage.py bacnet discover`` run
+ONE_LINE_CASES = [
+    (
+        ["--address", "nosuchhost.invalid:47808"],
+        "device address 'nosuchhost.invalid:47808': cannot resolve host 'nosuchhost.invalid'",
+    ),
+    (["--address", "127.0.0.1:notaport"], "device address '127.0.0.1:notaport': port 'notaport' is not a number"),
+    (["--address", "127.0.0.1:99999"], "port 99999 is out of range (0..65535)"),
+    (["--address", "127.0.0.1:47808", "--local", "127.0.0.1:x"], "local address '127.0.0.1:x': port 'x' is not"),
+    (["--address", "127.0.0.1:47808", "--instance", "4194304"], "device instance 4194304 is out of range"),
+    (
+        ["--address", "127.0.0.1:47808", "--local", f"{NOT_HERE}/24:47808"],
+        f"cannot open a BACnet endpoint on {NOT_HERE}/24:47808: binding UDP {NOT_HERE}:47808: "
+        f"Cannot assign requested address ({NOT_HERE} is not an address of this host)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def one_line_answers() -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    """Every case's command run once, all at the same time: each is a process that spends its time starting
+    Django, and none of them binds anything another one needs (they fail before, or on an address not here)."""
+    with ThreadPoolExecutor(len(ONE_LINE_CASES)) as pool:
+        results = pool.map(lambda case: discover_command(*case[0]), ONE_LINE_CASES)
+        return {tuple(args): result for (args, _), result in zip(ONE_LINE_CASES, results, strict=True)}
+
+
+@pytest.mark.parametrize(("args", "expected"), ONE_LINE_CASES)
+def test_the_command_line_says_what_is_wrong_in_one_line(one_line_answers, args, expected):
+    assert_one_line(one_line_answers[tuple(args)], expected)
 
 
 def test_a_local_port_in_use_gives_the_systems_reason(held_udp_port):

@@ -36,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.support import services
+from tests.support import databases, services
 from tests.support.background import Background
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession, spawn_node, wait_until
@@ -65,17 +65,8 @@ class Template:
 
     def __init__(self, modbus_port: int, device_timeout: float = 2.0, poll_interval: float = 0.2) -> None:
         self.name = f"bms_pairtpl_{uuid.uuid4().hex[:8]}"
-        admin(f'CREATE DATABASE "{self.name}"')
-        env = base_env(self.name, "template")
-        for args in (
-            ["migrate", "--verbosity", "0"],
-            ["loaddemo", "--modbus-port", str(modbus_port), "--poll-interval", str(poll_interval), "--demo-user"],
-        ):
-            result = subprocess.run(
-                [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}")
+        databases.create_migrated(self.name)  # the session's migrated database, copied: no second migrate
+        databases.load_demo(base_env(self.name, "template"), modbus_port, poll_interval)
         with psycopg.connect(services.database_url(self.name), autocommit=True) as conn:
             conn.execute("UPDATE points_device SET timeout = %s", [device_timeout])
 
@@ -560,9 +551,13 @@ class Pair:
             raise AssertionError(f"{exc}: main {self.main.digest()} backup {self.backup.digest()}") from None
 
     def close(self) -> None:
-        for node in self.nodes.values():
+        def drop(node: PairNode) -> None:
             with contextlib.suppress(Exception):
                 node.drop()
+
+        # Both nodes shut down at once: each stop waits for its own processes to finish their shutdown.
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
+            list(pool.map(drop, self.nodes.values()))
         if self.witness is not None and self.witness.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.witness.pid, signal.SIGKILL)

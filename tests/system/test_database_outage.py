@@ -24,9 +24,12 @@ from tests.support.proxy import Proxy
 pytestmark = pytest.mark.system
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def proxied_node():
-    """A node on its own device, whose database connections go through a proxy: ``(node, proxy, device)``."""
+    """A node on its own device, whose database connections go through a proxy: ``(node, proxy, device)``.
+
+    One for the module: each test ends with the database and the device back, and judges only what happened
+    since it began (events after its first, the log after its start)."""
     device = Simulator()
     proxy = Proxy(services.database_port())
     node = Node(device.port, poll_interval=0.2)
@@ -65,6 +68,7 @@ def test_events_raised_while_the_database_is_away_are_written_when_it_returns(pr
     session = node.session()
     wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
     before = len(events(node))
+    log_before = len(node.log_text())
     proxy.cut()
     cut_at = time.monotonic()
     os.kill(device.process.pid, signal.SIGSTOP)  # the device falls silent during the outage
@@ -102,7 +106,7 @@ def test_events_raised_while_the_database_is_away_are_written_when_it_returns(pr
     lost = next(i for i, kind in enumerate(kinds) if kind == "comm_lost")
     restored = next(i for i, kind in enumerate(kinds) if kind == "comm_restored")
     assert 0 < lost < restored, kinds
-    log = node.log_text()
+    log = node.log_text()[log_before:]
     # Said once, then counted: not a traceback per failed call.
     assert log.count("the engine keeps polling, events wait in memory") == 1, log[-3000:]
     assert log.count("requests that need it are answered 503") == 1, log[-3000:]
@@ -119,6 +123,7 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
     node, proxy, device = proxied_node
     session = node.session()
     wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
+    log_before = len(node.log_text())
     answer: dict = {}
     with paused(device.process):
         # The write is claimed (executing) and waits at the frozen device; then the database goes away.
@@ -132,7 +137,9 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
         wait_until(lambda: command_status(node, "kept-1") == "executing", 15, 0.05, "the write claimed")
         proxy.cut()
     # The device applies it and answers while the database is away: the engine keeps the outcome.
-    wait_until(lambda: "kept in memory until the database returns" in node.log_text(), 15, 0.1, "outcome kept")
+    wait_until(
+        lambda: "kept in memory until the database returns" in node.log_text()[log_before:], 15, 0.1, "outcome kept"
+    )
     proxy.restore()
     status = wait_until(
         lambda: command_status(node, "kept-1") not in (None, "executing") and command_status(node, "kept-1"),

@@ -31,6 +31,7 @@ from bms.points.management.commands import loaddemo
 from bms.schedules import evaluate as ev
 from bms.schedules.models import Calendar, ExceptionEvent, Schedule, ScheduleTarget
 from drivers.simulator.building import SimulatedBuilding
+from tests.support import databases
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession
 
@@ -112,14 +113,14 @@ async def demo_node(running_building, tmp_path: Path):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'bms.sqlite3'}",
         "BMS_NODE_NAME": "demo",
     }
-    manage = [sys.executable, "manage.py"]
-    load = ["loaddemo", "--modbus-port", str(running_building.port), "--poll-interval", "0.5", "--demo-user"]
-    for command in (["migrate", "--verbosity", "0"], [*load, "--functions"]):
-        # on a thread: the building's server and physics keep running on this loop meanwhile
-        await asyncio.to_thread(subprocess.run, [*manage, *command], cwd=ROOT, env=env, check=True, timeout=180)
+    # migrate, then loaddemo --functions as make demo loads it, in one process (on a thread: the building's
+    # server and physics keep running on this loop meanwhile)
+    await asyncio.to_thread(
+        databases.load_demo, env, running_building.port, 0.5, migrate=True, functions=True, verbosity=0
+    )
     log_path = tmp_path / "node.log"
     process = subprocess.Popen(  # noqa: ASYNC220 (it runs beside the test: starting it does not block the loop)
-        [*manage, "runbms", "--port", str(port)],
+        [sys.executable, "manage.py", "runbms", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log_path.open("wb"),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import websockets
 
+from tests.support import databases
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession
 from tests.system.test_live_websocket import recv, write_device_register
@@ -36,8 +37,7 @@ def embedded_node(simulator, tmp_path: Path):
         "BMS_NODE_NAME": "embedded",
     }
     manage = [sys.executable, "manage.py"]
-    for command in (["migrate", "--verbosity", "0"], ["loaddemo", "--modbus-port", str(simulator.port), "--demo-user"]):
-        subprocess.run([*manage, *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    databases.load_demo(env, simulator.port, migrate=True)  # migrate and loaddemo --demo-user, in one process
     log_path = tmp_path / "node.log"
     process = subprocess.Popen(
         [*manage, "runbms", "--port", str(port)],
