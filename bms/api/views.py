@@ -19,11 +19,12 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from bms.api.v1.alarms import live_wait_seconds
-from bms.api.v1.scoping import restricted, visible_commands, visible_points
+from bms.api.v1.scoping import visible_commands, visible_points
 from bms.api.v1.writing import write_and_wait
 from bms.control.services import CommandRejected
 from bms.points.models import Point
 from bms.realtime.snapshot import EngineUnavailable, fetch_snapshot
+from bms.sites.scope import restricted
 from redundancy.nodeview import node_view
 
 

@@ -29,8 +29,9 @@ from bms.schedules.models import (
     Schedule,
     ScheduleTarget,
 )
-from bms.sites.admin_scope import SiteChoicesMixin, SiteRelatedFieldListFilter, SiteScopedAdminMixin, restricted
+from bms.sites.admin_scope import SiteChoicesMixin, SiteRelatedFieldListFilter, SiteScopedAdminMixin
 from bms.sites.models import default_site_id
+from bms.sites.scope import restricted
 
 PREVIEW_TRANSITIONS = 8
 

@@ -19,8 +19,9 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 from django.http import HttpRequest
 
-from bms.sites.admin_scope import EverySiteOnly, SiteScopedAdminMixin, restricted
+from bms.sites.admin_scope import EverySiteOnly, SiteScopedAdminMixin
 from bms.sites.models import Site, SiteAccess, SiteGrant
+from bms.sites.scope import restricted
 
 
 @admin.register(Site)

@@ -31,7 +31,7 @@ from django.http import HttpRequest
 from bms.points.models import Device, Point
 from bms.schedules.models import Calendar
 from bms.sites.models import Site
-from bms.sites.scope import SiteIds, in_sites, request_site_ids, sees_all, shared_or_in_sites
+from bms.sites.scope import SiteIds, in_sites, request_site_ids, restricted, sees_all, shared_or_in_sites
 
 #: model → (path from one of its rows to its site, whether a row of no site is shared by every site)
 CHOICE_PATHS: dict[type[Model], tuple[str, bool]] = {
@@ -114,11 +114,6 @@ class SiteRelatedFieldListFilter(admin.RelatedFieldListFilter):
         return field.get_choices(
             include_blank=False, limit_choices_to={"pk__in": allowed.values("pk")}, ordering=ordering
         )
-
-
-def restricted(request: HttpRequest) -> bool:
-    """Whether the admin's caller sees only some sites."""
-    return not sees_all(request_site_ids(request))
 
 
 class EverySiteOnly:

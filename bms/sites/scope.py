@@ -56,6 +56,11 @@ def sees_all(ids: SiteIds) -> bool:
     return ids is ALL
 
 
+def restricted(request: Any) -> bool:
+    """Whether a request's caller sees only some sites (then a lookup must come before anything that could tell)."""
+    return request_site_ids(request) is not ALL
+
+
 def in_sites(queryset: QuerySet, ids: SiteIds, field: str = "site") -> QuerySet:
     """``queryset`` narrowed to rows whose ``field`` (a path to a site, e.g. ``device__site``) is in ``ids``."""
     if ids is ALL:
@@ -90,20 +95,6 @@ def visible_point_names(ids: SiteIds) -> frozenset[str] | None:
     if ids is ALL:
         return None
     return frozenset(points_in_sites(ids).values_list("name", flat=True))
-
-
-def point_visible(name: str, ids: SiteIds) -> bool:
-    """Whether the point ``name`` exists and is in one of the sites ``ids``."""
-    if ids is ALL:
-        from bms.points.models import Point
-
-        return Point.objects.filter(name=name).exists()
-    return points_in_sites(ids).filter(name=name).exists()
-
-
-def site_allowed(site_id: int | None, ids: SiteIds) -> bool:
-    """Whether an object of site ``site_id`` may be seen (an object of no site, e.g. a shared calendar: by all)."""
-    return ids is ALL or site_id is None or site_id in ids
 
 
 def visible_sources(ids: SiteIds) -> frozenset[str] | None:

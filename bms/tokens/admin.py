@@ -12,9 +12,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from bms.sites.admin_scope import EverySiteOnly, restricted
+from bms.sites.admin_scope import EverySiteOnly
 from bms.sites.models import TokenSite
-from bms.sites.scope import in_sites, request_site_ids
+from bms.sites.scope import in_sites, request_site_ids, restricted
 from bms.tokens.models import ApiToken, TokenUse
 from bms.tokens.services import revoke
 

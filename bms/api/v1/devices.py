@@ -19,53 +19,27 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bms.api.v1.alarms import LookupMixin, ModelValidationMixin, MultiValueField, parse_query
 from bms.api.v1.checked import CheckedModelSerializer, LookupFirstMixin
 from bms.api.v1.docs import error_responses
-from bms.api.v1.fields import json_type
 from bms.api.v1.permissions import ModelPermissions
+from bms.api.v1.scoping import DefaultSiteMixin, site_field
 from bms.points.models import Device
 from bms.sites import scope
-from bms.sites.models import Site
 from drivers.registry import DRIVERS
 
 DRIVER_NAMES = sorted(DRIVERS)
 
 
-@extend_schema_field(OpenApiTypes.STR)
-class SiteNameField(serializers.SlugRelatedField):
-    """A site by name, among the sites the caller sees (another site is "no such site", like a missing one)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("slug_field", "name")
-        kwargs.setdefault("error_messages", {"does_not_exist": "There is no site named {value!r}."})
-        super().__init__(**kwargs)
-
-    def get_queryset(self) -> QuerySet:
-        request = self.context.get("request")
-        return scope.in_sites(Site.objects.all(), scope.request_site_ids(request), "pk")
-
-    def to_internal_value(self, data: Any) -> Site:
-        if not isinstance(data, str):
-            raise ValidationError(f"Expected a site name (a string), got {json_type(data)}.")
-        if "\x00" in data or len(data) > 64:
-            raise ValidationError(f"There is no site named {data[:64]!r}.")
-        return super().to_internal_value(data)
-
-
-class DeviceSerializer(CheckedModelSerializer):
+class DeviceSerializer(DefaultSiteMixin, CheckedModelSerializer):
     """A field device: its driver, where it is, how often it is polled, and the site it belongs to."""
 
-    site = SiteNameField(
-        queryset=Site.objects.all(), required=False, help_text="the site's name; default: the site 'main'"
-    )
+    site = site_field(help_text="the site's name; default: the site 'main', if the caller sees it")
 
     class Meta:
         model = Device
@@ -85,13 +59,6 @@ class DeviceSerializer(CheckedModelSerializer):
         extra_kwargs = {
             "driver": {"error_messages": {"invalid_choice": "Unknown driver {input!r}; use " + ", ".join(DRIVER_NAMES)}}
         }
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        request = self.context.get("request")
-        if self.instance is None and "site" not in attrs and not scope.sees_all(scope.request_site_ids(request)):
-            # The default site may be one this caller does not see: it must say where the device goes.
-            raise ValidationError({"site": ["Name the device's site (this user sees only some sites)."]})
-        return attrs
 
 
 class DeviceQuerySerializer(serializers.Serializer):

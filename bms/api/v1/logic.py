@@ -46,7 +46,8 @@ from bms.api.v1.configuration import live_entries
 from bms.api.v1.docs import error_responses
 from bms.api.v1.fields import StrictModelSerializer
 from bms.api.v1.permissions import ModelPermissions, permission
-from bms.api.v1.schedules import DefaultSiteMixin, SiteScopedMixin, context_site_ids, site_field
+from bms.api.v1.schedules import SiteScopedMixin
+from bms.api.v1.scoping import DefaultSiteMixin, context_site_ids, site_field
 from bms.logic.models import Rule
 from bms.sites import scope as sites
 

@@ -57,7 +57,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 
-from bms.api.v1.alarms import LookupMixin, ModelValidationMixin, NameField, parse_query
+from bms.api.v1.alarms import LookupMixin, ModelValidationMixin, parse_query
 from bms.api.v1.checked import LookupFirstMixin
 from bms.api.v1.configuration import live_entries
 from bms.api.v1.docs import error_responses
@@ -69,6 +69,7 @@ from bms.api.v1.fields import (
     StrictSerializer,
 )
 from bms.api.v1.permissions import ModelPermissions, permission
+from bms.api.v1.scoping import DefaultSiteMixin, ScopedNameField, context_site_ids, site_field
 from bms.points.importer import ImportFailed
 from bms.points.models import Point
 from bms.schedules import evaluate as ev
@@ -82,7 +83,7 @@ from bms.schedules.models import (
     ScheduleTarget,
 )
 from bms.sites import scope as sites
-from bms.sites.models import DEFAULT_SITE, Site
+from bms.sites.models import Site
 
 #: the most transitions one request lists
 MAX_TRANSITIONS = 100
@@ -94,55 +95,6 @@ MAX_HOLIDAY_YEARS = 50
 
 
 # ---- sites: what the caller may see (bms/sites/scope.py) -----------------------------------------------------------
-
-
-def context_site_ids(context: dict[str, Any]) -> sites.SiteIds:
-    """The sites of the request a serializer works for; every site when it works for none (code, tests)."""
-    request = context.get("request")
-    return sites.ALL if request is None else sites.request_site_ids(request)
-
-
-class ScopedNameField(NameField):
-    """Another object by name, among those of the caller's sites: one of another site reads as a missing name.
-
-    ``site_field``: the path from the object to its site (``pk`` for a site itself); ``shared``: objects of no
-    site are seen by every caller.
-    """
-
-    def __init__(self, *, site_field: str = "site", shared: bool = False, **kwargs: Any) -> None:
-        self.site_field, self.shared = site_field, shared
-        super().__init__(**kwargs)
-
-    def get_queryset(self) -> QuerySet:
-        narrow = sites.shared_or_in_sites if self.shared else sites.in_sites
-        return narrow(super().get_queryset(), context_site_ids(self.context), self.site_field)
-
-
-def site_field(**kwargs: Any) -> ScopedNameField:
-    """The ``site`` of an object, by name, among the caller's sites."""
-    return ScopedNameField(
-        slug_field="name",
-        queryset=Site.objects.all(),
-        site_field="pk",
-        required=False,
-        error_messages={"does_not_exist": "There is no site named {value!r}."},
-        **kwargs,
-    )
-
-
-class DefaultSiteMixin:
-    """On create without a ``site``: the default site when the caller sees it (the model's default), else required."""
-
-    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        data = super().validate(data)  # type: ignore[misc]
-        ids = context_site_ids(self.context)  # type: ignore[attr-defined]
-        if self.instance is None and "site" not in data and not sites.sees_all(ids):  # type: ignore[attr-defined]
-            site = Site.objects.filter(name=DEFAULT_SITE, pk__in=ids).first()
-            if site is None:
-                required = self.fields["site"].error_messages["required"]  # type: ignore[attr-defined]
-                raise ValidationError({"site": [required]})
-            data["site"] = site
-        return data
 
 
 class SiteScopedMixin:
