@@ -14,7 +14,7 @@ from bms.engine.image import BAD, COMM_FAILURE, GOOD, ProcessImage
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.points.models import TREND_BOTH, TREND_CHANGE, TREND_INTERVAL, TREND_OFF, Device, Point
 from bms.trends.models import QUALITY_CODES, Sample
-from bms.trends.sampler import TrendSampler, next_on_grid
+from bms.trends.sampler import TrendSampler, next_on_grid, number
 from bms.trends.spec import TrendSpec, read_trend_specs
 from bms.trends.spool import Spool
 from bms.trends.writer import TrendWriter
@@ -187,3 +187,24 @@ async def test_trend_settings_come_from_the_points_with_sensible_defaults():
     assert set(specs) == {"t1", "t2"}
     assert (specs["t1"].mode, specs["t1"].deadband, specs["t1"].interval) == (TREND_BOTH, 0.2, 900.0)
     assert (specs["t2"].mode, specs["t2"].deadband, specs["t2"].interval) == (TREND_INTERVAL, 1.5, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        (21.5, 21.5),
+        (7, 7.0),
+        (True, 1.0),
+        (False, 0.0),
+        (float("nan"), None),
+        (float("inf"), None),
+        (10**400, None),  # beyond any float: no sample value, and the sampler does not fail
+        ("1.5", None),
+        (b"2", None),
+        ({"state": "normal"}, None),
+        ([1, 2], None),
+        (None, None),
+    ],
+)
+def test_a_value_is_stored_as_a_finite_float_or_none(value, stored):
+    assert number(value) == stored
