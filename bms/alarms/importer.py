@@ -124,6 +124,9 @@ def _build(
     """The definition a row describes, and what is wrong with it (empty: nothing)."""
     problems: list[str] = []
     skip: list[str] = []  # fields whose lookup failed: reported here, not again by the model
+    # references found in the tables read for the whole file: the model's check would ask the database whether
+    # each exists, two queries per reference and row (20,000 alarms took minutes, bench/alarms.py)
+    found: list[str] = []
 
     def lookup(field: str, column: str, table: dict, what: str, default: str = ""):
         key = values.get(column, "") or default
@@ -133,6 +136,7 @@ def _build(
             problems.append(f"{column}: unknown {what} {key!r}")
             skip.append(field)
             return None
+        found.append(field)
         return table[key]
 
     definition = existing.get(name) or AlarmDefinition(name=name)
@@ -151,9 +155,11 @@ def _build(
     definition.enabled = _parse("enabled", values, True, problems, skip, _flag)
     definition.alarm_value = _parse("alarm_value", values, None, problems, skip, _alarm_value)
     try:
-        definition.full_clean(exclude=skip, validate_unique=False)
+        definition.full_clean(exclude=skip + found, validate_unique=False)
     except ValidationError as exc:
         problems.extend(_messages(exc))
+    else:
+        definition.checked = True  # saved in this import's transaction: not checked again there
     return definition, problems
 
 

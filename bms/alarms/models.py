@@ -207,6 +207,9 @@ class AlarmDefinition(models.Model):
 
     #: the importer checks a whole file at once and turns the per-definition sibling queries off
     check_siblings = True
+    #: set by the importer, which has just run ``full_clean`` on this definition (its references looked up in the
+    #: tables it read, not one query each): the next save does not check it a second time
+    checked = False
 
     class Meta:
         ordering = ["name"]
@@ -221,7 +224,9 @@ class AlarmDefinition(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """Refuse an invalid definition here too, not only in forms: every way in is checked."""
-        self.full_clean()
+        if not self.checked:
+            self.full_clean()
+        self.checked = False
         super().save(*args, **kwargs)
 
     def set_out_of_service(self, out_of_service: bool, user: str) -> None:
