@@ -22,18 +22,36 @@
   A line ``gc-freeze`` runs ``gc.collect()`` then ``gc.freeze()`` on the loop's
   thread and logs ``F <monotonic> <objects frozen>`` (``--gc-freeze``).
 
+* With ``BENCH_LOOP_CALLBACKS=1`` (it costs the loop thread several per cent,
+  so it is off unless asked for): every loop callback (a task's step, a
+  timer, a protocol's data) of 30 ms or more on a thread running an asyncio
+  loop: ``C <monotonic start> <wall s>
+  <thread CPU s> <what>`` (``what``: the task's name and coroutine, or the
+  callback): wall against CPU tells a long step from one that waited for the
+  GIL; and every loop iteration whose callbacks ran 50 ms or more in all:
+  ``I <monotonic end> <busy s> <callbacks> <callbacks of 2 ms or more>
+  <the longest, as wall/CPU ms and what>``.
+* Once a second the loop thread's scheduler figures from
+  ``/proc/self/task/<tid>/schedstat``: ``W <monotonic> <ns on a CPU> <ns
+  runnable but waiting for a CPU>`` (cumulative): whether the host starves
+  the loop.
+* ``BENCH_SWITCH_INTERVAL=<s>`` sets ``sys.setswitchinterval`` (an
+  experiment: how long another thread may hold the GIL against the loop).
+
 The lines are buffered and flushed once a second: a few microseconds per tick,
 the same with and without alarms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.machinery
 import json
 import os
 import runpy
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -52,6 +70,9 @@ class _State:
     profiler: Any = None
     profile_path = ""
     profile_until = 0.0
+    iteration: list[Any] = []
+    iteration_busy = 0.0
+    iteration_count = 0
 
 
 def _engine_counters() -> dict[str, Any]:
@@ -76,6 +97,12 @@ def _engine_counters() -> dict[str, Any]:
 def _each_second(now: float) -> None:
     out = _State.file
     out.write(f"S {now:.6f} {json.dumps(_engine_counters())}\n")
+    try:  # the loop thread's time on a CPU and waiting for one (ns, cumulative): is the host starving it?
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat", encoding="ascii") as stat:
+            ran, waited = stat.read().split()[:2]
+        out.write(f"W {now:.6f} {ran} {waited}\n")
+    except OSError:
+        pass
     if _State.profiler is not None and now >= _State.profile_until:
         _State.profiler.disable()
         _State.profiler.dump_stats(_State.profile_path)
@@ -181,7 +208,60 @@ class _Finder:
         return spec
 
 
+SLOW_CALLBACK = 0.030
+#: a loop iteration whose callbacks ran this long in all is written as ``I <monotonic end> <busy s> <callbacks>
+#: <callbacks of 2 ms or more> <the longest: wall/CPU ms what | ...>``
+SLOW_ITERATION = 0.050
+
+
+def _callback_label(callback: Any) -> str:
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return f"task:{owner.get_name()}:{getattr(coro, '__qualname__', coro)}"
+    return repr(callback)[:100].replace("\n", " ")
+
+
+def _patch_handles() -> None:
+    run = asyncio.events.Handle._run
+    wall, cpu = time.monotonic, time.thread_time
+
+    def timed(self: Any) -> None:
+        began, began_cpu = wall(), cpu()
+        try:
+            run(self)
+        finally:
+            took = wall() - began
+            if _State.file is not None:
+                if took >= SLOW_CALLBACK:
+                    label = _callback_label(self._callback)
+                    _State.file.write(f"C {began:.6f} {took:.6f} {cpu() - began_cpu:.6f} {label}\n")
+                if took >= 0.002:
+                    _State.iteration.append((took, cpu() - began_cpu, self._callback))
+                _State.iteration_busy += took
+                _State.iteration_count += 1
+
+    asyncio.events.Handle._run = timed
+    run_once = asyncio.base_events.BaseEventLoop._run_once
+
+    def iteration(self: Any) -> None:
+        _State.iteration, _State.iteration_busy, _State.iteration_count = [], 0.0, 0
+        run_once(self)
+        if _State.iteration_busy >= SLOW_ITERATION and _State.file is not None:
+            top = sorted(_State.iteration, key=lambda item: -item[0])[:6]
+            parts = " | ".join(f"{w * 1000:.0f}/{c * 1000:.0f} {_callback_label(cb)[:60]}" for w, c, cb in top)
+            _State.file.write(
+                f"I {wall():.6f} {_State.iteration_busy:.6f} {_State.iteration_count} {len(_State.iteration)} {parts}\n"
+            )
+
+    asyncio.base_events.BaseEventLoop._run_once = iteration
+
+
 if OUT:
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiment: how long a thread holds the GIL against the loop
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+    if os.environ.get("BENCH_LOOP_CALLBACKS") == "1":
+        _patch_handles()
     sys.meta_path.insert(0, _Finder())
     gc.callbacks.append(_gc_timed)
     _State.next_second = time.monotonic()
