@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 class Node:
     """An engine plus, in a pair, its :class:`~redundancy.service.PairService`."""
 
-    def __init__(self, channel_layer: Any = None) -> None:
+    def __init__(self, channel_layer: Any = None, with_web: bool = False) -> None:
+        """``with_web``: the web side runs in this process too (runbms without ``--web-workers``)."""
         from redundancy import config as pair_config
 
         self.pair = None
@@ -43,6 +44,8 @@ class Node:
             publish_burst=settings.BMS_PUBLISH_BURST,
             config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
         )
+        if with_web:
+            self.engine.one_process_points = settings.BMS_ONE_PROCESS_POINTS or None
         if self.pair is not None:
             self.pair.attach(self.engine)
         self._share_memory_with_the_web_side()

@@ -57,6 +57,9 @@ class Engine:
         command_scan_interval: float = 0.5,
     ) -> None:
         self.layer = channel_layer
+        #: set when the web side shares this process (runbms without --web-workers): above this many points the
+        #: engine warns at each configuration load (settings.BMS_ONE_PROCESS_POINTS); None: no limit
+        self.one_process_points: int | None = None
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
@@ -214,6 +217,19 @@ class Engine:
         # (bench/alarms.py); frozen objects are still freed by reference counting when they go.
         gc.freeze()
         log.info("configuration revision %d loaded", config.revision)
+        self._warn_if_too_large_for_one_process(config)
+
+    def _warn_if_too_large_for_one_process(self, config: EngineConfig) -> None:
+        limit = self.one_process_points
+        points = sum(len(device.points) for device in config.devices)
+        if limit and points > limit:
+            log.warning(
+                "%d points, and the web side runs in this process too: above %d (BMS_ONE_PROCESS_POINTS) the web's "
+                "work takes the engine's time, polls fall behind and points go stale; run the engine in a process "
+                "of its own (manage.py runbms --web-workers N)",
+                points,
+                limit,
+            )
 
     def _points_changed(self) -> None:
         self.publisher.notify()

@@ -113,6 +113,11 @@ BMS_ENGINE_CHANNEL = f"{BMS_CHANNEL_PREFIX}.engine.{BMS_NODE_NAME}"
 # Engine tuning. The publisher sends up to BURST messages back to back, then at
 # most one coalesced message per MIN_INTERVAL seconds (a token bucket).
 BMS_PUBLISH_MIN_INTERVAL = float(os.environ.get("BMS_PUBLISH_MIN_INTERVAL", "0.02"))
+# Above this many points a node whose engine shares its process with the web side (runbms without --web-workers)
+# warns at each configuration load: the two share one interpreter lock, and at 100,000 points a configuration
+# change tipped such a node into polling late, points going stale and back, and polling later still
+# (bench/alarms.py, bench/logic.py; ADR 0013). 0: never warn.
+BMS_ONE_PROCESS_POINTS = int(os.environ.get("BMS_ONE_PROCESS_POINTS", "30000"))
 # What one live websocket client may send (bms/realtime/consumers.py): messages per second and burst, and of those
 # the snapshot-costing ones (resync, subscribe); beyond them it gets an error, then is closed (4429).
 BMS_LIVE_MESSAGE_RATE = float(os.environ.get("BMS_LIVE_MESSAGE_RATE", "20"))

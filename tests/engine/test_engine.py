@@ -147,3 +147,26 @@ async def test_writes_faster_than_the_poll_interval_keep_polling_on_schedule(eng
     burst_end = poller.cycles
     # On the old schedule each early poll pushed the next regular one 0.5 s further: 10 s without a read.
     await eventually(lambda: poller.cycles >= burst_end + 3, wait=3.0, message="regular polls after the burst")
+
+
+async def test_an_engine_sharing_its_process_with_the_web_side_warns_above_its_point_limit(engine, caplog):
+    points = sum(len(device.points) for device in engine.config.devices)
+    caplog.set_level("WARNING", logger="bms.engine.runner")
+    await engine.reload()  # an engine of its own (one_process_points None): no limit
+    engine.one_process_points = points
+    await engine.reload()  # at the limit: still fine
+    assert not [record for record in caplog.records if "BMS_ONE_PROCESS_POINTS" in record.getMessage()]
+    engine.one_process_points = points - 1
+    await engine.reload()
+    (warning,) = [record for record in caplog.records if "BMS_ONE_PROCESS_POINTS" in record.getMessage()]
+    assert f"{points} points" in warning.getMessage() and "--web-workers" in warning.getMessage()
+
+
+def test_runbms_without_web_workers_gives_its_engine_the_one_process_limit(settings):
+    from bms.node import Node
+
+    settings.BMS_ONE_PROCESS_POINTS = 1234
+    assert Node(with_web=True).engine.one_process_points == 1234
+    assert Node().engine.one_process_points is None
+    settings.BMS_ONE_PROCESS_POINTS = 0
+    assert Node(with_web=True).engine.one_process_points is None

@@ -62,7 +62,7 @@ class Command(BaseCommand):
             nonlocal node_thread
             web_loop = asyncio.get_event_loop()
             layer = layer_for_another_loop(get_channel_layer(), web_loop)
-            node_thread = NodeThread(lambda: Node(channel_layer=layer))
+            node_thread = NodeThread(lambda: Node(channel_layer=layer, with_web=True))
             future = asyncio.wrap_future(node_thread.start())
             future.add_done_callback(stop_if_engine_failed)
             started.append(future)
