@@ -22,6 +22,10 @@ then wakes the executor.
   in :attr:`CommandSink.refused`; the queue goes on.
 * **Database away**: requests wait in memory (bounded: the oldest are
   dropped, counted and logged) and are recorded when it returns.
+* **Lifetime**: ``BMS_FUNCTION_COMMAND_LIFETIME_SECONDS`` (300 s), not the
+  operators' 5 s: a function's output is a level it keeps wanting and
+  commands again only when it moves, so a command that expired in a burst
+  would leave the device at its old value (ADR 0018).
 * **Answers**: :meth:`CommandSink.submit` returns a future of the
   :class:`Recorded` answer (``created``, ``repeat`` with the recorded
   command's status and epoch, ``refused``, ``stale`` or ``dropped``), for a
@@ -37,6 +41,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from django.conf import settings
 
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.dbhealth import DatabaseUnavailable
@@ -86,6 +92,7 @@ def record_requests(requests: list[CommandRequest]) -> list[Recorded]:
     """Record ``requests`` in order through :func:`~bms.control.services.submit_write` (database thread)."""
     from bms.control.services import CommandRejected, submit_write
 
+    lifetime = settings.BMS_FUNCTION_COMMAND_LIFETIME_SECONDS
     answers = []
     for request in requests:
         try:
@@ -97,6 +104,7 @@ def record_requests(requests: list[CommandRequest]) -> list[Recorded]:
                 priority=request.priority,
                 source=request.source,
                 epoch=request.epoch,
+                lifetime=lifetime,
             )
         except CommandRejected as exc:
             answers.append(Recorded(request, "refused", exc.message))

@@ -147,3 +147,15 @@ async def test_requests_wait_while_the_database_is_away_and_are_recorded_once_wh
         proxy.close()
     assert [row[0] for row in await sync_to_async(rows)()] == ["sched:b:1", "sched:b:2"]
     assert sink.created == 2 and len(woken) == 2
+
+
+async def test_a_function_command_lives_for_the_function_lifetime_not_the_operators(parts, settings):
+    """A burst of rule outputs must not expire unsent after the operators' 5 s (bench/logic.py: thousands did)."""
+    settings.BMS_COMMAND_LIFETIME_SECONDS = 5.0
+    settings.BMS_FUNCTION_COMMAND_LIFETIME_SECONDS = 240.0
+    _node, sink, _events, _woken = parts
+    answer = sink.submit(request())
+    await sink.flush()
+    assert answer.result().outcome == "created"
+    lifetime = await sync_to_async(lambda: Command.objects.get().as_dict()["lifetime_seconds"])()
+    assert lifetime == 240.0
