@@ -30,7 +30,8 @@
   callback): wall against CPU tells a long step from one that waited for the
   GIL; and every loop iteration whose callbacks ran 50 ms or more in all:
   ``I <monotonic end> <busy s> <callbacks> <callbacks of 2 ms or more>
-  <the longest, as wall/CPU ms and what>``.
+  <the longest, as wall/CPU ms and what>`` (one tally per process: read it
+  in the processes layout, where the engine's loop is the only one).
 * Once a second the loop thread's scheduler figures from
   ``/proc/self/task/<tid>/schedstat``: ``W <monotonic> <ns on a CPU> <ns
   runnable but waiting for a CPU>`` (cumulative): whether the host starves
