@@ -46,9 +46,13 @@ def test_writes_go_on_while_the_standbys_database_is_away_and_its_rows_arrive_af
             f"standby database away: write times {[round(t * 1000) for t in took]} ms; backlog {seen_backlog}; "
             f"barrier {status.get('command_barrier')}, sent unconfirmed {status.get('commands_sent_unconfirmed')}"
         )
-        # At most one timeout for the standby that cannot store, then not waited for until it caught up.
+        # At most one timeout for the standby that cannot store, then not waited for until it caught up: the
+        # node's own record says which writes waited (a write's time on a loaded machine cannot tell).
         assert max(took) < pair.timeout + 1.0, took
-        assert sorted(took)[len(took) // 2] < pair.timeout / 2, took  # the others did not wait for it
+        log = pair.main.log_text()
+        waited = log.count("did not confirm within") + log.count("has been silent for the timeout; sending")
+        assert waited == 1, [line for line in log.splitlines() if "sending without" in line]
+        assert status.get("command_barrier") == "dropped" and status.get("commands_sent_unconfirmed") >= 8, status
         assert pair.main.role() == "active"
     finally:
         proxy.restore()

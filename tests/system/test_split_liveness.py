@@ -121,7 +121,17 @@ def test_a_frozen_engine_makes_the_web_side_unknown_within_the_timeout_and_it_re
     frozen = [(at, b.get("role")) for at, _, b in health.answers if stopped_at + unknown <= at < continued_at]
     assert frozen and all(role == "unknown" for _, role in frozen), frozen
     # Recovered: the web side follows the engine again and says standby, and refuses writes as a standby.
-    status, body = main.submit("zone1_setpoint", 22.5, "liveness-after")
-    assert status == 503 and body.get("role") == "standby", body
+    # A loaded machine may let the status row age past the 300 ms timeout for a moment (the web side then says
+    # unknown, rightly); every answer refuses, and the web side comes back to standby.
+    afters = iter(range(100))
+    refusals: list[tuple[int, dict]] = []
+
+    def refused_as_standby() -> bool:
+        refusals.append(main.submit("zone1_setpoint", 22.5, f"liveness-after-{next(afters)}"))
+        status, body = refusals[-1]
+        return status == 503 and body.get("role") == "standby"
+
+    wait_until(refused_as_standby, 15, 0.2, "a write refused by the standby")
+    assert all(status == 503 and body.get("role") in ("standby", "unknown") for status, body in refusals), refusals
     status, body = get(f"{pair.backup.base_url}/healthz/active")
     assert (status, body["role"]) == (200, "active"), body
