@@ -41,6 +41,7 @@ from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.image import GOOD, PointState
 from bms.engine.poller import DevicePoller
 from bms.engine.role import RoleGate
+from bms.engine.sink import ENGINE_SOURCES
 from bms.engine.tasks import cancel_and_wait
 from drivers.base import DriverError, WriteUncertain
 
@@ -52,6 +53,8 @@ RunInDb = Callable[..., Awaitable[Any]]
 #: that a takeover marks it unknown instead of reporting it never sent. False:
 #: the command must not be sent.
 Barrier = Callable[[Command], Awaitable[bool]]
+#: told (on the loop) of each outcome of a command made by the engine's functions: (source, command_id, status)
+FunctionOutcome = Callable[[str, str, str], None]
 UNCONFIRMED = "the standby did not confirm this command in time, so it was not sent (to rule out a double execution)"
 EXPIRED_AT_SEND = "its lifetime ended before it could be sent, so it was never sent; submit it again if still wanted"
 NOT_ACTIVE = "this node lost control before sending it, so the write was not sent"
@@ -108,6 +111,7 @@ class CommandExecutor:
         self.scan_interval = scan_interval
         self.node = node or settings.BMS_NODE_NAME
         self.barrier: Barrier | None = None
+        self.function_outcome: FunctionOutcome | None = None
         self.executed = 0
         self.scans = 0
         self._claim_delay = settings.BMS_FAULT_CLAIM_DELAY_MS / 1000 if settings.BMS_ALLOW_FAULT_INJECTION else 0.0
@@ -313,6 +317,8 @@ class CommandExecutor:
         except asyncio.CancelledError:
             self._claiming = claiming  # stopping: the claim may still commit; stop() settles what it claimed
             raise
+        for source, command_id in batch.expired:
+            self._tell_function(source, command_id, Command.EXPIRED)
         claimed = batch.commands
         if not claimed:
             return False
@@ -436,9 +442,17 @@ class CommandExecutor:
         """
         self._outcomes[job.command.pk] = (status, error)
         self._recording[job.command.pk] = job
+        self._tell_function(job.command.source, job.command.command_id, status)
         self._idle.clear()
         if now:
             self._flush_soon()
+
+    def _tell_function(self, source: str, command_id: str, status: str) -> None:
+        if self.function_outcome is not None and source in ENGINE_SOURCES:
+            try:
+                self.function_outcome(source, command_id, status)
+            except Exception:
+                log.exception("command %s: its function failed to take its outcome %s", command_id, status)
 
     def _flush_soon(self) -> None:
         self._idle.clear()

@@ -80,6 +80,12 @@ class EngineFunction(abc.ABC):
     def release_control(self) -> None:
         """This node no longer acts: stop commanding (the state stays in the image)."""
 
+    def command_ended(self, source: str, command_id: str, status: str) -> None:
+        """A command of the engine's functions (``source``: schedule or logic) reached ``status`` on this node
+        (on the loop, returns at once): a function whose command never reached its device may make it again.
+        The base ignores it."""
+        return None
+
     def wake(self) -> None:
         """Points changed in the image: look at them soon (on the loop, returns at once)."""
         self._wake.set()

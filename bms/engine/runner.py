@@ -87,9 +87,14 @@ class Engine:
         self.functions: list[EngineFunction] = [
             cls(self.image, self.role, self.sink, self.publisher.notify, self._log_event) for cls in function_classes
         ]
+        self.commands.function_outcome = self._function_outcome
         self._tasks: list[asyncio.Task] = []
         # The loop's own punctuality (lag p50/p99/max): what web load on this process costs the engine.
         self.loop_watch = LoopWatch()
+
+    def _function_outcome(self, source: str, command_id: str, status: str) -> None:
+        for function in self.functions:
+            function.command_ended(source, command_id, status)
 
     async def run_in_db(self, func: Callable[..., T], *args: Any) -> T:
         """Run a blocking database call on the engine's database thread.

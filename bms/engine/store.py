@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
@@ -139,6 +139,8 @@ class Claimed:
 
     commands: list[Command]
     plans: dict[int, WritePlan]
+    #: ``(source, command_id)`` of this node's own pending commands the claim found past their lifetime (expired)
+    expired: list[tuple[str, str]] = field(default_factory=list)
 
 
 @with_fresh_connection
@@ -165,14 +167,15 @@ def claim_commands(
         sendable = sendable.filter(pk__in=pks)
     chosen = list(sendable.order_by("pk").values_list("pk", flat=True)[:limit]) if pks != [] else []
     claimed = _claim(node, epoch, chosen) if chosen else []
-    settle_unsendable(node, epoch)
+    expired: list[tuple[str, str]] = []
+    settle_unsendable(node, epoch, expired=expired)
     plans = {}
     seen = set(busy)
     for command in claimed:
         if command.point_name not in seen:
             seen.add(command.point_name)
             plans[command.pk] = _plan(command.pk)
-    return Claimed(claimed, plans)
+    return Claimed(claimed, plans, expired)
 
 
 @with_fresh_connection
@@ -236,14 +239,17 @@ def _unbound(node: str, epoch: int) -> Q:
 
 
 @with_fresh_connection
-def settle_unsendable(node: str, epoch: int, pk: int | None = None) -> int:
+def settle_unsendable(
+    node: str, epoch: int, pk: int | None = None, expired: list[tuple[str, str]] | None = None
+) -> int:
     """Settle the pending commands this node must not send, now that it is active in ``epoch``.
 
     * bound to another node or epoch: ``expired`` (not observed): this node
       never sent it; the node that accepted it did not start it as far as
       this node knows, and its own outcome replaces this one if it did;
     * this node's own but past its lifetime: ``expired``, observed (this node
-      is the one that could have sent it, and did not).
+      is the one that could have sent it, and did not); ``expired`` (if
+      given) gets each one's ``(source, command_id)``.
     """
     now = timezone.now()
     pending = Command.objects.filter(status=Command.PENDING)
@@ -261,16 +267,18 @@ def settle_unsendable(node: str, epoch: int, pk: int | None = None) -> int:
             ),
             finished_at=now,
         )
-    for command_pk in pending.filter(accepted_by=node, accepted_epoch=epoch, expires_at__lte=now).values_list(
-        "pk", flat=True
-    ):
-        settled += stamped_update(
+    overdue = pending.filter(accepted_by=node, accepted_epoch=epoch, expires_at__lte=now)
+    for command_pk, source, command_id in overdue.values_list("pk", "source", "command_id"):
+        done = stamped_update(
             Command.objects.filter(pk=command_pk, status=Command.PENDING),
             status=Command.EXPIRED,
             error="not started within its lifetime, so it was never sent; submit it again if it is still wanted",
             observed=True,
             finished_at=now,
         )
+        settled += done
+        if done and expired is not None:
+            expired.append((source, command_id))
     return settled
 
 

@@ -20,6 +20,9 @@ and only while the node is active (ADR 0018):
   :class:`~bms.engine.sink.CommandSink` (source ``logic``, the rule's
   priority, the id ``logic:<rule>:<number>``, bound to the epoch the rule ran
   in), recorded off the loop and executed by the executor at most once.
+  The executor reports each one's end (:meth:`LogicEngine.command_ended`):
+  one that failed, expired or ended unknown (no answer from the device) is
+  commanded again (the runner's back-off; an output is a level).
 * **Takeover.** The new active node rebuilds its runner from the replicated
   ``logic:*`` entries, so integrators, timers and runtimes continue. Command
   numbers continue too, :data:`TAKEOVER_GAP` further on: the old node may have
@@ -42,6 +45,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from bms.control.models import Command
 from bms.engine.config import EngineConfig
 from bms.engine.function import EngineFunction
 from bms.engine.image import ProcessImage
@@ -59,6 +63,9 @@ SLICE = 500
 #: how far a node that takes over moves each rule's command numbering past the replicated state (see the docstring)
 TAKEOVER_GAP = 1000
 SOURCE = "logic"
+#: the outcomes a rule learns of: succeeded, or not known to be at its device (failed, expired, or unknown: the
+#: device did not answer the write; an output is a level, so writing it again is harmless where it did arrive)
+ENDED = frozenset({Command.SUCCEEDED, Command.FAILED, Command.EXPIRED, Command.UNKNOWN})
 
 
 class LogicEngine(EngineFunction):
@@ -85,6 +92,8 @@ class LogicEngine(EngineFunction):
         self.evaluations = 0
         self.commands = 0
         self.slices = 0
+        #: outputs commanded again because their command never reached the device (failed or expired)
+        self.retries = 0
         #: CPU seconds of the loop's thread spent in passes (for /metrics and bench/logic.py)
         self.cpu_seconds = 0.0
 
@@ -106,7 +115,9 @@ class LogicEngine(EngineFunction):
         states.update(await self._cold_states(fresh))
         if not self.running:
             return  # control moved while the command log was read; take_control builds the runner
-        self.runner = RuleRunner(specs, states)
+        runner = RuleRunner(specs, states)
+        runner.adopt_outcomes(self.runner)
+        self.runner = runner
         self._run_all = True
         self._wake.set()
         log.info("logic: %d rule(s) running", len(specs))
@@ -146,6 +157,15 @@ class LogicEngine(EngineFunction):
 
     def release_control(self) -> None:
         self.running = False
+
+    def command_ended(self, source: str, command_id: str, status: str) -> None:
+        """A rule's command ended: one that never reached its device makes its rule command the value again."""
+        if source != SOURCE or not self.running or status not in ENDED:
+            return
+        succeeded = status == Command.SUCCEEDED
+        if self.runner.command_ended(command_id, succeeded, datetime.now(UTC)) and not succeeded:
+            self.retries += 1
+            self._wake.set()
 
     # ---- the task -----------------------------------------------------------------------------------------------
 
@@ -194,6 +214,7 @@ class LogicEngine(EngineFunction):
             "evaluations": self.evaluations,
             "commands": self.commands,
             "slices": self.slices,
+            "retries": self.retries,
             "cpu_seconds": self.cpu_seconds,
         }
 

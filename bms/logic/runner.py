@@ -32,6 +32,16 @@ Each command has a number, counted per rule in the rule's state, and the id
 ``logic:<rule>:<number>``: replicated with the state, so a node that takes
 over continues the numbering and the same command is not recorded twice.
 
+A command that ends without being known at its device (``failed``: the
+device did not take it or the standby did not confirm it; ``expired``: a
+backlog outlived its lifetime; ``unknown``: the device did not answer the
+write) is reported back (:meth:`RuleRunner.command_ended`): if it is
+still its output's latest command, the rule forgets that it commanded that
+value and commands it again at its next run, the first time at once, then
+after a back-off doubling up to a minute (:mod:`bms.engine.retry`). An output believed
+commanded while its device never got the value would never be commanded
+again while the value stood still (ADR 0018).
+
 A rule's state (image entry ``logic:<rule>``, :class:`RuleState`): its
 block's state, the last value commanded per output, the command count, the
 quality and reason of the last run. It is handed out only when one of those
@@ -54,6 +64,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bms.engine.retry import retry_delay
 from bms.logic.blocks import PID, Block
 from bms.logic.expr import Quality, Result, Type, input_quality
 from bms.logic.spec import FALLBACK, RELINQUISH, OutputSpec, RuleSpec, entry_name, evaluation_order
@@ -169,8 +180,11 @@ class _Rule:
         "defaults",
         "emitted",
         "emitted_at",
+        "failures",
         "index",
+        "latest",
         "next_cycle",
+        "retry_at",
         "scheduled",
         "spec",
         "state",
@@ -196,6 +210,11 @@ class _Rule:
         count = len(spec.outputs)
         state.out = (state.out + [None] * count)[:count]
         self.state = state
+        #: per output: the number of its latest command (0: none since this runner was built), the failed
+        #: commands in a row, and when it may be commanded again after one failed (None: any time)
+        self.latest = [0] * count
+        self.failures = [0] * count
+        self.retry_at: list[datetime | None] = [None] * count
         self.block: Block | None = None
         if spec.is_block:
             try:
@@ -215,6 +234,8 @@ class RuleRunner:
         states = states or {}
         self._rules = [_Rule(spec, states.get(spec.entry), index) for index, spec in enumerate(evaluation_order(specs))]
         self._by_name = {rule.spec.name: rule for rule in self._rules}
+        # command id without its number -> rule (a long or non-ASCII name's ids carry a hash of it)
+        self._by_id_prefix = {command_id(rule.spec.name, 0).rpartition(":")[0]: rule for rule in self._rules}
         self._readers: dict[str, list[_Rule]] = {}
         for rule in self._rules:
             for point in rule.spec.points:
@@ -304,6 +325,42 @@ class RuleRunner:
             self._schedule(rule)
         return result
 
+    def adopt_outcomes(self, old: RuleRunner) -> None:
+        """Keep what ``old`` knew of its rules' latest commands and failures (this runner replaces it after a
+        configuration change), so a command in flight across the change is still followed."""
+        for rule in self._rules:
+            before = old._by_name.get(rule.spec.name)
+            if before is not None and len(before.latest) == len(rule.latest):
+                rule.latest, rule.failures = before.latest[:], before.failures[:]
+                rule.retry_at = before.retry_at[:]
+
+    def command_ended(self, command: str, succeeded: bool, now: datetime) -> bool:
+        """The command with id ``command`` reached its end: ``succeeded``, or not (failed, expired or unknown:
+        not known to be at its device). True if the rule now wants to command its output again (it is due at the
+        next call).
+
+        Only an output's latest value command counts: an older one was overtaken by a later command, and a
+        relinquish that failed leaves nothing to command (the rule's slot may still hold its last value)."""
+        prefix, _, number = command.rpartition(":")
+        rule = self._by_id_prefix.get(prefix)
+        if rule is None or not number.isdigit():
+            return False
+        try:
+            index = rule.latest.index(int(number))
+        except ValueError:
+            return False
+        if succeeded:
+            rule.failures[index], rule.retry_at[index] = 0, None
+            return False
+        if rule.state.out[index] is None:
+            return False
+        rule.failures[index] += 1
+        rule.retry_at[index] = now + retry_delay(rule.failures[index])
+        rule.state.out[index] = None  # not commanded: the next run commands the value it wants then
+        rule.latest[index] = 0
+        self._pending.add(rule)
+        return True
+
     def reassert(self) -> RunResult:
         """Command every rule's last commanded values again (new numbers): for a node that has just taken over,
         whose devices may have lost or never seen the old node's last writes."""
@@ -349,7 +406,7 @@ class RuleRunner:
             slot, found = bad
             state.quality = _BAD_LABEL
             state.reason = f"{slot}: {found.reason}" if spec.is_block else found.reason
-            self._apply_policy(rule, result)
+            self._apply_policy(rule, result, now)
         else:
             try:
                 produced = self._produce(rule, now, results, values)
@@ -357,13 +414,13 @@ class RuleRunner:
                 log.exception("logic rule %s failed", spec.name)
                 state.quality = _BAD_LABEL
                 state.reason = f"failed: {exc}"[:200]
-                self._apply_policy(rule, result)
+                self._apply_policy(rule, result, now)
             else:
                 state.quality = _LABELS[worst]
                 state.reason = ""
                 for index, (output, value) in enumerate(zip(spec.outputs, produced, strict=False)):
                     converted = output.convert(value)
-                    if self._differs(spec, output, state.out[index], converted):
+                    if self._differs(spec, output, state.out[index], converted) and self._may_retry(rule, index, now):
                         self._command(rule, index, converted, VALUE, result)
         self._emit(rule, result, now)
 
@@ -383,17 +440,23 @@ class RuleRunner:
         rule.state.block = rule.block.to_dict()
         return produced if isinstance(produced, tuple) else (produced,)
 
-    def _apply_policy(self, rule: _Rule, result: RunResult) -> None:
+    def _apply_policy(self, rule: _Rule, result: RunResult, now: datetime) -> None:
         spec, state = rule.spec, rule.state
         if spec.quality_policy == FALLBACK and spec.fallback_value is not None:
             for index, output in enumerate(spec.outputs):
                 value = output.convert(spec.fallback_value)
-                if self._differs(spec, output, state.out[index], value):
+                if self._differs(spec, output, state.out[index], value) and self._may_retry(rule, index, now):
                     self._command(rule, index, value, FALLBACK_REASON, result)
         elif spec.quality_policy == RELINQUISH:
             for index, last in enumerate(state.out):
                 if last is not None:
                     self._command(rule, index, None, RELINQUISH_REASON, result)
+
+    @staticmethod
+    def _may_retry(rule: _Rule, index: int, now: datetime) -> bool:
+        """False while an output whose command failed waits for its back-off."""
+        retry_at = rule.retry_at[index]
+        return retry_at is None or now >= retry_at
 
     @staticmethod
     def _differs(spec: RuleSpec, output: OutputSpec, last: Any, new: Any) -> bool:
@@ -413,6 +476,7 @@ class RuleRunner:
         spec, state = rule.spec, rule.state
         state.number += 1
         state.out[index] = value
+        rule.latest[index] = state.number
         result.commands.append(
             LogicCommand(spec.name, spec.outputs[index].point, value, spec.priority, state.number, reason)
         )

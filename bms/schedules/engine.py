@@ -31,6 +31,13 @@ on its loop, and acts only while the node is active (ADR 0017):
   occurrence is done exactly once whether the old node died before, during
   or after it; the device is kept at the effective value by the priority
   arrays' re-assert (ADR 0016).
+* **A command that never reached its device** (the executor reports it
+  ``failed``, ``expired`` or ``unknown``: the device was away at the
+  transition) is made again while its step is still the one in force,
+  under a new id (:func:`retry_id`), the first time at once, then after a
+  back-off doubling up to a minute (:mod:`bms.engine.retry`): a start at
+  07:00 that met a device rebooting is at the device when it answers again,
+  not at the next transition.
 """
 
 from __future__ import annotations
@@ -40,13 +47,14 @@ import hashlib
 import json
 import logging
 import time as time_
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from bms.engine.config import EngineConfig
 from bms.engine.function import EngineFunction
 from bms.engine.image import GOOD
+from bms.engine.retry import retry_delay
 from bms.engine.sink import CommandRequest, Recorded
 from bms.engine.tasks import woken_or_due
 from bms.schedules.evaluate import InForce, Occurrence, local_instant
@@ -64,6 +72,8 @@ SLICE_SECONDS = 0.02
 MAX_COMMAND_ID = 64
 #: statuses of a command that never reached the device: made again once by a node in a later epoch
 NEVER_SENT = ("pending", "expired", "failed")
+#: outcomes after which a step's command is made again in the same epoch (a level written again is harmless)
+NOT_AT_DEVICE = frozenset({"failed", "expired", "unknown"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _NOTHING: Any = object()
@@ -100,6 +110,25 @@ def again_id(original: str, epoch: int) -> str:
     return text if len(text) <= MAX_COMMAND_ID else f"sched:{_digest(original, 32)}:e{epoch}"
 
 
+def retry_id(original: str, epoch: int, attempt: int) -> str:
+    """The id of the ``attempt``-th retry of ``original`` in ``epoch`` (see the module docstring)."""
+    text = f"{original}:e{epoch}r{attempt}"
+    return text if len(text) <= MAX_COMMAND_ID else f"sched:{_digest(original, 28)}:e{epoch}r{attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Followed:
+    """A command whose end the engine awaits: made for the step ``(done, rev)`` of ``schedule``."""
+
+    schedule: str
+    done: str | None
+    rev: int
+    request: CommandRequest
+    #: the step's own command id (retries are named after it)
+    original: str
+    failures: int = 0
+
+
 @dataclass(slots=True)
 class ScheduleRuntime:
     """One schedule on the engine: its definition, the last step it did and when it must look again."""
@@ -129,6 +158,10 @@ class ScheduleEngine(EngineFunction):
         self.transitions = 0
         self.requests = 0
         self.again = 0
+        #: commands made again in the same epoch because they did not reach the device
+        self.retries = 0
+        #: command id -> the step it was made for, until the executor reports its end
+        self._following: dict[str, _Followed] = {}
 
     # ---- configuration and role -----------------------------------------------------------------------------
 
@@ -167,7 +200,49 @@ class ScheduleEngine(EngineFunction):
 
     def release_control(self) -> None:
         self.running = False
+        self._following.clear()  # the successor makes the steps in force again
         self._wake.set()
+
+    def command_ended(self, source: str, command_id: str, status: str) -> None:
+        """A schedule command ended: one that did not reach its device is made again (see the module docstring)."""
+        if source != SOURCE:
+            return
+        followed = self._following.pop(command_id, None)
+        if followed is None or status not in NOT_AT_DEVICE or not self._current(followed):
+            return
+        failures = followed.failures + 1
+        delay = retry_delay(failures).total_seconds()
+        log.warning(
+            "schedule %s: command %s ended %s; writing %r to %s again in %.0f s",
+            followed.schedule,
+            command_id,
+            status,
+            followed.request.value,
+            followed.request.point,
+            delay,
+        )
+        asyncio.get_running_loop().call_later(delay, self._retry, replace(followed, failures=failures))
+
+    def _current(self, followed: _Followed) -> bool:
+        """Is ``followed``'s step still the one in force on this node, with its target still a target?"""
+        runtime = self.runtimes.get(followed.schedule)
+        request = followed.request
+        return (
+            self.running
+            and runtime is not None
+            and (runtime.done, runtime.rev) == (followed.done, followed.rev)
+            and any(t.point == request.point and t.priority == request.priority for t in runtime.spec.targets)
+        )
+
+    def _retry(self, followed: _Followed) -> None:
+        if not (self.role.active and self._current(followed)):
+            return
+        epoch = self.role.epoch
+        request = replace(
+            followed.request, command_id=retry_id(followed.original, epoch, followed.failures), epoch=epoch
+        )
+        self.retries += 1
+        self._submit(request, replace(followed, request=request))
 
     def wake(self) -> None:
         """Schedules read no points: a change in the image is no news to them."""
@@ -178,6 +253,7 @@ class ScheduleEngine(EngineFunction):
             "transitions": self.transitions,
             "requests": self.requests,
             "made_again": self.again,
+            "retries": self.retries,
         }
 
     def _adopt(self, runtime: ScheduleRuntime) -> None:
@@ -284,8 +360,12 @@ class ScheduleEngine(EngineFunction):
                 source=SOURCE,
                 epoch=epoch,
             )
-            self.requests += 1
-            self.sink.submit(request).add_done_callback(self._answered)
+            self._submit(request, _Followed(runtime.spec.name, runtime.done, runtime.rev, request, request.command_id))
+
+    def _submit(self, request: CommandRequest, followed: _Followed) -> None:
+        self.requests += 1
+        self._following[request.command_id] = followed
+        self.sink.submit(request).add_done_callback(self._answered)
 
     def _answered(self, future: asyncio.Future[Recorded]) -> None:
         """A request made again found a command that never reached the device: make it once more, in this epoch."""
@@ -293,6 +373,14 @@ class ScheduleEngine(EngineFunction):
             return
         answer = future.result()
         request = answer.request
+        followed = self._following.get(request.command_id)
+        executing_here = answer.outcome == "created" or (
+            answer.outcome == "repeat"
+            and answer.status in ("pending", "executing")
+            and answer.accepted_epoch == request.epoch
+        )
+        if not executing_here:
+            self._following.pop(request.command_id, None)  # its end will not be reported to this node
         if (
             answer.outcome != "repeat"
             or answer.status not in NEVER_SENT
@@ -309,6 +397,8 @@ class ScheduleEngine(EngineFunction):
             epoch=request.epoch,
         )
         self.again += 1
+        if followed is not None:
+            self._following[again.command_id] = replace(followed, request=again)
         log.warning(
             "schedule command %s was never sent (%s in epoch %s): made again as %s",
             request.command_id,

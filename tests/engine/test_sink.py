@@ -159,3 +159,20 @@ async def test_a_function_command_lives_for_the_function_lifetime_not_the_operat
     assert answer.result().outcome == "created"
     lifetime = await sync_to_async(lambda: Command.objects.get().as_dict()["lifetime_seconds"])()
     assert lifetime == 240.0
+
+
+async def test_a_claim_names_the_function_commands_it_found_expired(parts, settings):
+    """The executor tells a function which of its commands expired unsent (a rule then commands its value again)."""
+    from bms.engine import store
+
+    settings.BMS_FUNCTION_COMMAND_LIFETIME_SECONDS = 0.2
+    node, sink, _events, _woken = parts
+    answers = [sink.submit(CommandRequest("sp", 20.0 + n, 12, f"logic:r:{n}", "logic", 2)) for n in (1, 2)]
+    await sink.flush()
+    assert [answer.result().outcome for answer in answers] == ["created", "created"]
+    await asyncio.sleep(0.3)
+    batch = await node.run_in_db(store.claim_commands, settings.BMS_NODE_NAME, 2, 10)
+    assert batch.commands == [] and sorted(batch.expired) == [("logic", "logic:r:1"), ("logic", "logic:r:2")]
+    assert [row[3] for row in await sync_to_async(rows)()] == ["expired", "expired"]
+    again = await node.run_in_db(store.claim_commands, settings.BMS_NODE_NAME, 2, 10)
+    assert again.expired == []  # told once

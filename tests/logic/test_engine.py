@@ -27,7 +27,9 @@ from bms.engine.runner import Engine
 from bms.logic.engine import TAKEOVER_GAP, LogicEngine
 from bms.logic.models import Rule
 from bms.logic.spec import entry_name
+from bms.points.models import Device
 from drivers.simulator.building import _to_registers
+from tests.support.proxy import Proxy
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(180)
@@ -327,6 +329,59 @@ async def test_a_flood_of_changes_is_evaluated_in_slices(engine, plant, monkeypa
     await _wait_device(plant, "ahu1_fan_cmd", True)
     await _wait_device(plant, "ahu2_fan_cmd", True)
     assert function.evaluations - runs == 2 and function.slices - slices >= 2
+
+
+@sync_to_async
+def _device_behind(port: int) -> None:
+    """A second device on the same simulator, reached through ``port`` (a proxy), with ``b_damper`` on the register
+    of ``ahu1_damper``: a rule writing it fails while the proxy is cut, while its inputs still come in."""
+    device = Device.objects.get(name="plant")
+    template = device.points.get(name="ahu1_damper")
+    device.pk, device.name, device.port, device.timeout = None, "plant_b", port, 0.3
+    device.save()
+    template.pk, template.name, template.device = None, "b_damper", device
+    template.save()
+
+
+NOT_AT_DEVICE = (Command.FAILED, Command.UNKNOWN)
+
+
+async def test_a_rule_output_that_never_reached_its_device_is_commanded_again(plant):
+    proxy = Proxy(plant.port)
+    node = None
+    try:
+        await _device_behind(proxy.port)
+        node = new_engine()
+        await node.start()
+        await eventually(lambda: node.image.points["b_damper"].quality == GOOD, message="b_damper polled")
+        await plant.set("zone1_temp", 24.0)
+        await eventually(lambda: node.image.points["zone1_temp"].value == 24.0, message="zone1_temp polled")
+        await define("damper_b", **{**DAMPER_RULE, "output": "b_damper"})
+        await _wait_device(plant, "ahu1_damper", 40)
+
+        proxy.cut()  # the output's device goes away; the input's stays
+        await plant.set("zone1_temp", 26.5)
+
+        def failed() -> bool:
+            rows = Command.objects.filter(command_id__startswith="logic:damper_b:", value=65)
+            return rows.filter(status__in=NOT_AT_DEVICE).exists()
+
+        await eventually(
+            failed, wait=10, message="the command of 65 failed (or went unanswered) at the cut device", db=True
+        )
+        proxy.restore()
+        await _wait_device(plant, "ahu1_damper", 65, wait=30)
+        rows = await final("damper_b", 3)
+        # 40 once, then 65 not at the device (at least once) and succeeded once, by the rule's own later command
+        assert rows[0] == (1, 40, Command.SUCCEEDED) and rows[-1][1:] == (65, Command.SUCCEEDED), rows
+        assert all(value == 65 and status in NOT_AT_DEVICE for _, value, status in rows[1:-1]), rows
+        assert [number for number, _, _ in rows] == list(range(1, len(rows) + 1)), rows
+        assert logic(node).retries == len(rows) - 2
+        assert entry(node, "damper_b")["out"] == [65]
+    finally:
+        proxy.close()
+        if node is not None:
+            await node.stop()
 
 
 async def _wait_device(plant, name: str, value: float, wait: float = 10.0) -> None:

@@ -247,6 +247,57 @@ def test_relinquish_releases_the_priority_slot_once_and_takes_it_back():
     assert sent(runner.evaluate(at(4), image(oat=10.0), ["oat"])) == [("valve", 20.0, "value")]
 
 
+def test_a_command_that_never_reached_the_device_is_commanded_again_with_a_back_off():
+    runner = RuleRunner([rule(expression="{oat} * 2")])
+    steady = image(oat=10.0)
+    assert [c.command_id for c in runner.evaluate(at(0), steady).commands] == ["logic:r:1"]
+    # failed at the device: the rule no longer believes it commanded 20, and runs again at once
+    assert runner.command_ended("logic:r:1", succeeded=False, now=at(1)) is True
+    assert runner.pending and runner.state_of("r").out == [None]
+    again = runner.evaluate(at(1), steady, [])
+    assert again.commands == [LogicCommand("r", "valve", 20.0, 16, 2, "value")]
+    assert again.states["logic:r"]["out"] == [20.0]
+    # the second failure in a row waits 2 s, the third 4 s: a dead device is not asked every cycle
+    runner.command_ended("logic:r:2", succeeded=False, now=at(2))
+    assert runner.evaluate(at(2), steady, []).commands == []
+    assert runner.evaluate(at(3.9), steady, ["oat"]).commands == []
+    assert sent(runner.evaluate(at(4), steady, ["oat"])) == [("valve", 20.0, "value")]
+    runner.command_ended("logic:r:3", succeeded=False, now=at(5))
+    assert runner.evaluate(at(8.9), steady, ["oat"]).commands == []
+    assert [c.number for c in runner.evaluate(at(9), steady, ["oat"]).commands] == [4]
+    # a success ends the back-off: the next failure is retried at once again
+    assert runner.command_ended("logic:r:4", succeeded=True, now=at(10)) is False
+    assert runner.state_of("r").out == [20.0]
+    assert runner.evaluate(at(11), steady, ["oat"]).commands == []  # steady: nothing to command
+    runner.evaluate(at(12), image(oat=11.0), ["oat"])
+    assert runner.command_ended("logic:r:5", succeeded=False, now=at(13)) is True
+    assert sent(runner.evaluate(at(13), image(oat=11.0), [])) == [("valve", 22.0, "value")]
+
+
+def test_only_an_outputs_latest_value_command_is_followed():
+    runner = RuleRunner([rule(expression="{oat} * 2", quality_policy="relinquish")])
+    runner.evaluate(at(0), image(oat=10.0))
+    runner.evaluate(at(1), image(oat=11.0), ["oat"])
+    # command 1 was overtaken by command 2: its failure changes nothing
+    assert runner.command_ended("logic:r:1", succeeded=False, now=at(2)) is False
+    assert runner.state_of("r").out == [22.0] and not runner.pending
+    # a relinquish that failed leaves nothing to command; unknown rules and ids are ignored
+    runner.evaluate(at(3), image(oat=(None, "bad")), ["oat"])
+    assert runner.command_ended("logic:r:3", succeeded=False, now=at(4)) is False
+    assert runner.command_ended("logic:other:3", succeeded=False, now=at(4)) is False
+    assert runner.command_ended("logic:r:x", succeeded=False, now=at(4)) is False
+    assert runner.state_of("r").out == [None]
+
+
+def test_a_new_runner_keeps_following_the_commands_in_flight():
+    old = RuleRunner([rule(expression="{oat} * 2")])
+    old.evaluate(at(0), image(oat=10.0))
+    new = RuleRunner([rule(expression="{oat} * 2")], old.states())
+    new.adopt_outcomes(old)
+    assert new.command_ended("logic:r:1", succeeded=False, now=at(1)) is True
+    assert [c.number for c in new.evaluate(at(1), image(oat=10.0)).commands] == [2]
+
+
 def test_uncertain_results_are_commanded_and_marked():
     runner = RuleRunner([rule(expression="{oat} * 2")])
     result = runner.evaluate(at(0), image(oat=(10.0, "uncertain")))

@@ -22,7 +22,7 @@ from django.db import connections
 
 from bms.control.models import Command
 from bms.engine.runner import Engine
-from bms.points.models import Point
+from bms.points.models import Device, Point
 from bms.schedules import evaluate as ev
 from bms.schedules.engine import command_id
 from bms.schedules.models import Schedule, ScheduleTarget
@@ -30,6 +30,7 @@ from bms.schedules.spec import TargetSpec
 from drivers.simulator.building import SimulatedBuilding
 from drivers.simulator.writelog import WriteLog
 from tests.support.pair import ZONE_REGISTER, read_writes
+from tests.support.proxy import Proxy
 from tests.support.roles import ActiveIn
 from tests.support.schedules import identity, local, site_zone, today_only, whole_second
 from tests.support.waiting import eventually
@@ -133,6 +134,43 @@ async def test_the_value_in_force_then_each_transition_is_written_once_at_its_ti
     off_identity = identity(schedule.pk, zone, local(off, zone), "default")
     assert commands[-1][0] == command_id(off_identity, None, 0, TargetSpec(POINT, 12))
     assert shown["done"] == off_identity and shown["value"] is None and shown["written"] is None
+
+
+async def test_a_value_that_met_its_device_away_is_written_once_the_device_answers_again(logged):
+    """The device is unreachable when the value in force is commanded: the schedule makes it again (back-off) and
+    it reaches the device once, without waiting for the next transition."""
+    building, log = logged
+    proxy = Proxy(building.port)
+    try:
+        await sync_to_async(Device.objects.filter(name="plant").update)(port=proxy.port, timeout=0.3)
+        proxy.cut()
+        zone = site_zone()
+        await sync_to_async(create_schedule)("office", zone, [("00:00", MORNING)])
+        node = engine()
+        await node.start()
+        try:
+            await eventually(
+                lambda: any(status in ("failed", "unknown") for _c, _v, status in schedule_commands()),
+                10,
+                "the first command did not reach the device",
+                db=True,
+            )
+            assert values(log) == []
+            proxy.restore()
+            await eventually(lambda: values(log) == [MORNING], 20, "the value in force written once the device answers")
+            await eventually(lambda: schedule_commands()[-1][2] == "succeeded", 10, "recorded", db=True)
+            retries = node.functions[0].stats()["retries"]
+        finally:
+            await node.stop()
+    finally:
+        proxy.close()
+    commands = await sync_to_async(schedule_commands)()
+    assert [value for _c, value, _s in commands] == [MORNING] * len(commands) and len(commands) >= 2, commands
+    assert all(status in ("failed", "unknown") for _c, _v, status in commands[:-1]), commands
+    first_id = commands[0][0]
+    assert [cid for cid, _v, _s in commands[1:]] == [f"{first_id}:e1r{n}" for n in range(1, len(commands))]
+    assert retries == len(commands) - 1
+    assert values(log) == [MORNING]  # exactly once at the device
 
 
 async def test_a_successor_does_the_next_transition_once_and_not_the_one_done_before(logged):
