@@ -14,13 +14,14 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 
 from bms.alarms.models import AlarmDefinition, AlarmJournal
 from bms.alarms.spec import AlarmSpec
 from bms.alarms.states import Transition
 from bms.engine.dbconn import with_fresh_connection
+from bms.history.bulk import copy_new_rows
 from bms.history.models import next_stamps
 
 #: a transition, the definition it belongs to and whether it is a lost row written again, as the engine queues them
@@ -72,6 +73,8 @@ def write_journal(items: list[JournalItem]) -> int:
 
 
 def _insert_new(rows: list[AlarmJournal]) -> int:
+    if connection.vendor == "postgresql":
+        return _copy_new(rows)
     numbered = [row for row in rows if row.alarm_seq]
     stored: set[tuple[str, int]] = set()
     if numbered:
@@ -89,6 +92,19 @@ def _insert_new(rows: list[AlarmJournal]) -> int:
     saved = AlarmJournal.objects.bulk_create(new)
     _notify(saved)
     return len(saved)
+
+
+def _copy_new(rows: list[AlarmJournal]) -> int:
+    """PostgreSQL: stamp every row, ``COPY`` them in, keep those whose ``(alarm, alarm_seq)`` was not stored yet."""
+    origin, epoch, seqs = next_stamps(len(rows))
+    names = [field.attname for field in AlarmJournal._meta.concrete_fields if not field.primary_key]
+    for row, seq in zip(rows, seqs, strict=True):
+        row.origin, row.epoch, row.origin_seq = origin, epoch, seq
+    records = [{name: getattr(row, name) for name in names} for row in rows]
+    inserted = set(copy_new_rows(AlarmJournal, records, "origin_seq"))
+    new = [row for row in rows if row.origin_seq in inserted]
+    _notify(new)
+    return len(new)
 
 
 def _notify(rows: list[AlarmJournal]) -> None:
