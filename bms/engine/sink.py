@@ -24,8 +24,8 @@ then wakes the executor.
   dropped, counted and logged) and are recorded when it returns.
 * **Lifetime**: ``BMS_FUNCTION_COMMAND_LIFETIME_SECONDS`` (300 s), not the
   operators' 5 s: a function's output is a level it keeps wanting and
-  commands again only when it moves, so a command that expired in a burst
-  would leave the device at its old value (ADR 0018).
+  commands again only when it moves or its command did not reach the device,
+  so a burst must not expire unsent (each would be made again; ADR 0018).
 * **Answers**: :meth:`CommandSink.submit` returns a future of the
   :class:`Recorded` answer (``created``, ``repeat`` with the recorded
   command's status and epoch, ``refused``, ``stale`` or ``dropped``), for a

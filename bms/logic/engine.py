@@ -92,7 +92,7 @@ class LogicEngine(EngineFunction):
         self.evaluations = 0
         self.commands = 0
         self.slices = 0
-        #: outputs commanded again because their command never reached the device (failed or expired)
+        #: outputs commanded again because their command was not known to reach the device (failed, expired, unknown)
         self.retries = 0
         #: CPU seconds of the loop's thread spent in passes (for /metrics and bench/logic.py)
         self.cpu_seconds = 0.0
@@ -162,8 +162,7 @@ class LogicEngine(EngineFunction):
         """A rule's command ended: one that never reached its device makes its rule command the value again."""
         if source != SOURCE or not self.running or status not in ENDED:
             return
-        succeeded = status == Command.SUCCEEDED
-        if self.runner.command_ended(command_id, succeeded, datetime.now(UTC)) and not succeeded:
+        if self.runner.command_ended(command_id, status == Command.SUCCEEDED, datetime.now(UTC)):
             self.retries += 1
             self._wake.set()
 

@@ -406,7 +406,7 @@ class ScheduleEngine(EngineFunction):
             answer.accepted_epoch,
             again.command_id,
         )
-        self.sink.submit(again)
+        self.sink.submit(again).add_done_callback(self._answered)  # a refused one is no longer followed
 
     def _publish(self, runtime: ScheduleRuntime, now: datetime) -> None:
         state = runtime.state

@@ -146,9 +146,9 @@ BMS_NOTIFY_RUNNER = os.environ.get("BMS_NOTIFY_RUNNER", "auto")
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))
 # The lifetime of the commands schedules and logic make (bms/engine/sink.py). Theirs is a level the function keeps
 # wanting, and a function commands again only when its output moves: a command that expired in a burst (enabling
-# 5,000 rules made 5,700 at once for one device, and 2,462-3,771 of them expired at 5 s; bench/logic.py) left the
-# device at its old value with nothing to correct it. A later command of the same point is executed after it, so
-# lateness never leaves an older value standing. 0.1 to 3600 s (ADR 0018).
+# 5,000 rules made 5,700 at once for one device, and 2,462-3,771 of them expired at 5 s; bench/logic.py) would be
+# made again by its function (bms/engine/retry.py), the burst repeating itself. A later command of the same point
+# is executed after it, so lateness never leaves an older value standing. 0.1 to 3600 s (ADR 0018).
 BMS_FUNCTION_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_FUNCTION_COMMAND_LIFETIME_SECONDS", "300"))
 # May `loaddemo --demo-user` create the operator demo/demo? Only the embedded and test shapes say yes.
 BMS_DEMO_ACCOUNTS = False
