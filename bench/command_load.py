@@ -76,6 +76,7 @@ class Options:
     period_ms: int
     timeout_ms: int
     settle_seconds: float
+    layout: str = "thread"
 
 
 def point_names(devices: int) -> list[tuple[str, str, int]]:
@@ -249,6 +250,7 @@ def tally(node: Any, records: list[dict], write_log: Path, since: float, seconds
     return {
         "submitted": len(records),
         "http": dict(Counter(str(r["http"]) for r in records)),
+        "refused": dict(Counter(f"{r['http']} {r['refused']}" for r in records if r.get("refused"))),
         "statuses": dict(statuses),
         "succeeded_per_s": succeeded / seconds,
         "submit_to_final_ms": summarize(latencies),
@@ -276,6 +278,7 @@ def run_case(shape: str, devices: int, opts: Options, template: Any, write_log: 
                 period_ms=opts.period_ms,
                 timeout_ms=opts.timeout_ms,
                 startup_allowance_ms=500 if shape == "node" else None,
+                split=opts.layout == "processes",
             ),
         )
         if shape == "node":
@@ -334,11 +337,12 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def print_case(case: dict[str, Any]) -> None:
     lat, api = case["submit_to_final_ms"], case["api_ms"]
+    refused = f", refused {case['refused']}" if case.get("refused") else ""
     print(
         f"  {case['shape']:>4} {case['devices']} dev: {case['submitted']} submitted, "
         f"{fmt(case['succeeded_per_s'])} succeeded/s ({fmt(case['ratio_to_raw'], 3)} of raw), "
         f"submit->final p50 {fmt(lat['p50'])} p99 {fmt(lat['p99'])} ms, API p50 {fmt(api['p50'])} ms, "
-        f"statuses {case['statuses']}, exactly once: {case['exactly_once']} "
+        f"statuses {case['statuses']}{refused}, exactly once: {case['exactly_once']} "
         f"(duplicates {case['duplicates']}, missing {len(case['missing'])}, "
         f"not succeeded but written {len(case['not_succeeded_but_written'])}, stray {case['stray_device_writes']})",
         flush=True,
@@ -355,6 +359,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--period-ms", type=int, default=100)
     parser.add_argument("--timeout-ms", type=int, default=300)
     parser.add_argument("--settle-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--layout",
+        choices=("thread", "processes"),
+        default="thread",
+        help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
+        " side in separate processes per node (runengine + runbms --no-engine)",
+    )
     args = parser.parse_args(argv)
     if max(args.devices) * POINTS_PER_DEVICE * 2 + FIRST_REGISTER > RAW_REGISTER:
         parser.error(f"at most {(RAW_REGISTER - FIRST_REGISTER) // (2 * POINTS_PER_DEVICE)} devices")

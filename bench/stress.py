@@ -145,8 +145,12 @@ def post_write(client: Http, point: str, value: float, command_id: str) -> dict[
         record.update(http=None, error=f"{type(exc).__name__}: {exc}"[:200])
     else:
         record["http"] = status
-        with contextlib.suppress(ValueError):
-            record["status"] = json.loads(data).get("status")
+        with contextlib.suppress(ValueError, AttributeError):
+            answer = json.loads(data)
+            record["status"] = answer.get("status")
+            if status >= 400:  # why it was refused: the API's error code, else its message
+                reason = str(answer.get("error") or answer.get("code") or answer.get("detail"))[:120]
+                record["refused"] = f"{reason} (node {answer['role']})" if answer.get("role") else reason
     record["ms"] = (time.monotonic() - sent) * 1000
     return record
 
@@ -654,7 +658,9 @@ def tally_writes(pair: Any, writes: list[dict[str, Any]], since: float, settle_s
     return {
         "submitted": len(writes),
         "http": dict(Counter(str(w["http"]) for w in writes)),
-        "refusals": dict(Counter(w.get("error") or f"HTTP {w['http']}" for w in writes if w["id"] not in rows)),
+        "refusals": dict(
+            Counter(w.get("error") or w.get("refused") or f"HTTP {w['http']}" for w in writes if w["id"] not in rows)
+        ),
         "statuses": dict(statuses),
         "outcome": dict(outcome),
         "duplicates": duplicates,

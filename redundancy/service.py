@@ -647,7 +647,7 @@ class PairService:
 
     async def write_status(self) -> None:
         name, url = self.active_node()
-        await self.engine.run_in_db(
+        await self.engine.run_in_status_db(
             state.save_status, str(self.machine.role), self.machine.epoch, name, url, self.status()
         )
 
@@ -701,7 +701,7 @@ class PairService:
         try:
             if full:
                 await self.write_status()
-                requests = await self.engine.run_in_db(state.take_operator_requests)
+                requests = await self.engine.run_in_status_db(state.take_operator_requests)
                 if "switchover_requested_at" in requests:
                     log.info("switchover requested by an operator")
                     self.request_switchover()
@@ -709,7 +709,7 @@ class PairService:
                     log.warning("an operator asked this node to take control although its state may be stale")
                     self._take_control_at = time.monotonic()
             else:
-                await self.engine.run_in_db(state.beat)
+                await self.engine.run_in_status_db(state.beat)
         except DatabaseUnavailable:
             pass  # logged once per outage by the engine's database health
         except Exception:

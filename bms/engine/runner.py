@@ -69,6 +69,11 @@ class Engine:
         self.pollers: dict[str, DevicePoller] = {}
         self.commands = CommandExecutor(self.run_in_db, lambda: self.pollers, self.role, command_scan_interval)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-db")
+        # The node state row's writes (the pair service's liveness beat and status) on a thread and connection of
+        # their own: behind commands, replication and history on the engine's database thread, a beat came later
+        # than the heartbeat timeout under 50 API writers, and a web process of its own (runbms --no-engine) then
+        # called this live, active node "unknown" and refused writes (bench/stress.py --layout processes).
+        self._status_db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-status-db")
         self.db_health = database_outage_log("the engine keeps polling, events wait in memory", log)
         self.events = EventOutbox(self.run_in_db, settings.BMS_NODE_NAME, settings.BMS_EVENT_BUFFER)
         self.journal: Outbox[alarm_store.JournalItem] = Outbox(
@@ -103,8 +108,15 @@ class Engine:
         :attr:`db_health`) when the database cannot be reached, so periodic
         callers can wait quietly for it to return.
         """
+        return await self._run_on(self._db, func, *args)
+
+    async def run_in_status_db(self, func: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run_in_db`, on the thread that writes only the node state row (never queued behind others)."""
+        return await self._run_on(self._status_db, func, *args)
+
+    async def _run_on(self, executor: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
+            result = await asyncio.get_running_loop().run_in_executor(executor, func, *args)
         except UNAVAILABLE_ERRORS as exc:
             if self.db_health.failed(exc):
                 self.events.outage_began(self.db_health.reason, self.db_health.began)
@@ -154,6 +166,8 @@ class Engine:
         await self.journal.stop()
         await self.run_in_db(connections.close_all)
         self._db.shutdown(wait=True)
+        await self.run_in_status_db(connections.close_all)
+        self._status_db.shutdown(wait=True)
 
     async def take_control(self) -> None:
         """Become the node that talks to the field: settle interrupted commands, then start polling.

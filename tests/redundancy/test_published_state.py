@@ -58,6 +58,7 @@ async def service(settings: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
         nodeview.use_memory(None, None)
         engine._db.shutdown(wait=True)
+        engine._status_db.shutdown(wait=True)
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ async def test_a_live_node_says_it_is_active_while_its_database_hangs(service, h
 
 async def test_writes_are_not_queued_behind_a_hanging_one(service, monkeypatch):
     in_flight, most = 0, 0
-    run_in_db = service.engine.run_in_db
+    run_in_db = service.engine.run_in_status_db
 
     async def counted(func: Callable[..., Any], *args: Any) -> Any:
         nonlocal in_flight, most
@@ -122,7 +123,7 @@ async def test_writes_are_not_queued_behind_a_hanging_one(service, monkeypatch):
         finally:
             in_flight -= 1
 
-    monkeypatch.setattr(service.engine, "run_in_db", counted)
+    monkeypatch.setattr(service.engine, "run_in_status_db", counted)
     await first_publication(service)
     seen = await roles_seen(3 * DATABASE_HANG)
     assert {role for role, _ in seen} == {"active"}

@@ -1,0 +1,92 @@
+"""The node state row stays fresh while the engine's database thread is busy, against the real database.
+
+A web process of its own (``runbms --no-engine``) knows the node's role only
+from this row, and calls the node "unknown" (refusing every write) once the
+row is older than the heartbeat timeout. The row's writes used to queue on
+the engine's one database thread behind commands, replication and history:
+under 50 API writers a beat came later than the timeout, and an active node
+refused writes (bench/stress.py --layout processes). Here that thread is
+held by a real query for longer than the timeout while the status loop runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from django.db import connection, connections
+
+from bms.engine.runner import Engine
+from bms.engine.tasks import cancel_and_wait
+from redundancy import config as pair_config
+from redundancy.models import NodeState
+from redundancy.roles import Decision, Role, RoleMachine, Timing
+from redundancy.service import PairService
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PERIOD_MS = 100
+TIMEOUT_MS = 600  # wide, so that a loaded machine's scheduling does not age the row by itself
+TIMEOUT = TIMEOUT_MS / 1000
+BUSY_SECONDS = 4 * TIMEOUT  # how long the engine's database thread is held
+
+
+@pytest.fixture
+async def service(settings: Any) -> AsyncIterator[PairService]:
+    """An active node's pair service with its heartbeat and status loops running, writing the real row."""
+    settings.BMS_PARTNER_ADDRESS = "127.0.0.1:1"
+    settings.BMS_SYNC_SECRET = "0123456789abcdef-test"
+    settings.BMS_NODE_NAME = "main"
+    settings.BMS_HEARTBEAT_PERIOD_MS = PERIOD_MS
+    settings.BMS_HEARTBEAT_TIMEOUT_MS = TIMEOUT_MS
+    service = PairService(pair_config.load())
+    engine = Engine(InMemoryChannelLayer(), role=service.role)
+    service.attach(engine)
+    service.machine = RoleMachine("main", True, 3, Timing(TIMEOUT, 1, 1, 1), True, False, time.monotonic())
+    service.machine.enter(Decision(Role.ACTIVE, 3, "test"), time.monotonic())
+    service.role.machine = service.machine
+    tasks = [asyncio.create_task(service._pulse_loop()), asyncio.create_task(service._status_loop())]
+    try:
+        yield service
+    finally:
+        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
+        # the engine's threads' connections must not outlive the test database
+        await engine.run_in_db(connections.close_all)
+        await engine.run_in_status_db(connections.close_all)
+        engine._db.shutdown(wait=True)
+        engine._status_db.shutdown(wait=True)
+
+
+def row_age() -> float | None:
+    """Seconds since the row's ``updated_at`` (None: no row yet), read on a connection of the test's own."""
+    try:
+        row = NodeState.objects.filter(node="main").values("role", "updated_at").first()
+        return None if row is None else (datetime.now(UTC) - row["updated_at"]).total_seconds()
+    finally:
+        connection.close()
+
+
+def hold_the_database_thread() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [BUSY_SECONDS])
+
+
+async def test_the_row_stays_fresh_while_the_engines_database_thread_is_busy(service):
+    deadline = time.monotonic() + 10
+    while await asyncio.to_thread(row_age) is None:
+        assert time.monotonic() < deadline, "the status loop never wrote the row"
+        await asyncio.sleep(0.05)
+    busy = asyncio.ensure_future(service.engine.run_in_db(hold_the_database_thread))
+    ages = []
+    while not busy.done():
+        ages.append(await asyncio.to_thread(row_age))
+        await asyncio.sleep(0.05)
+    await busy
+    assert len(ages) >= 10, ages
+    # Beats every PERIOD_MS: the row is never older than the timeout (it was BUSY_SECONDS old before the fix).
+    assert max(ages) < TIMEOUT, [round(age, 3) for age in ages]
