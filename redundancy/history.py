@@ -48,12 +48,12 @@ class Outgoing:
     """One replication round: the batches to send, the rows the peer has not acknowledged, rows quarantined."""
 
     batches: list[dict[str, Any]]
-    waiting: dict[tuple[str, str], int]  # (table, origin): rows not acknowledged
+    waiting: dict[tuple[str, str], int] | None  # (table, origin): rows not acknowledged; None: not counted
     quarantined: int
 
     @property
-    def backlog(self) -> int:
-        return sum(self.waiting.values())
+    def backlog(self) -> int | None:
+        return None if self.waiting is None else sum(self.waiting.values())
 
 
 def replicated_models() -> dict[str, type[HistoryRow]]:
@@ -190,15 +190,20 @@ def unacknowledged(acked: Cursors) -> int:
     return sum(waiting(acked).values())
 
 
-def outgoing(cursors: Cursors, acked: Cursors, outstanding: bool, limit: int = BATCH) -> Outgoing:
+def outgoing(cursors: Cursors, acked: Cursors, outstanding: bool, limit: int = BATCH, count: bool = True) -> Outgoing:
     """One round of the sender: what to send above ``cursors``, and what waits above ``acked``.
 
     ``outstanding``: rows were sent that the peer has not acknowledged. Without
     them and with nothing new to send, nothing waits: the rows are not counted
-    again (this runs several times a second on an idle pair).
+    again (this runs several times a second on an idle pair). ``count`` False:
+    leave the rows that wait uncounted (``waiting`` None) unless that is known
+    to be nothing; counting asks every table again.
     """
     batches, _ = rows_after(cursors, limit)
-    pending = waiting(acked) if batches or outstanding else {}
+    if not batches and not outstanding:
+        pending: dict[tuple[str, str], int] | None = {}
+    else:
+        pending = waiting(acked) if count else None
     return Outgoing(batches, pending, QuarantinedRow.objects.count())
 
 

@@ -19,7 +19,7 @@ from django.db import connection
 
 from bms.control.models import AuditEntry
 from bms.events.models import Event
-from redundancy import framing, history
+from redundancy import framing, history, replication
 from redundancy.models import QuarantinedRow
 from redundancy.replication import Replicator
 
@@ -289,3 +289,37 @@ def _all_rows() -> int:
 
 async def _pause() -> None:
     await asyncio.sleep(0.05)
+
+
+async def test_while_rows_flow_the_backlog_is_counted_at_most_every_interval_and_never_reads_zero(monkeypatch):
+    # Counting asks every table; with 50 API writers on a pair, counting on every round held the engine's database
+    # thread long enough for one device's commands to expire. Between counts the backlog must never read 0 while
+    # rows wait (a standby reporting 0 counts as caught up), and it must reach 0 at once when everything is acked.
+    counts = []
+    count_rows = history.waiting
+    monkeypatch.setattr(history, "waiting", lambda acked: counts.append(1) or count_rows(acked))
+    sender, link = replicator()
+    held = await run_in_db(history.local_cursors)
+    await sender._on_cursors({"cursors": held})
+    await run_in_db(events, 3)
+    await sender.push_history()
+    assert (sender.backlog, len(counts)) == (3, 1)  # from 0: counted at once
+
+    await run_in_db(events, 2)
+    await sender.push_history()  # within the interval: sent, not counted
+    assert len(counts) == 1 and sender.backlog >= 2, (counts, sender.backlog)
+
+    acks = [[b["table"], b["origin"], b["rows"][-1][b["fields"].index("origin_seq")]] for b in link.sent[-1]["batches"]]
+    await sender._on_history_ack({"acks": acks})
+    await sender.push_history()
+    assert sender.backlog == 0 and len(counts) == 1  # everything acknowledged: 0 without a count
+
+    await run_in_db(events, 4)
+    await sender.push_history()
+    assert (sender.backlog, len(counts)) == (4, 2)  # rows flow again after 0: counted at once
+    await run_in_db(events, 1)
+    await sender.push_history()
+    assert len(counts) == 2 and sender.backlog >= 1
+    await asyncio.sleep(replication.BACKLOG_COUNT_INTERVAL)
+    await sender.push_history()  # nothing new to send, rows outstanding, the interval passed: counted, exact
+    assert (sender.backlog, len(counts)) == (5, 3)
