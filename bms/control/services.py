@@ -30,6 +30,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from bms.audit.values import bounded_text, recordable
+from bms.control import outcomes
 from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.engine import bus
@@ -268,20 +269,29 @@ def wake_engine() -> None:
 
 
 def wait_for_outcome(command: Command, timeout: float) -> Command:
-    """Poll the command row until it is final or ``timeout`` passes; return the latest row.
+    """Wait until the command row is final or ``timeout`` passes; return the latest row.
 
-    Polls every 10 ms at first (most writes finish within a few), then less
-    often, up to every 100 ms. Between polls a pooled connection goes back to
-    the pool: 50 operators writing at once must not hold 50 connections for
-    seconds while other requests and websocket logins wait for one.
+    With the engine in this process, its executor says when the row has an
+    outcome (:mod:`bms.control.outcomes`) and the row is read then (and at
+    least every ``FALLBACK_SECONDS``). Otherwise the row is polled every 10 ms
+    at first (most writes finish within a few), then less often, up to every
+    100 ms. Between reads a pooled connection goes back to the pool: 50
+    operators writing at once must not hold 50 connections for seconds while
+    other requests and websocket logins wait for one.
     """
     deadline = time.monotonic() + timeout
     pause = 0.01
-    while True:
-        command.refresh_from_db()
-        if command.status in Command.FINAL or time.monotonic() >= deadline:
-            return command
-        if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
-            connection.close()  # back to the pool; the next refresh takes one again
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        pause = min(pause * 1.5, 0.1)
+    with outcomes.watch(command.pk) as told:
+        while True:
+            command.refresh_from_db()
+            if command.status in Command.FINAL or time.monotonic() >= deadline:
+                return command
+            if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+                connection.close()  # back to the pool; the next refresh takes one again
+            left = max(0.0, deadline - time.monotonic())
+            if outcomes.told_here():
+                told.wait(min(outcomes.FALLBACK_SECONDS, left))
+                told.clear()
+            else:
+                time.sleep(min(pause, left))
+                pause = min(pause * 1.5, 0.1)

@@ -34,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from bms.control import outcomes as outcome_notices
 from bms.control.models import Command
 from bms.control.priority import Effective
 from bms.engine import store
@@ -149,8 +150,11 @@ class CommandExecutor:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="commands")
+        outcome_notices.serve(True)
 
     async def stop(self) -> None:
+        if self._task is not None:
+            outcome_notices.serve(False)
         await cancel_and_wait(self._task)
         if self._claiming is not None:
             with contextlib.suppress(Exception):
@@ -483,6 +487,7 @@ class CommandExecutor:
                         detail = f"its priority array could not be read ({exc}), so it was not sent"
                     planned = {pk: store.WritePlan(False, status=Command.FAILED, detail=detail) for pk in plans}
                 else:
+                    outcome_notices.recorded(outcomes)  # committed: waiting API requests of this process read them
                     for pk, (status, error) in outcomes.items():
                         command = jobs[pk].command
                         log.info(
@@ -508,6 +513,7 @@ class CommandExecutor:
             return
         kept = dict(self.unrecorded)
         await self.run_in_db(store.finish_commands, kept)
+        outcome_notices.recorded(kept)
         for pk, (status, _) in kept.items():
             del self.unrecorded[pk]
             log.info("command row %d: outcome %s recorded now that the database is back", pk, status)
