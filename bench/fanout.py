@@ -135,6 +135,11 @@ GOAL_SNAPSHOT_S = 5.0
 # --- the tick table shared by the device and the clients -------------------------------------------------------
 
 
+
+def _is_number(value: Any) -> bool:
+    """A device point's value (the image also carries entries such as the alarm summary, whose value is a dict)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
 class ChangeTable:
     """A memory-mapped array of doubles: [0] last tick made, [1] changes per tick, [2 + v] CLOCK_MONOTONIC of value v.
 
@@ -689,7 +694,7 @@ class Client:
                 # A snapshot may come at any time (a resync, points added or removed, the hub's own restart): a
                 # value it brings that this probe had not seen is a value of the image it saw, so it counts.
                 last, reached = self.last, self.reached
-                fresh = {name: int(value) for name, value, _ in changes if value is not None}
+                fresh = {name: int(value) for name, value, _ in changes if _is_number(value)}
                 if not first:
                     for name, value in fresh.items():
                         if last.get(name) != value:
@@ -724,8 +729,8 @@ class Client:
         reached = self.reached
         time_of = self.table.time_of
         for name, value, source in changes:
-            if value is None:
-                continue
+            if not _is_number(value):
+                continue  # no value, or an entry that is not a device point (the alarm summary is a dict)
             value = int(value)
             if last.get(name) != value:
                 last[name] = value
