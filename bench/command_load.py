@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS_DIR, ratio, summarize, without_nan  # noqa: E402
+from bench.common import RESULTS_DIR, add_layout_argument, ratio, summarize, without_nan  # noqa: E402
 from bench.stress import Http, post_write  # noqa: E402
 
 POINTS_PER_DEVICE = 4
@@ -359,13 +359,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--period-ms", type=int, default=100)
     parser.add_argument("--timeout-ms", type=int, default=300)
     parser.add_argument("--settle-seconds", type=float, default=30.0)
-    parser.add_argument(
-        "--layout",
-        choices=("thread", "processes"),
-        default="thread",
-        help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
-        " side in separate processes per node (runengine + runbms --no-engine)",
-    )
+    add_layout_argument(parser)
     args = parser.parse_args(argv)
     if max(args.devices) * POINTS_PER_DEVICE * 2 + FIRST_REGISTER > RAW_REGISTER:
         parser.error(f"at most {(RAW_REGISTER - FIRST_REGISTER) // (2 * POINTS_PER_DEVICE)} devices")

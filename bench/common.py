@@ -73,3 +73,14 @@ def without_nan(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [without_nan(item) for item in value]
     return value
+
+
+def add_layout_argument(parser: Any) -> None:
+    """``--layout thread|processes``: how each node of a bench's pair runs (``PairOptions(split=...)``)."""
+    parser.add_argument(
+        "--layout",
+        choices=("thread", "processes"),
+        default="thread",
+        help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
+        " side in separate processes per node (runengine + runbms --no-engine)",
+    )

@@ -135,10 +135,10 @@ GOAL_SNAPSHOT_S = 5.0
 # --- the tick table shared by the device and the clients -------------------------------------------------------
 
 
-
 def _is_number(value: Any) -> bool:
     """A device point's value (the image also carries entries such as the alarm summary, whose value is a dict)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 class ChangeTable:
     """A memory-mapped array of doubles: [0] last tick made, [1] changes per tick, [2 + v] CLOCK_MONOTONIC of value v.

@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import ratio, summarize, write_json  # noqa: E402
+from bench.common import add_layout_argument, ratio, summarize, write_json  # noqa: E402
 
 POINTS = ("zone1_setpoint", "zone2_setpoint", "zone3_setpoint", "zone4_setpoint")
 PAGES = ("/points/", "/events/", "/redundancy/")
@@ -1002,13 +1002,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-ms", type=int, default=300, help="heartbeat timeout (default 300)")
     parser.add_argument("--baseline-requests", type=int, default=20, help="sequential quiet writes and pages (20)")
     parser.add_argument("--settle-seconds", type=float, default=60.0, help="wait for final commands (default 60)")
-    parser.add_argument(
-        "--layout",
-        choices=("thread", "processes"),
-        default="thread",
-        help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
-        " side in separate processes per node (runengine + runbms --no-engine)",
-    )
+    add_layout_argument(parser)
     parser.add_argument("--child", choices=("ws", "http"), help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -16,15 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from channels.layers import InMemoryChannelLayer
 from django.db import OperationalError
 
-from bms.engine.runner import Engine
-from bms.engine.tasks import cancel_and_wait
-from redundancy import config as pair_config
 from redundancy import nodeview, state
-from redundancy.roles import Decision, Role, RoleMachine, Timing
 from redundancy.service import PairService
+from tests.redundancy.activenode import active_service
 
 PERIOD_MS = 100
 TIMEOUT_MS = 600  # wide, so that a loaded machine's scheduling does not age the state by itself
@@ -38,27 +34,13 @@ async def service(settings: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     monkeypatch.setattr(state, "save_status", lambda *args: None)
     monkeypatch.setattr(state, "beat", lambda: None)
     monkeypatch.setattr(state, "take_operator_requests", lambda: set())
-    settings.BMS_PARTNER_ADDRESS = "127.0.0.1:1"
-    settings.BMS_SYNC_SECRET = "0123456789abcdef-test"
-    settings.BMS_NODE_NAME = "main"
-    settings.BMS_HEARTBEAT_PERIOD_MS = PERIOD_MS
-    settings.BMS_HEARTBEAT_TIMEOUT_MS = TIMEOUT_MS
-    service = PairService(pair_config.load())
-    engine = Engine(InMemoryChannelLayer(), role=service.role)
-    service.attach(engine)
-    service.machine = RoleMachine("main", True, 3, Timing(TIMEOUT, 1, 1, 1), True, False, time.monotonic())
-    service.machine.enter(Decision(Role.ACTIVE, 3, "test"), time.monotonic())
-    service.role.machine = service.machine
-    health = engine.db_health
-    nodeview.use_memory(service.memory_row, lambda: f"database unavailable: {health.reason}" if health.down else "")
-    tasks = [asyncio.create_task(service._pulse_loop()), asyncio.create_task(service._status_loop())]
-    try:
-        yield service
-    finally:
-        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
-        nodeview.use_memory(None, None)
-        engine._db.shutdown(wait=True)
-        engine._status_db.shutdown(wait=True)
+    async with active_service(settings, PERIOD_MS, TIMEOUT_MS) as service:
+        health = service.engine.db_health
+        nodeview.use_memory(service.memory_row, lambda: f"database unavailable: {health.reason}" if health.down else "")
+        try:
+            yield service
+        finally:
+            nodeview.use_memory(None, None)
 
 
 @pytest.fixture

@@ -18,15 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from channels.layers import InMemoryChannelLayer
-from django.db import connection, connections
+from django.db import connection
 
-from bms.engine.runner import Engine
-from bms.engine.tasks import cancel_and_wait
-from redundancy import config as pair_config
 from redundancy.models import NodeState
-from redundancy.roles import Decision, Role, RoleMachine, Timing
 from redundancy.service import PairService
+from tests.redundancy.activenode import active_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,27 +35,8 @@ BUSY_SECONDS = 4 * TIMEOUT  # how long the engine's database thread is held
 @pytest.fixture
 async def service(settings: Any) -> AsyncIterator[PairService]:
     """An active node's pair service with its heartbeat and status loops running, writing the real row."""
-    settings.BMS_PARTNER_ADDRESS = "127.0.0.1:1"
-    settings.BMS_SYNC_SECRET = "0123456789abcdef-test"
-    settings.BMS_NODE_NAME = "main"
-    settings.BMS_HEARTBEAT_PERIOD_MS = PERIOD_MS
-    settings.BMS_HEARTBEAT_TIMEOUT_MS = TIMEOUT_MS
-    service = PairService(pair_config.load())
-    engine = Engine(InMemoryChannelLayer(), role=service.role)
-    service.attach(engine)
-    service.machine = RoleMachine("main", True, 3, Timing(TIMEOUT, 1, 1, 1), True, False, time.monotonic())
-    service.machine.enter(Decision(Role.ACTIVE, 3, "test"), time.monotonic())
-    service.role.machine = service.machine
-    tasks = [asyncio.create_task(service._pulse_loop()), asyncio.create_task(service._status_loop())]
-    try:
+    async with active_service(settings, PERIOD_MS, TIMEOUT_MS, close_connections=True) as service:
         yield service
-    finally:
-        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
-        # the engine's threads' connections must not outlive the test database
-        await engine.run_in_db(connections.close_all)
-        await engine.run_in_status_db(connections.close_all)
-        engine._db.shutdown(wait=True)
-        engine._status_db.shutdown(wait=True)
 
 
 def row_age() -> float | None:
