@@ -48,7 +48,8 @@ READS_INTERVAL = 1.0
 HISTORY_INTERVAL = 0.2
 #: while rows flow, the rows waiting for the peer are counted at most this often (a count asks every table: with
 #: 50 API writers on a pair, counting on every round took 40 % of the rounds' database time and the commands'
-#: plans waited behind it); between counts the backlog never drops, and never reads 0 while rows are unacknowledged
+#: plans waited behind it); between counts the backlog only grows (or drops to 0 once every sent row is
+#: acknowledged and nothing new waits), so it never reads 0 while rows are unacknowledged
 BACKLOG_COUNT_INTERVAL = 0.5
 CONFIG_CHECK_INTERVAL = 0.5
 #: seconds between full configuration hashes (between them, only a moved revision makes one)
