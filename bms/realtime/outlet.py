@@ -47,6 +47,8 @@ except ImportError:  # pragma: no cover - Daphne is a dependency; other ASGI ser
 
 #: the FileDescriptor internals that tell whether anything is queued; a Twisted without them gets no direct sends
 _QUEUE_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_writeDisconnected", "writeSomeData")
+#: autobahn's: its own send queue and per-message compression; an autobahn without them gets no direct sends either
+_PROTOCOL_ATTRIBUTES = ("send_queue", "_perMessageCompress")
 
 
 #: bytes queued for a connection beyond which it counts as slow (skipped, then caught up with one frame)
@@ -114,6 +116,7 @@ class DaphneOutlet(Outlet):
             and isinstance(transport, TcpConnection)
             and not getattr(transport, "TLS", False)
             and all(hasattr(transport, name) for name in _QUEUE_ATTRIBUTES)
+            and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
             else None
         )
 
