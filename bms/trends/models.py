@@ -22,7 +22,7 @@ them), and a COPY of thousands of rows must not check a foreign key per row.
 
 from __future__ import annotations
 
-from django.db import connection, models
+from django.db import models
 
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, OUT_OF_SERVICE, STALE, UNCERTAIN
 from bms.history.models import HistoryRow
@@ -38,11 +38,9 @@ EXACT_PENDING = 20_000
 class TrendHistory(HistoryRow):
     """A history table that grows large: replication's questions are answered from the stamp index.
 
-    ``SELECT DISTINCT origin`` and ``GROUP BY origin`` read the whole table
-    (every partition); here each origin, and each origin's highest
-    ``origin_seq``, is one descent of the ``(origin, origin_seq)`` index
-    (a "loose index scan" by a recursive query), whatever the table's size;
-    far behind, the rows waiting are estimated from the stamps. Each
+    Its origins and their highest ``origin_seq`` come from the stamp index
+    as for every history table (:meth:`HistoryRow.stored_origins`); far
+    behind, the rows waiting are also estimated from the stamps. Each
     replication round serves the other history tables first (``BULK``).
     Storing replicated rows is the table's own (``bms.trends.storage``).
     """
@@ -51,29 +49,6 @@ class TrendHistory(HistoryRow):
 
     class Meta:
         abstract = True
-
-    @classmethod
-    def stored_origins(cls) -> list[str]:
-        table = connection.ops.quote_name(cls._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH RECURSIVE o(origin) AS (SELECT MIN(origin) FROM {table} UNION ALL "
-                f"SELECT (SELECT MIN(t.origin) FROM {table} t WHERE t.origin > o.origin) FROM o "
-                "WHERE o.origin IS NOT NULL) SELECT origin FROM o WHERE origin IS NOT NULL"
-            )
-            return [row[0] for row in cursor.fetchall()]
-
-    @classmethod
-    def stored_tops(cls, origin: str | None = None) -> dict[str, int]:
-        table = connection.ops.quote_name(cls._meta.db_table)
-        tops: dict[str, int] = {}
-        with connection.cursor() as cursor:
-            for name in [origin] if origin is not None else cls.stored_origins():
-                cursor.execute(f"SELECT MAX(origin_seq) FROM {table} WHERE origin = %s", [name])
-                top = cursor.fetchone()[0]
-                if top is not None:
-                    tops[name] = int(top)
-        return tops
 
     @classmethod
     def count_pending(cls, rows: models.QuerySet, origin: str, after: int) -> int:

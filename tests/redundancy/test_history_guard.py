@@ -19,6 +19,7 @@ from django.db import connection
 
 from bms.control.models import AuditEntry
 from bms.events.models import Event
+from bms.tokens.models import TokenUse
 from redundancy import framing, history, replication
 from redundancy.models import QuarantinedRow
 from redundancy.replication import Replicator
@@ -323,3 +324,21 @@ async def test_while_rows_flow_the_backlog_is_counted_at_most_every_interval_and
     await asyncio.sleep(replication.BACKLOG_COUNT_INTERVAL)
     await sender.push_history()  # nothing new to send, rows outstanding, the interval passed: counted, exact
     assert (sender.backlog, len(counts)) == (5, 3)
+
+
+async def test_a_history_tables_origins_and_tops_come_from_its_stamp_index():
+    # Asked on every round: one index descent per origin, not a scan (the answers are the same as a scan's).
+    def fill() -> None:
+        events(3)
+        for seq in (7, 9):  # rows of the partner, as replication stores them (their own stamps)
+            Event.objects.create(
+                time="2026-11-30T00:00:00Z", kind="k", source="s", message="m", origin="backup", epoch=1, origin_seq=seq
+            )
+
+    await run_in_db(fill)
+    mine = await run_in_db(lambda: max(Event.objects.filter(origin="main").values_list("origin_seq", flat=True)))
+    assert await run_in_db(Event.stored_origins) == ["backup", "main"]
+    assert await run_in_db(Event.stored_tops) == {"backup": 9, "main": mine}
+    assert await run_in_db(Event.stored_tops, "backup") == {"backup": 9}
+    assert await run_in_db(TokenUse.stored_origins) == []  # an empty table
+    assert await run_in_db(TokenUse.stored_tops) == {}
