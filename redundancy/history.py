@@ -51,10 +51,6 @@ class Outgoing:
     waiting: dict[tuple[str, str], int] | None  # (table, origin): rows not acknowledged; None: not counted
     quarantined: int
 
-    @property
-    def backlog(self) -> int | None:
-        return None if self.waiting is None else sum(self.waiting.values())
-
 
 def replicated_models() -> dict[str, type[HistoryRow]]:
     """Every concrete history table, by ``app_label.model`` name; the bulk ones (``HistoryRow.BULK``) last."""

@@ -164,10 +164,13 @@ class Engine:
         await self.publisher.stop()
         await self.events.stop()
         await self.journal.stop()
-        await self.run_in_db(connections.close_all)
-        self._db.shutdown(wait=True)
-        await self.run_in_status_db(connections.close_all)
-        self._status_db.shutdown(wait=True)
+        await self.close_database()
+
+    async def close_database(self) -> None:
+        """Close the database threads' connections and end the threads: the last step of :meth:`stop`."""
+        for executor in (self._db, self._status_db):
+            await self._run_on(executor, connections.close_all)
+            executor.shutdown(wait=True)
 
     async def take_control(self) -> None:
         """Become the node that talks to the field: settle interrupted commands, then start polling.

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
-from django.db import connections
 
 from bms.engine.runner import Engine
 from bms.engine.tasks import cancel_and_wait
@@ -19,11 +18,8 @@ from redundancy.service import PairService
 
 
 @contextlib.asynccontextmanager
-async def active_service(
-    settings: Any, period_ms: int, timeout_ms: int, close_connections: bool = False
-) -> AsyncIterator[PairService]:
-    """Node ``main``, active in epoch 3, its partner unreachable; ``close_connections``: the engine's database
-    threads close theirs at the end (tests on the real database, whose test database is dropped afterwards)."""
+async def active_service(settings: Any, period_ms: int, timeout_ms: int) -> AsyncIterator[PairService]:
+    """Node ``main``, active in epoch 3, its partner unreachable; its database threads closed at the end."""
     settings.BMS_PARTNER_ADDRESS = "127.0.0.1:1"
     settings.BMS_SYNC_SECRET = "0123456789abcdef-test"
     settings.BMS_NODE_NAME = "main"
@@ -41,8 +37,4 @@ async def active_service(
         yield service
     finally:
         await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
-        if close_connections:
-            await engine.run_in_db(connections.close_all)
-            await engine.run_in_status_db(connections.close_all)
-        engine._db.shutdown(wait=True)
-        engine._status_db.shutdown(wait=True)
+        await engine.close_database()

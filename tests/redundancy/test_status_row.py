@@ -35,15 +35,15 @@ BUSY_SECONDS = 4 * TIMEOUT  # how long the engine's database thread is held
 @pytest.fixture
 async def service(settings: Any) -> AsyncIterator[PairService]:
     """An active node's pair service with its heartbeat and status loops running, writing the real row."""
-    async with active_service(settings, PERIOD_MS, TIMEOUT_MS, close_connections=True) as service:
+    async with active_service(settings, PERIOD_MS, TIMEOUT_MS) as service:
         yield service
 
 
 def row_age() -> float | None:
     """Seconds since the row's ``updated_at`` (None: no row yet), read on a connection of the test's own."""
     try:
-        row = NodeState.objects.filter(node="main").values("role", "updated_at").first()
-        return None if row is None else (datetime.now(UTC) - row["updated_at"]).total_seconds()
+        updated_at = NodeState.objects.filter(node="main").values_list("updated_at", flat=True).first()
+        return None if updated_at is None else (datetime.now(UTC) - updated_at).total_seconds()
     finally:
         connection.close()
 
