@@ -274,19 +274,24 @@ class PairNode:
         return state["role"]
 
     def takeover(self, after: float, timeout: float = 20.0) -> RoleChange:
-        """This node's first activation at or after ``after`` (epoch seconds) in its own event log.
+        """This node's first activation at or after ``after`` (epoch seconds) in its own event log (waits for it)."""
+        return self.role_change("active", after, timeout)
+
+    def role_change(self, new: str, after: float, timeout: float = 20.0) -> RoleChange:
+        """This node's first change to role ``new`` at or after ``after`` (epoch seconds) in its own event log.
 
         Waits for it: the event outbox writes the role change a moment after the role itself changed (behind
-        the takeover's own database work), so a role seen active does not mean the event is stored yet."""
+        the engine's own database work, while the node state row has a database thread of its own), so a role
+        seen in the row does not mean the event is stored yet."""
 
         def found() -> RoleChange | None:
-            mine = [c for c in self.role_changes(source=self.name) if c.new == "active" and c.time >= after]
+            mine = [c for c in self.role_changes(source=self.name) if c.new == new and c.time >= after]
             return mine[0] if mine else None
 
         deadline = time.monotonic() + timeout
         while (change := found()) is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"no activation of {self.name} after {after} in its event log within {timeout} s")
+                raise AssertionError(f"no change of {self.name} to {new} after {after} in its event log ({timeout} s)")
             time.sleep(0.1)
         return change
 
