@@ -522,9 +522,16 @@ class Pair:
             raise AssertionError(f"{exc}; now {self.roles()}; logs: {logs}") from None
 
     def up(self, timeout: float = 60.0) -> None:
-        """Cold-start both nodes and wait for main active and backup standby, caught up."""
+        """Cold-start both nodes and wait for main active and backup standby, caught up, both changes in the logs.
+
+        The node state row shows a role from the moment the node enters it, but the role-change event is
+        recorded once the change is carried out (taking control loads the configuration and settles commands
+        first; the event outbox writes behind the engine's database work): on a loaded machine seconds later.
+        Tests that compare or count role changes from "now" must start after it."""
         self.start()
         self.wait_for_roles(timeout, main="active", backup="standby")
+        for node, role in ((self.main, "active"), (self.backup, "standby")):
+            node.role_change(role, after=node.started_at or 0.0, timeout=30.0)
 
     def cut(self) -> None:
         for proxy in self.proxies.values():

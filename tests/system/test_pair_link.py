@@ -28,21 +28,6 @@ def hold(seconds: float, check, interval: float = 0.05) -> int:
     return runs
 
 
-def up(pair) -> None:
-    """``pair.up()``, then wait until both nodes' start-up role changes are in their event logs.
-
-    The node state row shows a role from the moment the node enters it, but the role-change event is
-    recorded once the change is carried out (taking control loads the configuration and settles commands
-    first): on a loaded machine seconds later. Tests that count role changes from "now" must start after it.
-    """
-    pair.up()
-
-    def recorded() -> bool:
-        return {("main", "active"), ("backup", "standby")} <= {(c.node, c.new) for c in pair.all_role_changes()}
-
-    wait_until(recorded, 30, message="the start-up role changes in both event logs")
-
-
 SYNC_KEYS = (
     "caught_up",
     "history_backlog",
@@ -96,7 +81,7 @@ def wait_history_identical(pair, timeout: float = 30.0) -> dict:
 
 def test_link_cut_without_witness_gives_two_active_nodes_and_the_lower_epoch_steps_down(make_pair):
     pair = make_pair(period_ms=100, proxied=True, failback="manual")
-    up(pair)
+    pair.up()
     cut_at = time.time()
     pair.cut()
     # Documented split brain: without a witness the standby cannot tell a cut link from a dead partner.
@@ -124,7 +109,7 @@ def test_link_cut_without_witness_gives_two_active_nodes_and_the_lower_epoch_ste
 
 def test_link_cut_with_witness_the_standby_goes_isolated_never_active(make_pair):
     pair = make_pair(period_ms=100, proxied=True, witness=True)
-    up(pair)
+    pair.up()
     cut_at = time.time()
     pair.cut()
     wait_until(lambda: pair.backup.role() == "isolated", 10, message="backup isolated")
@@ -145,7 +130,7 @@ def test_link_cut_with_witness_the_standby_goes_isolated_never_active(make_pair)
 
 def test_a_flapping_link_faster_than_the_timeout_causes_no_failover(make_pair):
     pair = make_pair(period_ms=200, proxied=True)  # timeout 600 ms
-    up(pair)
+    pair.up()
     started = time.time()
     for _ in range(10):
         pair.cut()
@@ -166,7 +151,7 @@ def test_short_stalls_of_the_active_node_cause_at_most_one_failover(make_pair):
     # A 15 s flap window: long enough to cover the stalls, short enough that a failback held back by
     # repeated losses still happens within this test.
     pair = make_pair(period_ms=100, extra_env={"BMS_FLAP_WINDOW_MS": "15000"})  # timeout 300 ms
-    up(pair)
+    pair.up()
     started = time.time()
     for _ in range(10):
         pair.main.sigstop()
@@ -210,7 +195,7 @@ def _send_and_wait_close(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 def test_bad_input_on_the_link_is_rejected_and_the_heartbeat_goes_on(make_pair):
     pair = make_pair(period_ms=100, proxied=True, record=True)
-    up(pair)
+    pair.up()
     # The proxy named "backup" carries main's dialled connection to backup: record a few frames of it.
     recording = pair.proxies["backup"].recorded
     wait_until(lambda: recording and len(recording[-1]) > 2000, 10, message="frames recorded")
