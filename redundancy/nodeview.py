@@ -221,8 +221,13 @@ def node_view(request: HttpRequest | None = None) -> NodeView:
     view = getattr(request, _REQUEST_ATTRIBUTE, None)
     if view is None:
         view = load_view()
-        setattr(request, _REQUEST_ATTRIBUTE, view)
+        remember_view(request, view)
     return view
+
+
+def remember_view(request: HttpRequest, view: NodeView) -> None:
+    """Make ``view`` the one :func:`node_view` answers for the rest of ``request`` (read again by the guard)."""
+    setattr(request, _REQUEST_ATTRIBUTE, view)
 
 
 def worker_may_act(waiting: str) -> bool:
