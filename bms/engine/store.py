@@ -27,9 +27,9 @@ from bms.engine.scaling import Scaling
 from bms.events.models import Event
 from bms.history.models import next_stamps, stamped_update
 from bms.logic.store import read_rule_specs
-from bms.points.models import ConfigRevision, Device
+from bms.points.models import ConfigRevision, Device, Point
 from bms.schedules.store import read_schedule_specs
-from bms.trends.spec import Point, read_trend_specs
+from bms.trends.spec import read_trend_specs
 from drivers.base import DeviceSpec, PointSpec
 
 P = ParamSpec("P")
@@ -42,21 +42,29 @@ def config_revision() -> int:
     return ConfigRevision.current()
 
 
+#: what the engine reads of each point (plain rows: at 100,000 points, model instances made the engine's peak memory
+#: on every configuration load about 200 MB higher than what it keeps)
+_POINT_FIELDS = ("device_id", "name", "address", "data_type", "options", "scale", "offset", "deadband")
+
+
 def read_config() -> EngineConfig:
     """Read all enabled devices and points in one transaction, so the view is consistent."""
     with transaction.atomic():
         revision = ConfigRevision.current()
+        rows: dict[int, list[tuple]] = {}
+        enabled_points = Point.objects.filter(enabled=True, device__enabled=True).order_by("device_id", "name")
+        for row in enabled_points.values_list(*_POINT_FIELDS).iterator(chunk_size=5000):
+            rows.setdefault(row[0], []).append(row)
         devices = []
-        for device in Device.objects.filter(enabled=True).prefetch_related("points"):
+        for device in Device.objects.filter(enabled=True):
             points = tuple(
                 PointConfig(
-                    spec=PointSpec(point.name, point.address, point.data_type, dict(point.options or {})),
-                    scaling=Scaling(point.data_type, point.scale, point.offset),
-                    deadband=point.deadband,
+                    spec=PointSpec(name, address, data_type, dict(options or {})),
+                    scaling=Scaling(data_type, scale, offset),
+                    deadband=deadband,
                     device=device.name,
                 )
-                for point in device.points.all()
-                if point.enabled
+                for _, name, address, data_type, options, scale, offset, deadband in rows.pop(device.pk, ())
             )
             spec = DeviceSpec(
                 name=device.name,
