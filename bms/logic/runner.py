@@ -66,7 +66,7 @@ from typing import Any
 
 from bms.engine.retry import retry_delay
 from bms.logic.blocks import PID, Block
-from bms.logic.expr import Quality, Result, Type, input_quality
+from bms.logic.expr import Quality, Type, input_quality
 from bms.logic.spec import FALLBACK, RELINQUISH, OutputSpec, RuleSpec, entry_name, evaluation_order
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ VALUE, FALLBACK_REASON, RELINQUISH_REASON, REASSERT = "value", "fallback", "reli
 STATE_INTERVAL = timedelta(seconds=5)
 _LABELS = {quality: quality.label for quality in Quality}
 _BAD_LABEL = Quality.BAD.label
+_GOOD, _BAD = Quality.GOOD, Quality.BAD
 #: block state fields whose change alone may wait for STATE_INTERVAL: when a block last stepped, what it last read,
 #: run hours; a node taking over with them a few seconds old steps once over a longer interval. Everything else
 #: (integrals, outputs, commands, counts, quality) reaches the image at once, so a loop in control continues
@@ -131,6 +132,34 @@ class RuleState:
     #: the last run's quality (good, uncertain, bad) and, when bad, why
     quality: str = Quality.GOOD.label
     reason: str = ""
+
+    def matches(self, data: Mapping[str, Any] | None) -> bool:
+        """``self.to_dict() == data``, without building the dict: a rule's state is compared with the one last
+        handed out after every run, and most runs change nothing."""
+        if data is None or data.get("q") != self.quality:
+            return False
+        keys = 1
+        if self.kind:
+            keys += 1
+            if data.get("k") != self.kind:
+                return False
+        if self.block:
+            keys += 1
+            if data.get("block") != self.block:
+                return False
+        if any(value is not None for value in self.out):
+            keys += 1
+            if data.get("out") != self.out:
+                return False
+        if self.number:
+            keys += 1
+            if data.get("n") != self.number:
+                return False
+        if self.reason:
+            keys += 1
+            if data.get("why") != self.reason:
+                return False
+        return len(data) == keys
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"q": self.quality}
@@ -394,18 +423,18 @@ class RuleRunner:
         # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
         results = []
         bad = None
-        worst = Quality.GOOD
+        worst = _GOOD
         for slot, expression in spec.inputs:
-            found = expression.evaluate(values)
+            found = expression.evaluate_plain(values)  # (value, quality, reason)
             results.append((slot, found))
-            if found.quality > worst:
-                worst = found.quality
-                if bad is None and worst is Quality.BAD:
+            if found[1] > worst:
+                worst = found[1]
+                if bad is None and worst is _BAD:
                     bad = slot, found
         if bad is not None:
             slot, found = bad
             state.quality = _BAD_LABEL
-            state.reason = f"{slot}: {found.reason}" if spec.is_block else found.reason
+            state.reason = f"{slot}: {found[2]}" if spec.is_block else found[2]
             self._apply_policy(rule, result, now)
         else:
             try:
@@ -426,13 +455,13 @@ class RuleRunner:
 
     @staticmethod
     def _produce(
-        rule: _Rule, now: datetime, results: list[tuple[str, Result]], values: Mapping[str, Any]
+        rule: _Rule, now: datetime, results: list[tuple[str, tuple[Any, Quality, str]]], values: Mapping[str, Any]
     ) -> tuple[Any, ...]:
         if rule.block is None:
-            return (results[0][1].value,)
+            return (results[0][1][0],)
         inputs = dict(rule.defaults)
         for slot, found in results:
-            inputs[slot] = found.value
+            inputs[slot] = found[0]
         if isinstance(rule.block, PID) and inputs.get("track") is None and rule.block.state.output is None:
             # a PID without state and without a bound track starts from where its output point is now (bumpless)
             inputs["track"] = _usable_number(values.get(rule.spec.outputs[0].point))
@@ -485,10 +514,10 @@ class RuleRunner:
     def _emit(rule: _Rule, result: RunResult, now: datetime | None = None) -> None:
         """Hand out the rule's state if it changed: at once, unless only its block's bookkeeping moved (when it
         last stepped, what it last read): that at most every :data:`STATE_INTERVAL` (``now`` None: at once)."""
-        data = rule.state.to_dict()
         emitted = rule.emitted
-        if data == emitted:
+        if rule.state.matches(emitted):
             return
+        data = rule.state.to_dict()
         if (
             now is not None
             and emitted is not None
