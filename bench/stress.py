@@ -652,6 +652,29 @@ def tally_writes(pair: Any, writes: list[dict[str, Any]], since: float, settle_s
             outcome[f"{status}, written {count}x"] += 1
     registers = set(ZONE_REGISTER.values())
     stray = sum(n for (register, _), n in device.items() if register in registers) - matched
+    others = [c for c in ids if c in rows and rows[c]["status"] != "succeeded"]
+    # Where the time went for each command that did not succeed: accepted -> claimed (started) -> final, in ms.
+    timeline = pair.main.query(
+        "SELECT command_id, status, error, point_name, created_at, started_at, finished_at FROM control_command "
+        "WHERE command_id = ANY(%s) ORDER BY created_at",
+        [others],
+    )
+
+    def ms(a: Any, b: Any) -> float | None:
+        return round((b - a).total_seconds() * 1000, 1) if a is not None and b is not None else None
+
+    not_succeeded = [
+        {
+            "id": row["command_id"],
+            "status": row["status"],
+            "error": (row["error"] or "")[:160],
+            "point": row["point_name"],
+            "created": row["created_at"].isoformat(),
+            "to_started_ms": ms(row["created_at"], row["started_at"]),
+            "to_finished_ms": ms(row["created_at"], row["finished_at"]),
+        }
+        for row in timeline
+    ]
     # A command that did not succeed must not have reached the device, except "unknown" (it was being sent when its
     # node lost it: at most once, never resent).
     unasked = {key: n for key, n in outcome.items() if ", written" in key and not key.startswith("unknown, written 1x")}
@@ -667,6 +690,7 @@ def tally_writes(pair: Any, writes: list[dict[str, Any]], since: float, settle_s
         "missing": missing[:20],
         "stray_device_writes": stray,
         "not_succeeded_but_written": unasked,
+        "not_succeeded": not_succeeded[:50],
         # No value reached the device twice or unasked: every succeeded command exactly once, no other command
         # (expired, failed) at all, nothing no command asked for.
         "exactly_once": not duplicates and not missing and not unasked and stray == 0,
@@ -924,6 +948,11 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"    written although not succeeded: {writes['not_succeeded_but_written']}")
         if writes["duplicates"] or writes["missing"]:
             print(f"    duplicates {writes['duplicates']}; succeeded but never written {writes['missing']}")
+        for row in writes.get("not_succeeded", [])[:10]:
+            print(
+                f"    {row['status']} {row['id']} ({row['point']}, accepted {row['created']}): claimed after "
+                f"{fmt(row['to_started_ms'], 0)} ms, final after {fmt(row['to_finished_ms'], 0)} ms: {row['error']}"
+            )
     http = report.get("http", {})
     if http:
         pages = report.get("pages", {})
