@@ -673,7 +673,9 @@ class PairService:
         interval = self.beat_interval
         origin = time.monotonic()
         next_status = origin + STATUS_INTERVAL
-        full_owed = False  # a whole status the row has not had yet (its slot came while a write was running)
+        # A whole status the row has not had yet (its slot came while a write was running). The first write is
+        # one: the row may still hold this node's role from its last life, which a beat would make look current.
+        full_owed = True
         writing: asyncio.Task[None] | None = None
         try:
             while True:

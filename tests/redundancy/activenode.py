@@ -18,8 +18,11 @@ from redundancy.service import PairService
 
 
 @contextlib.asynccontextmanager
-async def active_service(settings: Any, period_ms: int, timeout_ms: int) -> AsyncIterator[PairService]:
-    """Node ``main``, active in epoch 3, its partner unreachable; its database threads closed at the end."""
+async def active_service(
+    settings: Any, period_ms: int, timeout_ms: int, active: bool = True
+) -> AsyncIterator[PairService]:
+    """Node ``main``, active in epoch 3 (``active`` False: still starting), its partner unreachable; its database
+    threads closed at the end."""
     settings.BMS_PARTNER_ADDRESS = "127.0.0.1:1"
     settings.BMS_SYNC_SECRET = "0123456789abcdef-test"
     settings.BMS_NODE_NAME = "main"
@@ -30,7 +33,8 @@ async def active_service(settings: Any, period_ms: int, timeout_ms: int) -> Asyn
     service.attach(engine)
     timeout = timeout_ms / 1000
     service.machine = RoleMachine("main", True, 3, Timing(timeout, 1, 1, 1), True, False, time.monotonic())
-    service.machine.enter(Decision(Role.ACTIVE, 3, "test"), time.monotonic())
+    if active:
+        service.machine.enter(Decision(Role.ACTIVE, 3, "test"), time.monotonic())
     service.role.machine = service.machine
     tasks = [asyncio.create_task(service._pulse_loop()), asyncio.create_task(service._status_loop())]
     try:

@@ -67,3 +67,32 @@ async def test_the_row_stays_fresh_while_the_engines_database_thread_is_busy(ser
     assert len(ages) >= 10, ages
     # Beats every PERIOD_MS: the row is never older than the timeout (it was BUSY_SECONDS old before the fix).
     assert max(ages) < TIMEOUT, [round(age, 3) for age in ages]
+
+
+async def test_a_restarted_nodes_first_row_write_is_its_whole_status_not_a_beat_on_its_old_role(settings):
+    # The row left by the node's previous life says "active". A liveness beat (updated_at only) before the first
+    # whole status made that old role look current for a moment: the web side, /healthz/active and the pair tests'
+    # role sampler saw a restarting node as active beside its active partner (test_failback_under_load).
+    def old_life() -> None:
+        try:
+            NodeState.objects.update_or_create(
+                node="main", defaults={"role": "active", "epoch": 3, "updated_at": datetime(2026, 1, 1, tzinfo=UTC)}
+            )
+            NodeState.objects.filter(node="main").update(updated_at=datetime(2026, 1, 1, tzinfo=UTC))
+        finally:
+            connection.close()
+
+    def row() -> tuple[str, datetime]:
+        try:
+            return NodeState.objects.filter(node="main").values_list("role", "updated_at").get()
+        finally:
+            connection.close()
+
+    await asyncio.to_thread(old_life)
+    async with active_service(settings, PERIOD_MS, TIMEOUT_MS, active=False) as service:
+        assert service.machine.role == "starting"
+        deadline = time.monotonic() + 10
+        while (found := await asyncio.to_thread(row))[1].year == 2026 and found[1].month == 1:
+            assert time.monotonic() < deadline, "the status loop never wrote the row"
+            await asyncio.sleep(0.01)
+    assert found[0] == "starting", found

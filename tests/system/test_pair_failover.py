@@ -100,8 +100,14 @@ def test_kill9_of_the_active_node_and_the_restarted_main_stays_standby(make_pair
     # Restart main with its old "I was active" row: it comes up standby and stays there (failback is manual).
     assert pair.main.state()["role"] == "active"
     restarted_at = time.time()
-    pair.main.start()
-    pair.wait_for_roles(60, main="standby", backup="active")
+    with RoleSampler(pair, interval=0.01) as sampler:
+        pair.main.start()
+        pair.wait_for_roles(60, main="standby", backup="active")
+    # Its row said "active" from its last life: the restarted node's first write of the row is its whole status
+    # (starting, syncing, standby), never a liveness beat that would make the old role look current.
+    print(f"roles sampled over the restart: {dict(sampler.seen)}")
+    assert not [roles for roles in sampler.seen if roles[0] == "active"], sampler.seen
+    assert sampler.overlaps == []
     time.sleep(pair.options.hold_down_ms / 1000 + 2)
     assert pair.roles() == {"main": "standby", "backup": "active"}
     mains = [c for c in pair.main.role_changes(source="main") if c.time >= restarted_at]
