@@ -8,9 +8,12 @@ Judged where it lands:
   definition, independently of the node) sits in slot 12 of zone 1's and
   zone 2's priority arrays, written by the schedule, and the device holds it;
 * the zone 1 loop: the handover rule puts zone 1's unit under BMS control,
-  then, once settled, the zone is pushed 7 K below its setpoint at the device and the PID
+  then the zone is pushed 7 K below its setpoint at the device and the PID
   (on the unit's reheat valve) brings it back within 0.3 K in bounded time
   and holds it there; the valve is seen to open to its limit and come back.
+  (It used to settle first from the simulator's start, 1.5 K below: that
+  slow approach, about 100 s at a small valve opening, proved nothing the
+  7 K step does not, and was the suite's slowest step.)
 """
 
 from __future__ import annotations
@@ -139,8 +142,8 @@ async def demo_node(running_building, tmp_path: Path):
                 process.wait()
 
 
-#: how long the loop's part of the test can take at most (settle, step, hold)
-PID_PHASE_SECONDS = 240 + 120 + 60 + 30
+#: how long the loop's part of the test can take at most (step, hold)
+PID_PHASE_SECONDS = 120 + 60 + 30
 
 
 async def until(predicate, wait: float, what: str, every: float = 0.25):
@@ -192,21 +195,7 @@ async def test_the_schedule_writes_its_slot_and_the_pid_brings_zone1_to_its_setp
         )
         assert status == 200, answer
 
-    # first the loop takes the zone from where the simulator starts it to the setpoint and settles there (its
-    # integrator then holds the valve where the zone needs it) ...
-    began = time.monotonic()
-    steady: list[float] = []
-
-    async def settled() -> bool:
-        steady.append(float(await building.get("zone1_temp")))
-        if abs(steady[-1] - setpoint) > NEAR:
-            steady.clear()
-        return len(steady) >= 40  # 10 s in a row within NEAR
-
-    await until(settled, 240, f"zone 1 settled within {NEAR} K of {setpoint} degC")
-    print(f"pid: zone1 settled at {setpoint} degC {time.monotonic() - began:.1f} s after the handover")
-
-    # ... then the zone is pushed STEP below, as if a window had been left open in winter; the loop brings it back
+    # the zone is pushed STEP below, as if a window had been left open in winter; the loop brings it back
     await building.set("zone1_temp", setpoint - STEP)
     pushed = time.monotonic()
     samples: list[tuple[float, float, float]] = []  # (seconds since the push, zone temperature, valve %)
