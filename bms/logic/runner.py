@@ -135,31 +135,23 @@ class RuleState:
 
     def matches(self, data: Mapping[str, Any] | None) -> bool:
         """``self.to_dict() == data``, without building the dict: a rule's state is compared with the one last
-        handed out after every run, and most runs change nothing."""
-        if data is None or data.get("q") != self.quality:
+        handed out after every run, and most runs change nothing.
+
+        Each field is compared with its default when :meth:`to_dict` leaves it out; the key count catches a
+        default present as a key, or a key :meth:`to_dict` never writes."""
+        if data is None:
             return False
-        keys = 1
-        if self.kind:
-            keys += 1
-            if data.get("k") != self.kind:
-                return False
-        if self.block:
-            keys += 1
-            if data.get("block") != self.block:
-                return False
-        if any(value is not None for value in self.out):
-            keys += 1
-            if data.get("out") != self.out:
-                return False
-        if self.number:
-            keys += 1
-            if data.get("n") != self.number:
-                return False
-        if self.reason:
-            keys += 1
-            if data.get("why") != self.reason:
-                return False
-        return len(data) == keys
+        has_out = any(value is not None for value in self.out)
+        keys = 1 + bool(self.kind) + bool(self.block) + has_out + bool(self.number) + bool(self.reason)
+        return (
+            len(data) == keys
+            and data.get("q") == self.quality
+            and data.get("k", "") == self.kind
+            and data.get("n", 0) == self.number
+            and data.get("why", "") == self.reason
+            and data.get("block", {}) == self.block
+            and (data.get("out") == self.out if has_out else "out" not in data)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"q": self.quality}
