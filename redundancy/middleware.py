@@ -72,11 +72,10 @@ def wait_for_late_status(request: HttpRequest, view: NodeView) -> NodeView:
     """Read the status again while it is less than two heartbeat timeouts old (see the module docstring)."""
     if not view.pair or view.updated_at is None:
         return view
-    limit = 2 * heartbeat_timeout()
-    age = view.age_seconds
-    if age is None or age >= limit:
+    wait = 2 * heartbeat_timeout() - (view.age_seconds or 0.0)  # updated_at is set: never None here
+    if wait <= 0:
         return view
-    deadline = time.monotonic() + (limit - age)
+    deadline = time.monotonic() + wait
     while view.role == UNKNOWN and time.monotonic() < deadline:
         time.sleep(LATE_STATUS_POLL)
         view = load_view()

@@ -73,12 +73,13 @@ async def test_a_restarted_nodes_first_row_write_is_its_whole_status_not_a_beat_
     # The row left by the node's previous life says "active". A liveness beat (updated_at only) before the first
     # whole status made that old role look current for a moment: the web side, /healthz/active and the pair tests'
     # role sampler saw a restarting node as active beside its active partner (test_failback_under_load).
+    last_life = datetime(2026, 1, 1, tzinfo=UTC)
+
     def old_life() -> None:
         try:
-            NodeState.objects.update_or_create(
-                node="main", defaults={"role": "active", "epoch": 3, "updated_at": datetime(2026, 1, 1, tzinfo=UTC)}
-            )
-            NodeState.objects.filter(node="main").update(updated_at=datetime(2026, 1, 1, tzinfo=UTC))
+            NodeState.objects.update_or_create(node="main", defaults={"role": "active", "epoch": 3})
+            # updated_at is auto_now on save: an update sets it to the old life's time
+            NodeState.objects.filter(node="main").update(updated_at=last_life)
         finally:
             connection.close()
 
@@ -92,7 +93,7 @@ async def test_a_restarted_nodes_first_row_write_is_its_whole_status_not_a_beat_
     async with active_service(settings, PERIOD_MS, TIMEOUT_MS, active=False) as service:
         assert service.machine.role == "starting"
         deadline = time.monotonic() + 10
-        while (found := await asyncio.to_thread(row))[1].year == 2026 and found[1].month == 1:
+        while (found := await asyncio.to_thread(row))[1] == last_life:
             assert time.monotonic() < deadline, "the status loop never wrote the row"
             await asyncio.sleep(0.01)
     assert found[0] == "starting", found

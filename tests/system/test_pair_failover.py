@@ -57,11 +57,7 @@ def assert_prefix(origin_node, replica, origin: str) -> int:
 
 def test_cold_start_both_nodes_at_once_gives_exactly_one_active(make_pair):
     pair = make_pair(period_ms=100)
-    pair.start()  # both processes started together
-    pair.wait_for_roles(60, main="active", backup="standby")
-    # The event outboxes store each role change a moment after the node state rows show it.
-    pair.main.takeover(after=0)
-    pair.backup.role_change("standby", after=0)
+    pair.up()  # both processes started together; returns once both start-up role changes are in the event logs
     changes = pair.all_role_changes()
     assert [(c.node, c.epoch) for c in activations(changes)] == [("main", 1)], changes
     assert all(change.new != "active" for change in changes if change.node == "backup")
