@@ -123,38 +123,76 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
     node, proxy, device = proxied_node
     session = node.session()
     wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
-    log_before = len(node.log_text())
     answer: dict = {}
-    with paused(device.process):
-        # The write is claimed (executing) and waits at the frozen device; then the database goes away.
-        thread = threading.Thread(
-            target=lambda: answer.update(
-                result=session.post_json("/api/points/zone3_setpoint/write", {"value": 25.25, "command_id": "kept-1"})
-            ),
-            daemon=True,
+    with device_timeout(node, 30.0):
+        log_before = len(node.log_text())
+        with paused(device.process):
+            # The write is claimed (executing) and waits at the frozen device; then the database goes away.
+            thread = threading.Thread(
+                target=lambda: answer.update(
+                    result=session.post_json(
+                        "/api/points/zone3_setpoint/write", {"value": 25.25, "command_id": "kept-1"}
+                    )
+                ),
+                daemon=True,
+            )
+            thread.start()
+            wait_until(lambda: command_status(node, "kept-1") == "executing", 15, 0.05, "the write claimed")
+            proxy.cut()
+        # The device applies it and answers while the database is away: the engine keeps the outcome. It says so
+        # when its trip to record it fails, after waiting the pool's 5 s for a connection (and behind the engine's
+        # other database calls of the outage, each of which waits as long).
+        try:
+            wait_until(
+                lambda: "kept in memory until the database returns" in node.log_text()[log_before:],
+                60,
+                0.1,
+                "outcome kept",
+            )
+        finally:
+            proxy.restore()
+        status = wait_until(
+            lambda: command_status(node, "kept-1") not in (None, "executing") and command_status(node, "kept-1"),
+            15,
+            0.1,
+            "the outcome recorded",
         )
-        thread.start()
-        wait_until(lambda: command_status(node, "kept-1") == "executing", 15, 0.05, "the write claimed")
-        proxy.cut()
-    # The device applies it and answers while the database is away: the engine keeps the outcome. It says so when
-    # its trip to record it fails, behind the engine's other database calls of the outage, each of which waits the
-    # pool's 5 s for a connection first: on a loaded machine that took longer than 15 s (CI, 1 December 2026).
-    wait_until(
-        lambda: "kept in memory until the database returns" in node.log_text()[log_before:], 60, 0.1, "outcome kept"
-    )
-    proxy.restore()
-    status = wait_until(
-        lambda: command_status(node, "kept-1") not in (None, "executing") and command_status(node, "kept-1"),
-        15,
-        0.1,
-        "the outcome recorded",
-    )
     thread.join(20)
     print(f"outcome recorded after the outage: {status}; the API answered {answer.get('result')}")
     assert status == "succeeded"
     # The request was recorded before the database went away: the answer says to look again, not "nothing done".
     http, body = answer["result"]
     assert http == 202 and "/api/commands/kept-1/" in body["message"], body
+
+
+@contextlib.contextmanager
+def device_timeout(node, seconds: float):
+    """The node's device answer timeout is ``seconds`` for the block, applied by a configuration reload.
+
+    The module's device times out after 0.5 s (so a silent device is declared lost quickly). A write held at
+    the frozen device must outlast the steps between its claim and the cut of the database, which took more
+    than 0.5 s on a loaded CI machine (1 December 2026): the write timed out, its outcome was recorded before
+    the cut, and the "kept in memory" this test waits for never came.
+    """
+    with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
+        before = conn.execute("SELECT timeout FROM points_device").fetchone()[0]
+    _reconfigure(node, seconds)
+    try:
+        yield
+    finally:
+        _reconfigure(node, before)
+
+
+def _reconfigure(node, seconds: float) -> None:
+    log_before = len(node.log_text())
+    with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
+        conn.execute("UPDATE points_device SET timeout = %s", [seconds])
+        revision = conn.execute(
+            "INSERT INTO points_configrevision (id, revision, changed_at) VALUES (1, 1, now()) "
+            "ON CONFLICT (id) DO UPDATE SET revision = points_configrevision.revision + 1 RETURNING revision"
+        ).fetchone()[0]
+    loaded = f"configuration revision {revision} loaded"
+    wait_until(lambda: loaded in node.log_text()[log_before:], 60, 0.1, loaded)
 
 
 def command_status(node, command_id: str) -> str | None:
