@@ -7,6 +7,10 @@ from django.db import models
 
 from bms.history.models import HistoryRow
 
+#: (Command.SETS_SLOT and Command.ENGINE, which the indexes' conditions need before the class exists)
+_SETS_SLOT = ("succeeded", "held")
+_ENGINE = "engine"
+
 
 class Command(HistoryRow):
     """One requested write to a device point, identified by ``command_id`` and executed at most once.
@@ -49,9 +53,9 @@ class Command(HistoryRow):
     STATUSES = [(s, s) for s in (PENDING, EXECUTING, SUCCEEDED, FAILED, UNKNOWN, EXPIRED, HELD)]
     FINAL = (SUCCEEDED, FAILED, UNKNOWN, EXPIRED, HELD)
     #: outcomes after which the command's value is in its priority slot (server arrays, ADR 0016)
-    SETS_SLOT = (SUCCEEDED, HELD)
+    SETS_SLOT = _SETS_SLOT
     #: the source of the engine's own writes of an array's effective value (they set no slot)
-    ENGINE = "engine"
+    ENGINE = _ENGINE
 
     command_id = models.CharField(max_length=64, unique=True)
     point = models.ForeignKey("points.Point", null=True, on_delete=models.SET_NULL, related_name="commands")
@@ -86,7 +90,24 @@ class Command(HistoryRow):
 
     class Meta(HistoryRow.Meta):
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["point_name", "priority", "status"], name="control_cmd_slot")]
+        indexes = [
+            models.Index(fields=["point_name", "priority", "status"], name="control_cmd_slot"),
+            # A priority slot's latest command (bms.control.priority.latest_in_slots): one probe per priority, so
+            # planning a write does not read the point's whole command log.
+            models.Index(
+                fields=["point_name", "priority", "-accepted_epoch", "-started_at", "-id"],
+                condition=models.Q(status__in=_SETS_SLOT) & ~models.Q(source=_ENGINE),
+                name="control_cmd_slot_latest",
+            ),
+            # The latest command sent to a point (a takeover's re-assertion asks whether it ended unknown).
+            models.Index(
+                fields=["point_name", "-accepted_epoch", "-started_at", "-id"],
+                condition=models.Q(started_at__isnull=False) & ~models.Q(source=_ENGINE),
+                name="control_cmd_last_sent",
+            ),
+            # Overrides' ends (the executor asks for the next one every scan): only rows with one.
+            models.Index(fields=["hold_until"], condition=models.Q(hold_until__isnull=False), name="control_cmd_hold"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.command_id}: {self.point_name} := {self.value} ({self.status})"

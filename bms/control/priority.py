@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from bms.control.models import Command
@@ -80,28 +81,48 @@ def server_keeps_array(driver_name: str) -> bool:
 def slots(point_name: str, now: datetime | None = None) -> dict[int, Slot]:
     """The non-empty slots of a point's server-kept array at ``now`` (default: now), by priority.
 
-    Blocking (ORM); one small indexed query per priority in use. Rows still
-    ``executing`` do not count yet: the executor decides them one at a time.
+    Blocking (ORM); one query of 16 index probes (:func:`latest_in_slots`), whatever the length of the point's
+    command log. Rows still ``executing`` do not count yet: the executor decides them one at a time.
     """
+    return array_of(latest_in_slots(point_name), now)
+
+
+def array_of(latest: dict[int, Command], now: datetime | None = None) -> dict[int, Slot]:
+    """The non-empty slots at ``now`` (default: now) from :func:`latest_in_slots`' rows."""
     now = now or timezone.now()
-    rows = Command.objects.filter(point_name=point_name, status__in=Command.SETS_SLOT, priority__isnull=False).exclude(
-        source=Command.ENGINE
-    )
     result: dict[int, Slot] = {}
-    for priority in sorted(set(rows.order_by().values_list("priority", flat=True))):
-        latest = rows.filter(priority=priority).order_by("-accepted_epoch", "-started_at", "-pk").first()
-        if latest is None or latest.value is None or (latest.hold_until is not None and latest.hold_until <= now):
+    for priority, row in sorted(latest.items()):
+        if row.value is None or (row.hold_until is not None and row.hold_until <= now):
             continue
         result[priority] = Slot(
-            priority,
-            latest.value,
-            latest.command_id,
-            latest.source,
-            latest.username,
-            latest.started_at,
-            latest.hold_until,
+            priority, row.value, row.command_id, row.source, row.username, row.started_at, row.hold_until
         )
     return result
+
+
+def latest_in_slots(point_name: str) -> dict[int, Command]:
+    """Per priority, the latest command whose outcome set that slot of the point (relinquishes included).
+
+    Each priority's latest row is one probe of the ``control_cmd_slot_latest`` index (a partial index on exactly
+    these rows, in this order), so a plan costs the same with 100 or 10 million commands in the point's log:
+    before, every plan read the point's whole history (80 ms at 100,000 rows, on the engine's database thread).
+    """
+    table, pk = Command._meta.db_table, Command._meta.pk.column
+    ids = RawSQL(_LATEST_IN_SLOT.format(table=table, pk=pk), [point_name])
+    return {row.priority: row for row in Command.objects.filter(pk__in=ids)}
+
+
+#: the latest slot-setting row per priority 1..16 (NULL where none): a correlated ``LIMIT 1`` per priority over a
+#: ``VALUES`` list, which PostgreSQL and SQLite both run as index probes. The status and source terms are literals,
+#: written as the partial index's condition is, so both planners can match it.
+_LATEST_IN_SLOT = (
+    "SELECT (SELECT c.{pk} FROM {table} c WHERE c.point_name = %s AND c.priority = p.column1 "
+    "AND c.status IN ("
+    + ", ".join(f"'{status}'" for status in Command.SETS_SLOT)
+    + f") AND NOT (c.source = '{Command.ENGINE}') "
+    "ORDER BY c.accepted_epoch DESC, c.started_at DESC, c.{pk} DESC LIMIT 1) "
+    "FROM (VALUES " + ", ".join(f"({priority})" for priority in PRIORITIES) + ") AS p"
+)
 
 
 def relinquish_default(point: Point) -> tuple[object, str]:

@@ -464,15 +464,17 @@ def _server_array_points(names: list[str] | None = None) -> list[Point]:
 
 def _last_claimed_is_unknown(point_name: str) -> bool:
     """True if the latest command sent (or maybe sent) to the point ended ``unknown``: the device may hold it."""
-    last = (
+    last = sent_to(point_name).exclude(status=Command.EXECUTING).only("status").first()
+    return last is not None and last.status == Command.UNKNOWN
+
+
+def sent_to(point_name: str) -> QuerySet:
+    """The commands sent (or maybe sent) to a point, latest first (the ``control_cmd_last_sent`` index)."""
+    return (
         Command.objects.filter(point_name=point_name, started_at__isnull=False)
         .exclude(source=Command.ENGINE)
-        .exclude(status=Command.EXECUTING)
         .order_by("-accepted_epoch", "-started_at", "-pk")
-        .only("status")
-        .first()
     )
-    return last is not None and last.status == Command.UNKNOWN
 
 
 def _targets(node: str, epoch: int, since: datetime, names: list[str] | None) -> dict[str, arrays.Effective]:
@@ -541,12 +543,15 @@ def reassert_arrays(node: str, epoch: int, names: list[str], since: datetime) ->
 @with_fresh_connection
 def next_hold_expiry(after: datetime) -> datetime | None:
     """The earliest end of an override after ``after`` among slot-setting commands (None: no override ends)."""
+    return hold_ends(after).values_list("hold_until", flat=True).first()
+
+
+def hold_ends(after: datetime) -> QuerySet:
+    """Slot-setting commands whose override ends after ``after``, soonest first (the ``control_cmd_hold`` index)."""
     return (
         Command.objects.filter(status__in=Command.SETS_SLOT, hold_until__gt=after)
         .exclude(source=Command.ENGINE)
         .order_by("hold_until")
-        .values_list("hold_until", flat=True)
-        .first()
     )
 
 
@@ -573,13 +578,9 @@ def expire_holds(node: str, epoch: int, since: datetime, until: datetime) -> lis
         if not points:
             continue
         point = points[0]
-        latest = (
-            Command.objects.filter(point_name=point.name, priority=hold.priority, status__in=Command.SETS_SLOT)
-            .exclude(source=Command.ENGINE)
-            .order_by("-accepted_epoch", "-started_at", "-pk")
-            .first()
-        )
-        array = arrays.slots(point.name, until)
+        in_slots = arrays.latest_in_slots(point.name)
+        latest = in_slots.get(hold.priority)
+        array = arrays.array_of(in_slots, until)
         if latest is None or latest.pk != hold.pk or _in_control(hold.priority or arrays.DEFAULT_PRIORITY, array):
             continue  # replaced in its slot, or not in control when it ended: the device keeps its value
         done.add(point.name)
