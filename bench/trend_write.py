@@ -75,7 +75,8 @@ def fresh_database(url: str) -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
-def setup_django(url: str, peer_url: str) -> None:
+def setup_django(url: str, *more_urls: str) -> None:
+    """Django on ``url`` (test settings); each of ``url`` and ``more_urls`` made afresh and migrated."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "bms.settings.test"
     os.environ["BMS_TEST_DATABASE_URL"] = url
     os.environ.setdefault("BMS_LOG_LEVEL", "WARNING")
@@ -85,7 +86,7 @@ def setup_django(url: str, peer_url: str) -> None:
     from django.core.management import call_command
     from django.db import connections
 
-    for target in (url, peer_url):
+    for target in (url, *more_urls):
         fresh_database(target)
         settings_dict = connections.settings["default"]
         saved = dict(settings_dict)
