@@ -916,9 +916,12 @@ def run_flood(
 
 
 def profile(
-    node: AlarmNode, hook: HookLog, seconds: float, path: Path, during: Any = None
+    node: Any, hook: HookLog, seconds: float, path: Path, during: Any = None, groups: Sequence[tuple] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """cProfile the engine loop for ``seconds`` (running ``during()`` meanwhile); the stats' top as text."""
+    """cProfile the engine loop for ``seconds`` (running ``during()`` meanwhile); the stats' top as text.
+
+    ``node``: anything with the ``hook_path`` its hook reads commands beside; ``groups``: the entry points to
+    total (default: :data:`PROFILE_GROUPS`)."""
     import pstats
 
     hook.poll()
@@ -931,7 +934,7 @@ def profile(
     time.sleep(max(0.0, seconds - (time.monotonic() - started)))
     if hook.wait_event("P", since, seconds + 30) is None:
         raise RuntimeError("the node's hook did not write the profile")
-    return "\n".join(profile_lines(pstats.Stats(str(path)).stats)), extra
+    return "\n".join(profile_lines(pstats.Stats(str(path)).stats, groups or PROFILE_GROUPS)), extra
 
 
 #: where the loop's time goes, by entry point (cumulative CPU of the thread inside them)
@@ -952,7 +955,7 @@ PROFILE_GROUPS = (
 )
 
 
-def profile_lines(stats: dict[Any, Any]) -> list[str]:
+def profile_lines(stats: dict[Any, Any], groups: Sequence[tuple] = PROFILE_GROUPS) -> list[str]:
     """The loop thread's CPU (cProfile on thread_time) by entry point, then the top functions by own time."""
     total = sum(entry[2] for entry in stats.values())
     lines = [f"    loop thread CPU profiled: {total:.2f} s"]
@@ -961,7 +964,7 @@ def profile_lines(stats: dict[Any, Any]) -> list[str]:
         found = [(e[3], e[1]) for (file, _, name), e in stats.items() if file.endswith(path) and name == function]
         return max(found, default=(0.0, 0))
 
-    for label, path, function in PROFILE_GROUPS:
+    for label, path, function in groups:
         seconds, calls = cumulative(path, function)
         if seconds:
             lines.append(f"    {label:<78} {seconds:7.3f} s {seconds / total * 100:5.1f} % ({calls:,} calls)")

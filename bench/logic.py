@@ -55,6 +55,10 @@ input in the image (the poll answer that brought it) to the command row's
 ``finished_at`` (the device acknowledged the write: the command has left the
 node), and to ``created_at`` (recorded in the command log). p50 and p99.
 
+``--profile S``: after each window, S s of cProfile on the engine loop's
+thread (by its CPU clock), printed by entry point and top functions, the
+``.prof`` files beside the results: where B's excess goes.
+
 Results go to ``bench/results/logic-<timestamp>.json``. Everything listens
 on 127.0.0.1; servers, node and database are removed at the end.
 """
@@ -79,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary  # noqa: E402
+from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary, profile  # noqa: E402
 from bench.common import RESULTS_DIR, percentile, without_nan  # noqa: E402
 from bench.fanout import host_busy  # noqa: E402
 from bench.scale import (  # noqa: E402
@@ -98,6 +102,19 @@ from bench.scale import (  # noqa: E402
 HOST = "127.0.0.1"
 HOOKS = ROOT / "bench" / "logic_hooks"
 GOAL_RATIO = 1.30
+#: ``--profile``: where the engine loop's time goes, by entry point (bench.alarms.profile_lines)
+PROFILE_GROUPS = (
+    ("logic passes (LogicEngine.run_once)", "bms/logic/engine.py", "run_once"),
+    ("  of it: RuleRunner.evaluate", "bms/logic/runner.py", "evaluate"),
+    ("  of it: LogicEngine._apply (states to the image, commands to the sink)", "bms/logic/engine.py", "_apply"),
+    ("schedules (ScheduleEngine.run_due)", "bms/schedules/engine.py", "run_due"),
+    ("command execution (CommandExecutor._execute)", "bms/engine/commands.py", "_execute"),
+    ("polling (DevicePoller.poll_once)", "bms/engine/poller.py", "poll_once"),
+    ("publishing (Publisher.flush: delta + channel layer)", "bms/engine/publisher.py", "flush"),
+    ("  of it: ImageCursor.take_delta", "bms/engine/image.py", "take_delta"),
+    ("trend sampling (TrendSampler.run_once)", "bms/trends/sampler.py", "run_once"),
+    ("configuration reload (Engine.reload)", "bms/engine/runner.py", "reload"),
+)
 
 
 # --- the plan --------------------------------------------------------------------------------------------------
@@ -560,6 +577,11 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
                 )
             time.sleep(args.settle)
             windows.append(measure_window(phase, args, node, servers, hook, logic, out["plan"]["requests_per_poll"]))
+            if args.profile > 0:
+                path = RESULTS_DIR / f"logic-{stamp}-{len(windows)}{phase}.prof"
+                text, _ = profile(node, hook, args.profile, path, groups=PROFILE_GROUPS)
+                out.setdefault("profiles", []).append({"phase": phase, "path": str(path), "top": text})
+                print(text, flush=True)
         out["windows"] = windows
         out["cpu"] = cpu_figures(windows)
         out["latency"] = latencies(node, logic, windows)
@@ -630,6 +652,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--virtual-poll", type=float, default=10.0, help="poll interval of the virtual outputs, s")
     parser.add_argument("--seed", type=int, default=12, help="random seed of the input placement")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--profile", type=float, default=0.0, help="s of cProfile of the engine loop after each window (0: none)"
+    )
     return parser.parse_args(argv)
 
 
