@@ -107,6 +107,14 @@ class Command(HistoryRow):
             ),
             # Overrides' ends (the executor asks for the next one every scan): only rows with one.
             models.Index(fields=["hold_until"], condition=models.Q(hold_until__isnull=False), name="control_cmd_hold"),
+            # What a node sent in an epoch (a takeover's re-assertion skips points it has already written).
+            models.Index(
+                fields=["accepted_by", "accepted_epoch", "started_at"],
+                condition=models.Q(started_at__isnull=False),
+                name="control_cmd_epoch_sent",
+            ),
+            # The command list, newest first, a page at a time (API and web manager).
+            models.Index(fields=["-created_at", "-id"], name="control_cmd_created"),
         ]
 
     def __str__(self) -> str:

@@ -14,7 +14,7 @@ from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import models, transaction
-from django.db.models import Case, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from bms.alarms.store import read_alarm_specs
@@ -468,6 +468,16 @@ def _last_claimed_is_unknown(point_name: str) -> bool:
     return last is not None and last.status == Command.UNKNOWN
 
 
+def sent_in_epoch(node: str, epoch: int, since: datetime) -> QuerySet:
+    """The names of the points ``node`` sent a command to in ``epoch`` since ``since`` (``control_cmd_epoch_sent``)."""
+    return (
+        Command.objects.filter(accepted_by=node, accepted_epoch=epoch, started_at__gte=since)
+        .order_by()
+        .values_list("point_name", flat=True)
+        .distinct()
+    )
+
+
 def sent_to(point_name: str) -> QuerySet:
     """The commands sent (or maybe sent) to a point, latest first (the ``control_cmd_last_sent`` index)."""
     return (
@@ -479,23 +489,24 @@ def sent_to(point_name: str) -> QuerySet:
 
 def _targets(node: str, epoch: int, since: datetime, names: list[str] | None) -> dict[str, arrays.Effective]:
     now = timezone.now()
-    candidates = set(
-        Command.objects.filter(status__in=Command.SETS_SLOT)
-        .exclude(source=Command.ENGINE)
-        .order_by()
-        .values_list("point_name", flat=True)
-        .distinct()
+    points = _server_array_points(names)
+    # Points with any slot set (one probe of control_cmd_slot_latest each, not a DISTINCT over the whole log)
+    with_slots = set(
+        Point.objects.filter(pk__in=[point.pk for point in points])
+        .filter(
+            Exists(
+                Command.objects.filter(point_name=OuterRef("name"), status__in=Command.SETS_SLOT).exclude(
+                    source=Command.ENGINE
+                )
+            )
+        )
+        .values_list("name", flat=True)
     )
     # Points this node already wrote in this epoch: their device holds what the array says since then.
-    written = set(
-        Command.objects.filter(accepted_by=node, accepted_epoch=epoch, started_at__gte=since)
-        .order_by()
-        .values_list("point_name", flat=True)
-        .distinct()
-    )
+    written = set(sent_in_epoch(node, epoch, since))
     targets = {}
-    for point in _server_array_points(names):
-        if point.name in written or (point.name not in candidates and point.relinquish_default is None):
+    for point in points:
+        if point.name in written or (point.name not in with_slots and point.relinquish_default is None):
             continue
         if _last_claimed_is_unknown(point.name):
             log.warning(

@@ -116,3 +116,12 @@ def test_the_next_override_end_and_the_last_sent_command_are_index_lookups(long_
     sql, params = last.query.sql_with_params()
     plan = _plan(sql, list(params))
     assert "control_cmd_last_sent" in plan and "Sort" not in plan, plan
+
+
+def test_a_takeovers_look_at_what_it_already_wrote_and_the_command_list_are_index_scans(long_history):
+    sql, params = store.sent_in_epoch("main", 0, T0).query.sql_with_params()
+    assert "control_cmd_epoch_sent" in _plan(sql, list(params))
+    newest = Command.objects.order_by("-created_at", "-id")[:50]
+    sql, params = newest.query.sql_with_params()
+    plan = _plan(sql, list(params))
+    assert "control_cmd_created" in plan and "Sort" not in plan, plan
