@@ -548,8 +548,9 @@ class Replicator:
             self._note_waiting({})
             return
         if self.peer_cursors is None:
-            if self._acked_known:
-                # No link: the rows keep waiting for the peer, and the backlog says how many.
+            if self._acked_known and self._count_due():
+                # No link: the rows keep waiting for the peer, and the backlog says how many (counted at most
+                # every BACKLOG_COUNT_INTERVAL, as while rows flow: this runs every round, 5 times a second).
                 self._note_waiting(await self.engine.run_in_db(history.waiting, self.acked))
             return
         self._rewind_unacknowledged(time.monotonic())

@@ -101,6 +101,9 @@ class HistoryRow(models.Model):
         abstract = True
         constraints = [models.UniqueConstraint(fields=["origin", "origin_seq"], name="%(app_label)s_%(class)s_stamp")]
 
+    #: rows waiting for the partner are counted exactly up to this many per table and origin (count_pending)
+    COUNT_LIMIT = 20_000
+
     def save(self, *args, **kwargs) -> None:
         if self.origin_seq:  # a replicated row keeps the stamp it was written with
             super().save(*args, **kwargs)
@@ -157,10 +160,12 @@ class HistoryRow(models.Model):
     def count_pending(cls, rows: models.QuerySet, origin: str, after: int) -> int:
         """How many ``rows`` (this table's rows of ``origin`` above ``after`` still to be sent) there are.
 
-        Exact by default. Asked every replication round while rows wait: a table that may fall far behind
-        (trend samples after an outage) may answer from its stamps instead, as long as it is exact when
-        little waits (the backlog must reach 0 exactly)."""
-        return rows.count()
+        Exact up to :attr:`COUNT_LIMIT`; beyond, :attr:`COUNT_LIMIT` (a lower bound: "at least"). Asked every
+        replication round while rows wait, also while the partner is away, on the engine's database thread:
+        an exact count costs as many rows as wait (57 ms at 700,000 events, every 0.2 s, before the limit).
+        A table that may fall far behind (trend samples after an outage) may answer from its stamps instead,
+        as long as it is exact when little waits (the backlog must reach 0 exactly)."""
+        return rows[: cls.COUNT_LIMIT].count()
 
     @classmethod
     def store_replicated(cls, records: list[dict]) -> bool:

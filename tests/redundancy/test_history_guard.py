@@ -342,3 +342,32 @@ async def test_a_history_tables_origins_and_tops_come_from_its_stamp_index():
     assert await run_in_db(Event.stored_tops, "backup") == {"backup": 9}
     assert await run_in_db(TokenUse.stored_origins) == []  # an empty table
     assert await run_in_db(TokenUse.stored_tops) == {}
+
+
+async def test_a_long_backlog_is_counted_up_to_a_limit_not_row_by_row(monkeypatch):
+    # Asked every round, also while the partner is away: an exact count costs as many rows as wait (57 ms at
+    # 700,000 events, on the engine's database thread). Beyond the limit the count says "at least the limit".
+    monkeypatch.setattr(Event, "COUNT_LIMIT", 5)
+    await run_in_db(events, 3)
+    assert (await run_in_db(history.waiting, {}))[("events.event", "main")] == 3  # below the limit: exact
+    await run_in_db(events, 4)
+    assert (await run_in_db(history.waiting, {}))[("events.event", "main")] == 5  # 7 wait: at least 5
+
+
+async def test_while_the_partner_is_away_the_backlog_is_counted_at_most_every_interval(monkeypatch):
+    counts = []
+    count_rows = history.waiting
+    monkeypatch.setattr(history, "waiting", lambda acked: counts.append(1) or count_rows(acked))
+    sender, _ = replicator()
+    await sender._on_cursors({"cursors": await run_in_db(history.local_cursors)})
+    sender.link_down()  # the partner's cursors are known, the link is gone: rows wait for it
+    await run_in_db(events, 3)
+    await sender.push_history()
+    assert (sender.backlog, len(counts)) == (3, 1)
+    await run_in_db(events, 2)
+    for _ in range(5):  # the history loop's rounds (every 0.2 s and on every wake-up) within one interval
+        await sender.push_history()
+    assert (sender.backlog, len(counts)) == (3, 1)
+    await asyncio.sleep(replication.BACKLOG_COUNT_INTERVAL)
+    await sender.push_history()
+    assert (sender.backlog, len(counts)) == (5, 2)
