@@ -31,3 +31,13 @@ def test_anonymous_users_are_sent_to_log_in(client, db):
     response = client.get("/events/")
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
+
+
+def test_a_restricted_users_page_reads_its_sources_events_by_index(db):
+    # A user limited to some sites sees the events of their devices and points, newest first: without the
+    # (source, time) index a quiet site's page read the whole log (34 ms at 200,000 events).
+    from tests.support.explain import plan_of
+
+    rows = Event.objects.filter(source__in=["ahu1", "ahu1_fan"])[:200]
+    sql, params = rows.query.sql_with_params()
+    assert "events_event_source_time" in plan_of(sql, list(params))

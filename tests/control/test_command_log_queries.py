@@ -17,6 +17,7 @@ from django.db import connection
 from bms.control import priority as arrays
 from bms.control.models import Command
 from bms.engine import store
+from tests.support.explain import plan_of as _plan
 
 pytestmark = pytest.mark.django_db
 
@@ -74,16 +75,6 @@ def test_each_slot_holds_its_latest_slot_setting_command():
 def test_no_command_leaves_every_slot_empty():
     assert arrays.latest_in_slots(POINT) == {}
     assert arrays.slots(POINT) == {}
-
-
-def _plan(sql: str, params: list) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")  # a small table: ask which index the planner *can* use
-        try:
-            cursor.execute("EXPLAIN " + sql, params)
-            return "\n".join(line for (line,) in cursor.fetchall())
-        finally:
-            cursor.execute("RESET enable_seqscan")
 
 
 @pytest.fixture
