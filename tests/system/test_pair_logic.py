@@ -11,8 +11,8 @@ read from the device by the test:
 
 * the output stays continuous: the backup's first write (the re-assert)
   differs from the main's last by under 1 % of the output range, and its
-  first computed output by no more than the loop's usual step from one
-  sample to the next (1 % or 1.5 times the main's largest while settled);
+  first computed output by no more than the loop's usual change over the
+  same span of time (1 % or 1.5 times the main's largest while settled);
 * the plant stays in band around the setpoint throughout;
 * no command id is used twice: the backup's numbers start past every number
   the main used, and every write the backup made at the device is one of its
@@ -21,7 +21,6 @@ read from the device by the test:
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 
@@ -104,6 +103,17 @@ def output_writes(pair, since: float) -> list:
     return [w for w in read_writes(pair.write_log, since) if w.table == "hr" and w.address == OUTPUT_REGISTER]
 
 
+def largest_change_within(writes: list, span: float) -> float:
+    """The largest change of the output between two of ``writes`` at most ``span`` seconds apart."""
+    largest = 0.0
+    for index, start in enumerate(writes):
+        for later in writes[index + 1 :]:
+            if later.ts - start.ts > span:
+                break
+            largest = max(largest, abs(later.float32 - start.float32))
+    return largest
+
+
 def logic_numbers(rows: dict[str, dict]) -> dict[str, list[int]]:
     """The rule's command numbers per accepting node."""
     found: dict[str, list[int]] = {}
@@ -168,15 +178,19 @@ def test_a_pid_keeps_its_output_continuous_and_the_plant_in_band_across_a_kill_9
     # re-assert (a kill between the state's replication and the device write makes the re-assert one step ahead)
     jumps = [abs(new[0].float32 - old[-1].float32), abs(new[1].float32 - new[0].float32)]
     # what the loop does from one sample to the next anyway (the plant's noise through kp), while settled
+    # over the same span of time as from the main's last write to the backup's first computed one: the takeover
+    # spans several samples (more on a loaded machine), and the plant's noise moves the output at every one
+    # (CI, 1 December 2026: 0.18 after a 1 s gap against 0.07 for the largest single step while settled)
     steady = [w for w in old if w.ts >= settled_at - 8]
-    usual = max((abs(b.float32 - a.float32) for a, b in itertools.pairwise(steady)), default=0.0)
+    span = new[1].ts - old[-1].ts
+    usual = largest_change_within(steady, span)
     print(
         f"last main write {old[-1].float32:.3f}, first backup writes {[round(w.float32, 3) for w in new[:3]]}; "
-        f"jumps {[round(j, 3) for j in jumps]} (1 % = {ONE_PERCENT:.3f}; the main's largest step while settled "
-        f"{usual:.3f}); worst |pv - sp| {worst:.2f} degC"
+        f"jumps {[round(j, 3) for j in jumps]} (1 % = {ONE_PERCENT:.3f}; the main's largest change over "
+        f"{span:.2f} s while settled {usual:.3f}); worst |pv - sp| {worst:.2f} degC"
     )
     assert jumps[0] < ONE_PERCENT  # the new active node's first command continues the old one's last
-    assert jumps[1] < max(ONE_PERCENT, 1.5 * usual)  # its first computed output: no bigger than a usual step
+    assert jumps[1] < max(ONE_PERCENT, 1.5 * usual)  # its first computed output: no bigger than a usual change
     assert worst <= BAND
 
     # command ids: the backup continued the numbering past every number the main used, each executed once
