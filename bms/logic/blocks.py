@@ -273,6 +273,17 @@ class Block:
         """When the block has something to do with unchanged inputs (a timer), or None."""
         return None
 
+    def at_rest(self, inputs: Mapping[str, Any]) -> bool:
+        """True if :meth:`step` with ``inputs`` (those of the last step: they have not changed since) would change
+        nothing but the block's bookkeeping (when it last stepped). The rule runner then calls :meth:`rest`
+        instead of stepping on the rule's cycle: a saturated PID, a settled rate limiter, a totalizer of a zero
+        flow stepped every cycle for nothing (issue 12). Default: never (every step may change the state)."""
+        return False
+
+    def rest(self, now: datetime) -> None:
+        """Exactly what :meth:`step` at ``now`` does to the state while :meth:`at_rest` (its bookkeeping)."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict[str, Any]:
         return self.state.to_dict()
 
@@ -548,6 +559,43 @@ class PID(Block):
         state.auto = bool(auto)
         return output
 
+    def at_rest(self, inputs: Mapping[str, Any]) -> bool:
+        params, state = self.params, self.state
+        if state.last_time is None or state.output is None or state.derivative != 0.0:
+            return False  # fresh, or a derivative still decaying toward 0
+        if state.last_pv != inputs["pv"]:
+            return False  # a change that came between two samples: the next sample takes it in
+        auto = bool(inputs.get("auto", True))
+        if auto != state.auto:
+            return False
+        error = (1.0 if params.action == REVERSE else -1.0) * (inputs["sp"] - inputs["pv"])
+        proportional = params.kp * error
+        if not auto:  # manual: the output follows track (or holds), the integral follows the output
+            track = inputs.get("track")
+            output = self._clamp(track) if track is not None else state.output
+            return output == state.output and state.integral == output - proportional
+        if self._clamp(proportional + state.integral) != state.output:
+            return False  # a change that came between two samples moves the output at the next one
+        increment = params.ki * error
+        if increment == 0.0:
+            if params.anti_windup == CLAMP:
+                return True
+            unlimited = proportional + state.integral
+            return self._clamp(unlimited) == unlimited  # back-calculation bleeds nothing back
+        if params.anti_windup != CLAMP:
+            return False
+        before = proportional + state.integral
+        if increment > 0:
+            return before >= params.out_max or state.integral >= params.out_max
+        return before <= params.out_min or state.integral <= params.out_min
+
+    def rest(self, now: datetime) -> None:
+        state = self.state
+        dt = _seconds(now, state.last_time)
+        if state.auto and 0 <= dt < SAMPLE_FRACTION * self.params.sample_time:
+            return  # between samples a step returns the held output and keeps its last time
+        state.last_time = now
+
     def _integrate(self, error: float, proportional: float, derivative: float, dt: float) -> None:
         params, state = self.params, self.state
         increment = params.ki * error * dt
@@ -612,6 +660,13 @@ class RateLimiter(Block):
         state.last_time = now
         return state.output
 
+    def at_rest(self, inputs: Mapping[str, Any]) -> bool:
+        state = self.state
+        return state.output is not None and state.last_time is not None and float(inputs["x"]) == state.output
+
+    def rest(self, now: datetime) -> None:
+        self.state.last_time = now
+
 
 # -- totalizer --
 
@@ -667,6 +722,15 @@ class Totalizer(Block):
         state.last_value = x
         state.last_time = now
         return state.total
+
+    def at_rest(self, inputs: Mapping[str, Any]) -> bool:
+        state, x = self.state, float(inputs["x"])
+        if state.last_time is None or state.last_value != x:
+            return False
+        return state.total == 0.0 if inputs.get("reset", False) else x == 0.0  # a zero flow adds nothing
+
+    def rest(self, now: datetime) -> None:
+        self.state.last_time = now
 
 
 # -- latch --

@@ -90,6 +90,8 @@ class LogicEngine(EngineFunction):
         #: run every rule at the next pass (after taking control or a new configuration), not only the changed
         self._run_all = False
         self.evaluations = 0
+        #: of the evaluations, those due with unchanged inputs and at rest: nothing computed (RuleRunner._rests)
+        self.rested = 0
         self.commands = 0
         self.slices = 0
         #: outputs commanded again because their command was not known to reach the device (failed, expired, unknown)
@@ -188,6 +190,7 @@ class LogicEngine(EngineFunction):
         # what was collected is in the runner's due set now; the entries written below come back here, unread
         self._cursor.dirty.clear()
         self.evaluations += len(result.evaluated)
+        self.rested += len(result.rested)
         self.slices += 1
         self._apply(result, now)
         self.cpu_seconds += time.thread_time() - began
@@ -211,6 +214,7 @@ class LogicEngine(EngineFunction):
             "rules": len(self.specs),
             "running": self.running,
             "evaluations": self.evaluations,
+            "rested": self.rested,
             "commands": self.commands,
             "slices": self.slices,
             "retries": self.retries,

@@ -192,6 +192,8 @@ class RunResult:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the rules that ran, in order
     evaluated: list[str] = field(default_factory=list)
+    #: of those, the ones that were due with unchanged inputs and at rest, so nothing was computed (see _rests)
+    rested: list[str] = field(default_factory=list)
 
 
 class _Rule:
@@ -203,7 +205,9 @@ class _Rule:
         "emitted_at",
         "failures",
         "index",
+        "inputs",
         "latest",
+        "moved",
         "next_cycle",
         "retry_at",
         "scheduled",
@@ -224,6 +228,10 @@ class _Rule:
         self.cycle = timedelta(seconds=spec.cycle_time)
         #: the due time of this rule's entry in the runner's timer heap (None: none)
         self.scheduled: datetime | None = None
+        #: something it reads changed (or it was asked to run in full) since it last ran in full
+        self.moved = True
+        #: its block's inputs at the last step (None: not stepped since this runner was built)
+        self.inputs: dict[str, Any] | None = None
         state = RuleState.from_dict(data)
         kind = spec.kind if spec.is_block else ""
         if state.kind != kind:
@@ -281,7 +289,10 @@ class RuleRunner:
         return frozenset(self._readers)
 
     def states(self) -> dict[str, dict[str, Any]]:
-        """Every rule's state by image entry."""
+        """Every rule's state by image entry (a resting block's bookkeeping included: see :meth:`_rests`)."""
+        for rule in self._rules:
+            if rule.block is not None and rule.inputs is not None:
+                rule.state.block = rule.block.to_dict()
         return {rule.spec.entry: rule.state.to_dict() for rule in self._rules}
 
     def state_of(self, rule: str) -> RuleState:
@@ -320,6 +331,8 @@ class RuleRunner:
             raise ValueError(f"logic times must be timezone-aware (UTC) datetimes, not {now!r}")
         pending = self._pending
         if changed is None or not self._started:
+            for rule in self._rules:
+                rule.moved = True
             pending.update(self._rules)
             self._started = True
         else:
@@ -327,6 +340,8 @@ class RuleRunner:
             for point in changed:
                 found = readers.get(point)
                 if found is not None:
+                    for rule in found:
+                        rule.moved = True
                     pending.update(found)
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -379,6 +394,7 @@ class RuleRunner:
         rule.retry_at[index] = now + retry_delay(rule.failures[index])
         rule.state.out[index] = None  # not commanded: the next run commands the value it wants then
         rule.latest[index] = 0
+        rule.moved = True
         self._pending.add(rule)
         return True
 
@@ -412,6 +428,10 @@ class RuleRunner:
         result.evaluated.append(spec.name)
         if rule.next_cycle is None or now >= rule.next_cycle:
             rule.next_cycle = now + rule.cycle
+        if not rule.moved and self._rests(rule, now):
+            result.rested.append(spec.name)
+            return
+        rule.moved = False
         # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
         results = []
         bad = None
@@ -446,6 +466,32 @@ class RuleRunner:
         self._emit(rule, result, now)
 
     @staticmethod
+    def _rests(rule: _Rule, now: datetime) -> bool:
+        """Whether a run due with unchanged inputs (its cycle, its block's timer) would change nothing, and if
+        so, the block's bookkeeping moved as the step would have moved it: then nothing else is computed.
+
+        Its inputs have not changed since its last full run (``moved`` is false: every change of a point it
+        reads, a quality change included, sets it), and an expression is a pure function of them, a block at
+        rest (:meth:`~bms.logic.blocks.Block.at_rest`) steps to the same state. What the full run would still
+        do: command an output whose last command did not reach its device (``out`` None), and hand out a
+        block's moved bookkeeping every :data:`STATE_INTERVAL`: those runs are not skipped. On the bench's
+        5,000 rules, half the runs a second were such cycles (saturated PIDs, settled rate limiters, zero
+        flows, steady expressions; issue 12)."""
+        state = rule.state
+        if state.quality == _BAD_LABEL or None in state.out:
+            return False
+        block = rule.block
+        if block is None:
+            return True
+        emitted_at = rule.emitted_at
+        if rule.inputs is None or emitted_at is None or now - emitted_at >= STATE_INTERVAL:
+            return False
+        if not block.at_rest(rule.inputs):
+            return False
+        block.rest(now)
+        return True
+
+    @staticmethod
     def _produce(
         rule: _Rule, now: datetime, results: list[tuple[str, tuple[Any, Quality, str]]], values: Mapping[str, Any]
     ) -> tuple[Any, ...]:
@@ -458,6 +504,7 @@ class RuleRunner:
             # a PID without state and without a bound track starts from where its output point is now (bumpless)
             inputs["track"] = _usable_number(values.get(rule.spec.outputs[0].point))
         produced = rule.block.step(now, **inputs)
+        rule.inputs = inputs
         rule.state.block = rule.block.to_dict()
         return produced if isinstance(produced, tuple) else (produced,)
 
