@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 from tests.support import databases, services
 from tests.support.background import Background
 from tests.support.net import free_port, wait_for_port
-from tests.support.processes import ROOT, HttpSession, spawn_node, wait_until
+from tests.support.processes import ROOT, HttpSession, spawn_node, wait_or_kill, wait_until
 from tests.support.proxy import Proxy
 from tests.support.redis_server import RedisServer
 
@@ -220,12 +220,7 @@ class PairNode:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGINT)
         for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            wait_or_kill(process, f"node {self.name}", self.log_path, group=True)
         self.processes.clear()
         self._session = None
 

@@ -47,6 +47,32 @@ def spawn_node(
     ]
 
 
+def wait_or_kill(
+    process: subprocess.Popen, name: str, log_path: Path, group: bool = False, seconds: float = 10.0
+) -> None:
+    """Wait for a process told to stop; one still running after ``seconds`` has its threads' stacks written to its
+    log (``manage.py`` dumps them on SIGUSR1) and is killed, and the test output says so (a node must stop on
+    SIGINT or SIGTERM within 2 s: a slow stop is a finding, not noise)."""
+    try:
+        process.wait(seconds)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:  # the process leads a session of its own: its children too
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
+
+    send(signal.SIGUSR1)
+    time.sleep(0.5)
+    print(f"WARNING: {name} (pid {process.pid}) did not stop within {seconds:g} s; stacks at the end of {log_path}")
+    send(signal.SIGKILL)
+    process.wait()
+
+
 @contextlib.contextmanager
 def paused(process: subprocess.Popen):
     """SIGSTOP a process (a device, a witness) for the block; SIGCONT it on leaving, also on failure.
@@ -116,11 +142,7 @@ class Node:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, f"node on port {self.port}", self.log_path)
         self.processes.clear()
 
     def drop(self) -> None:
