@@ -39,6 +39,7 @@ bench: install
 	-$(PY) bench/trend_query.py
 	-$(PY) bench/logic.py
 	-$(PY) bench/command_load.py
+	-$(PY) bench/command_log.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
