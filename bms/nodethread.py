@@ -47,6 +47,22 @@ class NodeThread:
         await node.start()
         self.node = node  # only a started node is stopped (as before: a failed start leaves nothing to stop)
 
+    def _waiting(self) -> str:
+        """Each task still pending on the node's loop, with where it waits (from another thread: asked of the loop)."""
+
+        def describe() -> str:
+            lines = []
+            for task in asyncio.all_tasks(self.loop):
+                lines.append(f"  {task.get_name()}: {' -> '.join(_awaiting(task.get_coro()))}")
+            return "\n".join(sorted(lines))
+
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop.call_soon_threadsafe(lambda: future.set_result(describe()))
+        try:
+            return future.result(2.0)
+        except concurrent.futures.TimeoutError:
+            return "  (the loop did not answer within 2 s)"
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the node, then the loop and the thread (blocking: call it from a worker thread)."""
         if not self._thread.is_alive():
@@ -54,8 +70,23 @@ class NodeThread:
         try:
             if self.node is not None:
                 asyncio.run_coroutine_threadsafe(self.node.stop(), self.loop).result(timeout)
+        except concurrent.futures.TimeoutError:
+            log.error(
+                "stopping the node did not finish within %g s; its tasks still waiting:\n%s", timeout, self._waiting()
+            )
         except Exception:
             log.exception("stopping the node failed")
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout)
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: each coroutine of its await chain as ``file:line function``."""
+    found = []
+    while coro is not None and len(found) < 12:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            found.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found or [repr(coro)]

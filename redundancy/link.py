@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bms.engine.tasks import cancel_and_wait
 from redundancy.framing import (
     DEFAULT_MAX_BODY,
     HEADER,
@@ -289,9 +290,9 @@ class LinkServer(LinkEndpoint):
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        # cancel_and_wait cancels again until the task ends: Python 3.11's wait_for (the handshake's deadline)
+        # can swallow a cancellation that comes as the awaited call completes
+        await asyncio.gather(*(cancel_and_wait(task) for task in list(self._handlers)))
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
@@ -354,9 +355,10 @@ class LinkDialer(LinkEndpoint):
         self._task = asyncio.create_task(self._run(), name=f"dial:{self.host}:{self.port}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        # Cancelled again until it ends: a cancellation that came as the dial's wait_for completed was swallowed
+        # (Python 3.11's wait_for returns the result then), the task dialled on and the node never stopped
+        # (6 of the suite's pair teardowns waited 10 s for the kill, 1 December 2026).
+        await cancel_and_wait(self._task)
         if self.connection is not None:
             self.connection.close()
 

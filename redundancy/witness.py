@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from bms.engine.tasks import cancel_and_wait
 from redundancy.link import Connection, LinkServer
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,7 @@ class Witness:
         self._task = asyncio.create_task(self._broadcast_loop(), name="witness")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)  # cancelled again until it ends (see LinkDialer.stop)
         await self.server.stop()
 
     def _on_connection(self, connection: Connection, up: bool) -> None:
