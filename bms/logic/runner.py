@@ -337,12 +337,13 @@ class RuleRunner:
             self._started = True
         else:
             readers = self._readers
-            for point in changed:
-                found = readers.get(point)
-                if found is not None:
-                    for rule in found:
-                        rule.moved = True
-                    pending.update(found)
+            # the engine passes every name that changed in the image (thousands a second, most read by no rule):
+            # the intersection runs in C, where a lookup per name in Python was an eighth of the passes' time
+            for point in readers.keys() & changed:
+                found = readers[point]
+                for rule in found:
+                    rule.moved = True
+                pending.update(found)
         timers = self._timers
         while timers and timers[0][0] <= now:
             due, _, rule = heapq.heappop(timers)
