@@ -144,6 +144,8 @@ BMS_NOTIFY_RUNNER = os.environ.get("BMS_NOTIFY_RUNNER", "auto")
 # A command not started within its lifetime ends "expired" and is never sent (ADR 0008): a write
 # accepted before a pause or a failover must not reach the device long after the operator gave up.
 BMS_COMMAND_LIFETIME_SECONDS = float(os.environ.get("BMS_COMMAND_LIFETIME_SECONDS", "5.0"))
+# How long an operator's or a client's write waits for a database lock before it is refused (503 "busy")
+BMS_WRITE_LOCK_WAIT_MS = float(os.environ.get("BMS_WRITE_LOCK_WAIT_MS", "1000"))
 # The lifetime of the commands schedules and logic make (bms/engine/sink.py). Theirs is a level the function keeps
 # wanting, and a function commands again only when its output moves: a command that expired in a burst (enabling
 # 5,000 rules made 5,700 at once for one device, and 2,462-3,771 of them expired at 5 s; bench/logic.py) would be
