@@ -34,6 +34,7 @@ from bms.control import outcomes
 from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.engine import bus
+from bms.engine.dbconn import sqlstate
 from bms.engine.scaling import Scaling, ValueRejected, preview, validate_value
 from bms.engine.sink import ENGINE_SOURCES
 from bms.points.models import Point
@@ -256,7 +257,7 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
         # Another request recorded the same command_id between our check and insert.
         return _repeat(Command.objects.get(command_id=command_id), digest)
     except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
             raise
         raise CommandRejected(
             "busy",

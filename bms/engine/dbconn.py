@@ -38,3 +38,8 @@ def drop_broken_connections() -> None:
             connection.errors_occurred = False
         else:
             connection.close()
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of the database error behind a Django ``DatabaseError`` (None if there is none)."""
+    return getattr(error.__cause__, "sqlstate", None)

@@ -54,11 +54,6 @@ def _problem(problems: list[str] | None, message: str) -> None:
 
 #: how many of a rule's newest commands :func:`command_positions` looks at (numbers only grow, row by row)
 RECENT_COMMANDS = 20
-#: from this many rules on, :func:`command_positions` reads the log once, newest first, instead of once per rule:
-#: a query per rule walks the log from its newest row until it has found that rule's commands, which for a rule
-#: whose commands are old is the whole log (17.5 ms a rule at 200,000 commands; a lone node's cold start asks for
-#: every rule: 5,000 rules would hold the engine's database thread for 87 s)
-ONE_PASS_FROM = 10
 
 
 def command_positions(rules: list[str]) -> dict[str, int]:
@@ -67,31 +62,17 @@ def command_positions(rules: list[str]) -> dict[str, int]:
     For a rule that starts without a state (a cold start of a lone node, a rule created again under an old
     name): its numbering must continue after what the log holds, or its first commands would reuse ids that
     the command path refuses (same id, other payload). Blocking: the engine's database thread.
+
+    One pass over the rules' commands, newest first, ending when every rule has its :data:`RECENT_COMMANDS`
+    newest (a rule's prefix is its id up to the last colon: names have none). It was a query per rule, each
+    walking the log from its newest row until it had found that rule's commands: for a rule whose commands
+    are old, the whole log (17.5 ms a rule at 200,000 commands; a lone node's cold start asks for every rule,
+    so 5,000 rules held the engine's database thread for 87 s). One rule costs the same walk either way.
     """
-    drop_broken_connections()
     prefixes = {command_prefix(rule): rule for rule in rules}
-    if len(prefixes) >= ONE_PASS_FROM:
-        recent = _recent_in_one_pass(set(prefixes))
-    else:
-        recent = {
-            prefix: list(
-                Command.objects.filter(command_id__startswith=prefix)
-                .order_by("-id")
-                .values_list("command_id", flat=True)[:RECENT_COMMANDS]
-            )
-            for prefix in prefixes
-        }
-    found: dict[str, int] = {}
-    for prefix, ids in recent.items():
-        numbers = [int(tail) for tail in (cid[len(prefix) :] for cid in ids) if tail.isdigit()]
-        if numbers:
-            found[prefixes[prefix]] = max(numbers)
-    return found
-
-
-def _recent_in_one_pass(prefixes: set[str]) -> dict[str, list[str]]:
-    """Per prefix, the ids of its :data:`RECENT_COMMANDS` newest commands: one pass over the log, newest first,
-    ending when every prefix has as many (a rule's prefix is its id up to the last colon: names have none)."""
+    if not prefixes:
+        return {}
+    drop_broken_connections()
     recent: dict[str, list[str]] = {prefix: [] for prefix in prefixes}
     left = len(prefixes)
     ids = Command.objects.filter(command_id__startswith="logic:").order_by("-id").values_list("command_id", flat=True)
@@ -104,7 +85,12 @@ def _recent_in_one_pass(prefixes: set[str]) -> dict[str, list[str]]:
             left -= 1
             if not left:
                 break
-    return recent
+    positions: dict[str, int] = {}
+    for prefix, cids in recent.items():
+        numbers = [int(tail) for tail in (cid[len(prefix) :] for cid in cids) if tail.isdigit()]
+        if numbers:
+            positions[prefixes[prefix]] = max(numbers)
+    return positions
 
 
 def command_prefix(rule: str) -> str:

@@ -41,6 +41,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Min
 from django.utils.dateparse import parse_datetime
 
+from bms.engine.dbconn import sqlstate
 from bms.history.models import next_stamps
 from bms.trends import conf, partitions
 from bms.trends.models import DailyRollup, HourlyRollup, RollupDue, Sample, TrendHistory
@@ -169,7 +170,7 @@ def _insert_samples(records: list[tuple]) -> int:
     try:
         return _with_partitions(RAW, records, lambda: _copy(RAW.table, SAMPLE_COLUMNS, SAMPLE_TYPES, records))
     except IntegrityError as exc:
-        if _sqlstate(exc) != _DUPLICATE:
+        if sqlstate(exc) != _DUPLICATE:
             raise
     return _with_partitions(RAW, records, lambda: _copy_skipping_duplicates(records))
 
@@ -181,7 +182,7 @@ def _with_partitions(tier: Tier, records: list[tuple], write: Callable[[], int])
             with transaction.atomic():
                 return write()
         except IntegrityError as exc:
-            if _sqlstate(exc) != _NO_PARTITION or attempt == 2:
+            if sqlstate(exc) != _NO_PARTITION or attempt == 2:
                 raise
             at = SAMPLE_COLUMNS.index("time") if tier is RAW else ROLLUP_COLUMNS.index("bucket")
             ranges = [(when, when + timedelta(microseconds=1)) for when in {row[at] for row in records}]
@@ -240,11 +241,6 @@ def _insert_sqlite(tier: Tier, columns: Sequence[str], records: list[tuple], ver
             rows,
         )
         return max(cursor.rowcount, 0)
-
-
-def _sqlstate(error: BaseException) -> str | None:
-    cause = error.__cause__
-    return getattr(cause, "sqlstate", None)
 
 
 # ---- roll-ups ---------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from django.db import connection
 
 from bms.control.models import AuditEntry, Command
 from bms.history.models import OriginCounter
+from tests.support import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,16 +30,10 @@ def operator(client):
     return client
 
 
-def _conninfo() -> str:
-    params = connection.get_connection_params()
-    return psycopg.conninfo.make_conninfo(
-        **{k: v for k, v in params.items() if k in ("host", "port", "user", "password", "dbname")}
-    )
-
-
 def test_a_write_behind_a_held_stamp_lock_is_refused_as_busy_within_the_bound_and_goes_through_after(operator):
     OriginCounter.objects.get_or_create(origin=settings.BMS_NODE_NAME)
-    with psycopg.connect(_conninfo()) as holder:  # a transaction left open, as a frozen engine's
+    test_database = services.database_url(connection.settings_dict["NAME"])
+    with psycopg.connect(test_database) as holder:  # a transaction left open, as a frozen engine's
         held = holder.execute(
             "UPDATE history_origincounter SET value = value + 1 WHERE origin = %s", [settings.BMS_NODE_NAME]
         )

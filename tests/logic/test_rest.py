@@ -130,14 +130,14 @@ changes = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(changes)
-def test_a_runner_that_rests_is_indistinguishable_from_one_that_steps(sequence):
+def _compare(sequence) -> tuple[int, int]:
+    """Feed a resting runner and one that never rests ``(gap, point or None, value)`` steps; every call must make
+    the same commands, states and runs, and the runners end with the same states. Returns (rested, runs)."""
     resting, stepping = _runners()
     stepping._rests = lambda rule, now: False  # the reference: every due run computed in full
     values = {"pv": (25.0, "good"), "sp": (20.0, "good"), "x": (10.0, "good"), "flow": (0.0, "good")}
     values["auto"] = (True, "good")
-    now, rested = 0.0, 0
+    now, rested, runs = 0.0, 0, 0
     for gap, point, value in sequence:
         now += gap
         changed = []
@@ -146,11 +146,19 @@ def test_a_runner_that_rests_is_indistinguishable_from_one_that_steps(sequence):
             changed.append(point)
         one = resting.evaluate(at(now), values, changed)
         other = stepping.evaluate(at(now), values, changed)
-        assert one.commands == other.commands
-        assert one.states == other.states
-        assert one.evaluated == other.evaluated
+        assert one.commands == other.commands, now
+        assert one.states == other.states, now
+        assert one.evaluated == other.evaluated, now
         rested += len(one.rested)
+        runs += len(one.evaluated)
     assert resting.states() == stepping.states()
+    return rested, runs
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes)
+def test_a_runner_that_rests_is_indistinguishable_from_one_that_steps(sequence):
+    _compare(sequence)
 
 
 def test_steady_rules_rest_on_their_cycles_and_run_in_full_when_an_input_moves():
@@ -173,23 +181,15 @@ def test_many_random_days_rest_often_and_never_differ():
     rng = random.Random(1)
     rested = compared = 0
     for _ in range(200):
-        resting, stepping = _runners()
-        stepping._rests = lambda rule, now: False
-        values = {"pv": (25.0, "good"), "sp": (20.0, "good"), "x": (10.0, "good"), "flow": (0.0, "good")}
-        values["auto"] = (True, "good")
-        now = 0.0
-        for _ in range(30):
-            now += rng.choice([0.25, 0.5, 1.0, 1.5, 3.0])
-            point = rng.choice(["pv", "sp", "x", "flow", "auto", None, None, None])
-            changed = []
-            if point is not None:
-                value = rng.choice([0.0, 15.0, 20.0, 25.0, 200.0])
-                values[point] = (bool(value) if point == "auto" else value, "good")
-                changed.append(point)
-            one = resting.evaluate(at(now), values, changed)
-            other = stepping.evaluate(at(now), values, changed)
-            assert (one.commands, one.states) == (other.commands, other.states), now
-            rested += len(one.rested)
-            compared += len(one.evaluated)
-        assert resting.states() == stepping.states()
+        sequence = [
+            (
+                rng.choice([0.25, 0.5, 1.0, 1.5, 3.0]),
+                rng.choice(["pv", "sp", "x", "flow", "auto", None, None, None]),
+                rng.choice([0.0, 15.0, 20.0, 25.0, 200.0]),
+            )
+            for _ in range(30)
+        ]
+        day_rested, day_runs = _compare(sequence)
+        rested += day_rested
+        compared += day_runs
     assert rested > compared // 5, (rested, compared)
