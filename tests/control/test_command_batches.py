@@ -3,12 +3,16 @@
 Real engine, real simulated building (and a real slow Modbus server), real database; nothing mocked.
 """
 
+import struct
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from bms.control.models import Command
 from bms.control.services import submit_write
+from bms.engine import store
+from bms.engine.role import RoleGate
 from bms.engine.runner import Engine
 from bms.points.models import Device, Point
 from tests.engine.conftest import eventually
@@ -162,3 +166,113 @@ async def test_commands_claimed_but_not_sent_when_the_engine_stops_end_failed_no
     assert len(not_sent) >= 3, [(c.status, c.error) for c in rows.values()]
     assert all("not sent" in c.error and c.observed for c in not_sent)
     assert all(rows[pk].status in (Command.FAILED, Command.EXECUTING, Command.SUCCEEDED) for pk in pks)
+
+
+async def test_many_writers_on_one_point_share_their_plans_trip_unless_a_higher_slot_comes_first(plant, layer):
+    # Issue 11 (bench/stress.py): writers queued on one point were planned one database trip per command, so a
+    # device ran about 10 commands a second under load. A value write whose predecessors on its point all sit in
+    # its slot or below is planned in the same trip as the head; one after a higher slot waits for its outcome.
+    slow = RawModbusServer()
+    await slow.start()
+    slow.delay = 0.15  # each write answered late: the queue is still full when the head is sent
+    await sync_to_async(add_device)("slow", slow.port, 1, timeout=3.0)
+    engine = Engine(layer, publish_min_interval=0.0, config_check_interval=0.05, command_scan_interval=0.05)
+    planned_per_trip: list[int] = []
+    to_database = engine.commands.run_in_db
+
+    async def counting(func, *args):
+        if func is store.finish_and_plan and args[1]:
+            planned_per_trip.append(len(args[1]))
+        return await to_database(func, *args)
+
+    engine.commands.run_in_db = counting
+    await engine.start()
+    try:
+        await eventually(lambda: len(engine.pollers) == 2, message="both devices polled")
+        writes = [("slow_sp0", 10.0 + n, f"share-{n}", 16) for n in range(6)]  # slot 16, one after another
+        writes += [("slow_sp0", 50.0, "share-p8", 8), ("slow_sp0", 60.0, "share-after-p8", 16)]
+        pks = await sync_to_async(submit_together)(writes)
+        rows = await final(pks)
+    finally:
+        await engine.stop()
+        await slow.stop()
+    statuses = [rows[pk].status for pk in pks]
+    assert statuses == [Command.SUCCEEDED] * 7 + [Command.HELD], [(rows[pk].status, rows[pk].error) for pk in pks]
+    assert "priority 8" in rows[pks[-1]].error  # planned after the slot 8 write's outcome, not before
+    # The device saw the writes in order, each once: the last one it was sent is the slot 8 value.
+    sent = [struct.unpack(">f", struct.pack(">2H", *words))[0] for address, words in slow.written if address == 40]
+    assert sent == [10.0 + n for n in range(6)] + [50.0]
+    # The head was planned with the claim; the next trip planned the other five slot 16 writes and the slot 8
+    # one together (8 may be planned before 16s end: they cannot touch slot 8's view); the last one alone.
+    assert planned_per_trip[0] == 6, planned_per_trip
+    assert sum(planned_per_trip) == len(pks) - 1, planned_per_trip
+
+
+class Switchable(RoleGate):
+    """Active in epoch 3 until the test takes control away (what a takeover by the partner does to this node)."""
+
+    def __init__(self) -> None:
+        self.is_active = True
+
+    @property
+    def active(self) -> bool:
+        return self.is_active
+
+    @property
+    def epoch(self) -> int:
+        return 3 if self.is_active else 4
+
+
+async def test_commands_planned_ahead_are_not_sent_once_control_is_lost(plant, layer):
+    # Plans made ahead are only plans: each send still meets the fence (role, epoch, lifetime) right before the
+    # request, so a node that lost control sends none of them, and each says so.
+    slow = RawModbusServer()
+    await slow.start()
+    slow.delay = 0.25
+    await sync_to_async(add_device)("slow", slow.port, 1, timeout=3.0)
+    role = Switchable()
+    engine = Engine(layer, role=role, config_check_interval=0.05, command_scan_interval=0.05)
+    planned: list[int] = []
+    to_database = engine.commands.run_in_db
+
+    async def counting(func, *args):
+        if func is store.finish_and_plan and args[1]:
+            planned.append(len(args[1]))
+        return await to_database(func, *args)
+
+    engine.commands.run_in_db = counting
+    await engine.start()
+    try:
+        await eventually(lambda: len(engine.pollers) == 2, message="both devices polled")
+        writes = [("slow_sp0", 70.0 + n, f"ahead-{n}", 16) for n in range(8)]
+        pks = [
+            (
+                await sync_to_async(submit_write)(
+                    user=None,
+                    point_name=point,
+                    value=value,
+                    command_id=command_id,
+                    priority=priority,
+                    source="code",
+                    epoch=3,
+                )
+            ).command.pk
+            for point, value, command_id, priority in writes
+        ]
+        await eventually(lambda: sum(planned) >= 5, message="the queued writes planned ahead in one trip")
+        role.is_active = False  # control moves on while they wait for the device
+        sent_before = len(slow.written)
+        rows = await final(pks)
+    finally:
+        await engine.stop()
+        await slow.stop()
+    sent = [struct.unpack(">f", struct.pack(">2H", *words))[0] for address, words in slow.written if address == 40]
+    assert len(sent) <= sent_before + 1, (sent_before, sent)  # at most the request already on its way
+    assert len(sent) == len(set(sent))
+    for pk, (_, value, command_id, _) in zip(pks, writes, strict=True):
+        row = rows[pk]
+        if value in sent:
+            assert row.status == Command.SUCCEEDED, (command_id, row.status, row.error)
+        else:
+            assert row.status == Command.FAILED and "not sent" in row.error, (command_id, row.status, row.error)
+    assert any(rows[pk].status == Command.FAILED for pk in pks)  # some were still queued when control moved

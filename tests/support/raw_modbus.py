@@ -13,6 +13,7 @@ connected, between behaviours of broken field devices:
 - ``ignore_writes``: acknowledges writes without storing them.
 
 ``delay`` (seconds) makes any answer late: a slow device or gateway.
+``written`` lists the register writes stored, in order (the device's own log).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class RawModbusServer:
         self.bits = [False] * 65536  # coils and discrete inputs too
         self.requests = 0  # complete request frames received
         self.delay = 0.0
+        self.written: list[tuple[int, tuple[int, ...]]] = []  # register writes stored, in order: (address, words)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -108,10 +110,13 @@ class RawModbusServer:
         if function == 6:
             if self.mode != IGNORE_WRITES:
                 self.registers[address] = count
+                self.written.append((address, (count,)))
             return pdu[:5]
         if function == 16:
             if self.mode != IGNORE_WRITES:
-                self.registers[address : address + count] = struct.unpack(f">{count}H", pdu[6 : 6 + 2 * count])
+                words = struct.unpack(f">{count}H", pdu[6 : 6 + 2 * count])
+                self.registers[address : address + count] = words
+                self.written.append((address, words))
             return pdu[:5]
         if function == 15:
             if self.mode != IGNORE_WRITES:
