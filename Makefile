@@ -40,6 +40,7 @@ bench: install
 	-$(PY) bench/logic.py
 	-$(PY) bench/command_load.py
 	-$(PY) bench/command_log.py
+	-$(PY) bench/journal_positions.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
