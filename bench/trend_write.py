@@ -371,7 +371,7 @@ def main() -> int:
     parser.add_argument("--paced-seconds", type=int, default=20)
     parser.add_argument("--backlog", type=int, default=200_000, help="samples the replication run carries")
     parser.add_argument(
-        "--history-batch", type=int, default=500, help="rows per replication round (the product's BATCH: 500)"
+        "--history-batch", type=int, default=2000, help="rows per replication round (the product's BATCH: 2000)"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["insert", "paced", "replication"])
     args = parser.parse_args()

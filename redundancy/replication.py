@@ -417,6 +417,11 @@ class Replicator:
                 # our top that no cursor could ever see again. Refuse it; the sender rewinds to what we hold.
                 nacks.append([table, origin, held])
                 continue
+            if acks and history.is_bulk(table):
+                # What came before the bulk rows (commands the active node's barrier waits for, alarms, events)
+                # is acknowledged now, not after thousands of trend samples are stored.
+                await self.service.send("history_ack", acks=acks)
+                acks = []
             try:
                 top = await self.engine.run_in_db(history.store_rows, batch)
             except Exception as exc:

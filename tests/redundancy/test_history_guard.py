@@ -371,3 +371,35 @@ async def test_while_the_partner_is_away_the_backlog_is_counted_at_most_every_in
     await asyncio.sleep(replication.BACKLOG_COUNT_INTERVAL)
     await sender.push_history()
     assert (sender.backlog, len(counts)) == (5, 2)
+
+
+async def test_rows_before_the_bulk_ones_are_acknowledged_before_those_are_stored(monkeypatch):
+    # A round carries commands (whose barrier the active node waits on), events, alarms, then up to thousands of
+    # trend samples: the first ones are acknowledged as soon as they are stored, not after the samples.
+    held = await run_in_db(history.local_cursors)
+    await run_in_db(events, 2)
+    await run_in_db(lambda: AuditEntry.objects.create(action="stands-in-for-samples", detail={}))
+    batches, _ = await run_in_db(history.rows_after, held)
+    by_table = {batch["table"]: batch for batch in batches}
+    message = framing.unpack(
+        framing.pack({"t": "history", "batches": [by_table["events.event"], by_table["control.auditentry"]]})
+    )
+    monkeypatch.setattr(history, "is_bulk", lambda label: label == "control.auditentry")
+    receiver, link = replicator()
+    receiver.received = {table: dict(origins) for table, origins in held.items()}  # it holds what was here
+    acknowledged_at_store: dict[str, list[str]] = {}
+
+    async def watching(function, *args):
+        if function is history.store_rows:
+            acks = [ack[0] for sent in link.messages("history_ack") for ack in sent["acks"]]
+            acknowledged_at_store[args[0]["table"]] = acks
+        return await run_in_db(function, *args)
+
+    receiver.engine = SimpleNamespace(image=None, run_in_db=watching)
+    await receiver._on_history(message)
+    assert acknowledged_at_store == {"events.event": [], "control.auditentry": ["events.event"]}
+    assert [[ack[0] for ack in sent["acks"]] for sent in link.messages("history_ack")] == [
+        ["events.event"],
+        ["control.auditentry"],
+    ]
+    assert not link.messages("history_nack")
