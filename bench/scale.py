@@ -631,6 +631,7 @@ class StatusSampler(threading.Thread):
                                 "image_seq": sync.get("image_seq"),
                                 "lag_ms": sync.get("lag_ms"),
                                 "lag_seq": sync.get("lag_seq"),
+                                "history_backlog": sync.get("history_backlog"),
                                 "loop": status.get("engine_loop"),
                                 "failovers": status.get("failovers"),
                             }
@@ -978,6 +979,20 @@ def analyse(
         "lag_seq_p99": percentile(lag_seq, 99),
         "lag_seq_max": max(lag_seq, default=math.nan),
     }
+    # History rows (trend samples, events, journal, commands) main has written that the standby has not
+    # acknowledged: it must stay bounded, not grow through the window (the trend stream keeping up).
+    backlog = [
+        (s["at"], s["main"]["history_backlog"])
+        for s in inside
+        if s.get("main") and s["main"].get("history_backlog") is not None
+    ]
+    out["history_backlog"] = {
+        "samples": len(backlog),
+        "first": backlog[0][1] if backlog else math.nan,
+        "last": backlog[-1][1] if backlog else math.nan,
+        "p50": percentile([b for _, b in backlog], 50),
+        "max": max((b for _, b in backlog), default=math.nan),
+    }
     # How far the active node's clients were behind its image: the image seq in main's status row (written twice
     # a second) minus the seq the first probe held at that moment (in seqs, and in seconds of the change rate).
     behind = []
@@ -1083,6 +1098,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"/{fmt(f['standby_status']['lag_seq_max'])}; standby client seq vs active clients, "
         f"{f['replication_ms']['n']} frames: p50 {fmt(f['replication_ms']['p50'], '.1f')} ms, p99 "
         f"{fmt(f['replication_ms']['p99'], '.1f')} ms (negative: the active node's clients were behind the standby's)",
+        f"history backlog on main (rows not yet acknowledged by the standby), {f['history_backlog']['samples']} "
+        f"samples: first {fmt(f['history_backlog']['first'], ',')}, last {fmt(f['history_backlog']['last'], ',')}, "
+        f"p50 {fmt(f['history_backlog']['p50'], ',')}, max {fmt(f['history_backlog']['max'], ',')}",
         f"clients: {c['with_snapshot']}/{c['active']} with a snapshot ({c['snapshot_mb']:.1f} MB; connect -> snapshot "
         f"p50 {fmt(c['snapshot_p50_s'], '.2f')} s, max {fmt(c['snapshot_max_s'], '.2f')} s), {fmt(c['frames_per_s'])} "
         f"frames/s ({fmt(c['frames_per_s_per_client'], '.1f')} per client), {fmt(c['points_per_s'])} rows/s; gaps "

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 #: fall behind in a pair; bench/trend_write.py carried 22,000 rows/s with 500 and 39,000-41,000 with 2,000
 #: (rounds of 43 ms instead of 21 ms; other history tables are served first and acknowledged before the bulk ones).
 BATCH = 2000
+#: bulk rows (trend samples) sent and not yet acknowledged, at most, before the sender waits for acknowledgements:
+#: without a window the sender ran ahead of a busy receiver by megabytes of socket buffers, acknowledgements came
+#: later than the resend delay, and the same samples were sent again and again (bench/scale.py, 100,000 points)
+BULK_WINDOW = 2 * BATCH
 #: packed bytes of one history message: well below the link's frame limit (16 MiB), so a message always fits
 MESSAGE_BYTES = 4 * 1024 * 1024
 #: a single row larger than this cannot share a message fairly with others: it is quarantined as too large
@@ -80,8 +84,15 @@ def _fields(model: type[models.Model]) -> list[models.Field]:
     return [field for field in model._meta.concrete_fields if not field.primary_key]
 
 
-def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any]], int]:
+def rows_after(
+    cursors: Cursors, limit: int = BATCH, bulk_limit: int | None = None, count: bool = True
+) -> tuple[list[dict[str, Any]], int]:
     """Rows the peer (holding ``cursors``) lacks, at most ``limit``; and how many are still waiting after them.
+
+    ``bulk_limit``: at most that many of them from the bulk tables (trend samples; None: no limit of their own),
+    so that the sender can hold the samples back while the peer works through those it has, and still send
+    the other tables' rows. ``count`` False: do not count what waits after them (0; the sender counts the
+    backlog itself, at most every 0.5 s, ADR 0011).
 
     Returns batches as ``{"table", "origin", "after", "rows": [[field values...]], "fields": [...]}``;
     ``after`` is the cursor the rows follow, so the receiver can tell a batch that does not continue
@@ -98,7 +109,10 @@ def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any
         for origin in model.stored_origins():
             after = have.get(origin, 0)
             pending = _sendable(model, label, origin, after)
-            rows = list(pending.order_by("origin_seq").values_list(*fields)[:budget]) if budget > 0 and room > 0 else []
+            allowed = min(budget, bulk_limit) if model.BULK and bulk_limit is not None else budget
+            rows = []
+            if allowed > 0 and room > 0:
+                rows = list(pending.order_by("origin_seq").values_list(*fields)[:allowed])
             taken = len(rows)
             if rows:
                 rows, size, cut = _encodable(label, origin, fields, rows, room)
@@ -108,7 +122,9 @@ def rows_after(cursors: Cursors, limit: int = BATCH) -> tuple[list[dict[str, Any
             if rows:
                 batches.append({"table": label, "origin": origin, "after": after, "fields": fields, "rows": rows})
                 budget -= taken
-            if budget <= 0:
+                if model.BULK and bulk_limit is not None:
+                    bulk_limit -= taken
+            if count and (budget <= 0 or taken >= allowed):  # there may be more than was taken
                 backlog += model.count_pending(pending, origin, after) - len(rows)
     return batches, backlog
 
@@ -196,16 +212,23 @@ def unacknowledged(acked: Cursors) -> int:
     return sum(waiting(acked).values())
 
 
-def outgoing(cursors: Cursors, acked: Cursors, outstanding: bool, limit: int = BATCH, count: bool = True) -> Outgoing:
+def outgoing(
+    cursors: Cursors,
+    acked: Cursors,
+    outstanding: bool,
+    limit: int = BATCH,
+    count: bool = True,
+    bulk_limit: int | None = None,
+) -> Outgoing:
     """One round of the sender: what to send above ``cursors``, and what waits above ``acked``.
 
     ``outstanding``: rows were sent that the peer has not acknowledged. Without
     them and with nothing new to send, nothing waits: the rows are not counted
     again (this runs several times a second on an idle pair). ``count`` False:
     leave the rows that wait uncounted (``waiting`` None) unless that is known
-    to be nothing; counting asks every table again.
+    to be nothing; counting asks every table again. ``bulk_limit``: as for :func:`rows_after`.
     """
-    batches, _ = rows_after(cursors, limit)
+    batches, _ = rows_after(cursors, limit, bulk_limit, count=False)
     if not batches and not outstanding:
         pending: dict[tuple[str, str], int] | None = {}
     else:

@@ -503,6 +503,19 @@ class Replicator:
             for origin, top in origins.items()
         )
 
+    def _bulk_in_flight(self) -> int:
+        """Stamps of the bulk tables (trend samples) sent above what the peer acknowledged (at least their rows).
+
+        Each acknowledgement wakes a round, so a sender held back by :data:`history.BULK_WINDOW` goes on as soon
+        as the peer has stored some; the other tables' rows are never held back by it.
+        """
+        return sum(
+            max(0, top - self.acked.get(table, {}).get(origin, 0))
+            for table, origins in (self.peer_cursors or {}).items()
+            if history.is_bulk(table)
+            for origin, top in origins.items()
+        )
+
     def _rewind_unacknowledged(self, now: float) -> None:
         """Rows sent but not acknowledged within the resend delay are sent again from the acknowledged cursors.
 
@@ -560,7 +573,13 @@ class Replicator:
             return
         self._rewind_unacknowledged(time.monotonic())
         outgoing = await self.engine.run_in_db(
-            history.outgoing, self.peer_cursors, self.acked, self._outstanding(), history.BATCH, self._count_due()
+            history.outgoing,
+            self.peer_cursors,
+            self.acked,
+            self._outstanding(),
+            history.BATCH,
+            self._count_due(),
+            max(0, history.BULK_WINDOW - self._bulk_in_flight()),
         )
         if outgoing.waiting is not None:
             self._note_waiting(outgoing.waiting)

@@ -403,3 +403,34 @@ async def test_rows_before_the_bulk_ones_are_acknowledged_before_those_are_store
         ["control.auditentry"],
     ]
     assert not link.messages("history_nack")
+
+
+async def test_bulk_rows_wait_for_acknowledgements_beyond_the_window_and_the_others_do_not(monkeypatch):
+    # Trend samples are sent at most BULK_WINDOW ahead of what the peer acknowledged (else a busy receiver's
+    # socket buffers fill, acknowledgements come after the resend delay and the same samples go again and again);
+    # commands, events and alarms are never held back by it. The audit trail stands in for the samples here.
+    monkeypatch.setattr(AuditEntry, "BULK", True)
+    monkeypatch.setattr(history, "BULK_WINDOW", 4)
+    sender, link = replicator()
+    held = await run_in_db(history.local_cursors)
+    audit = [
+        (await run_in_db(lambda n=n: AuditEntry.objects.create(action=f"sample-{n}", detail={}))).origin_seq
+        for n in range(10)
+    ]
+    first_events = await run_in_db(events, 2)
+    await sender._on_cursors({"cursors": held})
+
+    await sender.push_history()
+    first = link.messages("history")[-1]
+    assert sent_seqs(first, "events.event") == first_events
+    assert sent_seqs(first, "control.auditentry") == audit[:4]  # the window: four ahead of the acknowledged
+
+    more_events = await run_in_db(events, 1)
+    await sender.push_history()
+    second = link.messages("history")[-1]
+    assert sent_seqs(second, "events.event") == more_events and sent_seqs(second, "control.auditentry") == []
+
+    await sender._on_history_ack({"acks": [["control.auditentry", "main", audit[1]]]})  # the peer stored two
+    await sender.push_history()
+    third = link.messages("history")[-1]
+    assert sent_seqs(third, "control.auditentry") == audit[4:6]  # room for two more, no more
