@@ -30,10 +30,8 @@ thousandfold longer log). Results also go to ``bench/results/command_log-<timest
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import ratio, write_json  # noqa: E402
+from bench.common import growth_verdict, median_seconds, ratio  # noqa: E402
 from bench.trend_write import setup_django, with_name  # noqa: E402
 from tests.support import services  # noqa: E402
 
@@ -91,17 +89,6 @@ def history_scan() -> dict[int, Any]:
     return found
 
 
-def timed(function: Callable[[], Any], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def measure(repeat: int) -> dict[str, float]:
     from django.utils import timezone
 
@@ -120,11 +107,11 @@ def measure(repeat: int) -> dict[str, float]:
         started_at=timezone.now(),
     )
     figures = {
-        "baseline": timed(lambda: Command.objects.get(pk=claimed.pk), repeat),
-        "plan": timed(lambda: store.plan_command(claimed.pk), repeat),
-        "next override end": timed(lambda: store.next_hold_expiry(timezone.now()), repeat),
-        "last sent": timed(lambda: store._last_claimed_is_unknown(POINT), repeat),
-        "history scan": timed(history_scan, max(3, repeat // 10)),
+        "baseline": median_seconds(lambda: Command.objects.get(pk=claimed.pk), repeat),
+        "plan": median_seconds(lambda: store.plan_command(claimed.pk), repeat),
+        "next override end": median_seconds(lambda: store.next_hold_expiry(timezone.now()), repeat),
+        "last sent": median_seconds(lambda: store._last_claimed_is_unknown(POINT), repeat),
+        "history scan": median_seconds(history_scan, max(3, repeat // 10)),
     }
     return figures
 
@@ -151,20 +138,7 @@ def main() -> int:
         base = figures["baseline"]
         shown = ", ".join(f"{name} {s * 1000:.2f} ms ({ratio(s, base):.1f}x)" for name, s in figures.items())
         print(f"{size:>10,} commands on the point (log grown in {time.monotonic() - began:.1f} s): {shown}", flush=True)
-    first, last = results[sizes[0]], results[sizes[-1]]
-    growth = {name: ratio(last[name], first[name]) for name in first}
-    met = all(growth[name] <= GOAL_GROWTH for name in MEASURED)
-    print(
-        f"growth from {sizes[0]:,} to {sizes[-1]:,} commands: "
-        + ", ".join(f"{name} {value:.2f}x" for name, value in growth.items())
-        + f" -> goal (at most {GOAL_GROWTH}x for {', '.join(MEASURED)}) {'MET' if met else 'NOT MET'}"
-    )
-    path = write_json(
-        "command_log",
-        started_at,
-        {"arguments": vars(args), "seconds": {str(k): v for k, v in results.items()}, "growth": growth, "met": met},
-    )
-    print(f"results: {path}")
+    met = growth_verdict("command_log", "commands", sizes, results, MEASURED, GOAL_GROWTH, vars(args), started_at)
     return 0 if met else 1
 
 

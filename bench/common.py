@@ -6,9 +6,11 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,43 @@ def add_layout_argument(parser: Any) -> None:
         help="thread: runbms per node (the engine on its own thread, the default); processes: the engine and the web"
         " side in separate processes per node (runengine + runbms --no-engine)",
     )
+
+
+def median_seconds(function: Callable[[], Any], repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``function`` (after one warm-up call)."""
+    function()
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def growth_verdict(
+    name: str,
+    what: str,
+    sizes: Sequence[int],
+    results: dict[int, dict[str, float]],
+    measured: Sequence[str],
+    goal: float,
+    arguments: dict[str, Any],
+    started: datetime,
+) -> bool:
+    """Print each figure's growth from the smallest size to the largest against ``goal`` (at most that many times,
+    for the ``measured`` ones), write the results file, and say whether the goal was met."""
+    first, last = results[sizes[0]], results[sizes[-1]]
+    growth = {figure: ratio(last[figure], first[figure]) for figure in first}
+    met = all(growth[figure] <= goal for figure in measured)
+    print(
+        f"growth from {sizes[0]:,} to {sizes[-1]:,} {what}: "
+        + ", ".join(f"{figure} {value:.2f}x" for figure, value in growth.items())
+        + f" -> goal (at most {goal}x for {', '.join(measured)}) {'MET' if met else 'NOT MET'}"
+    )
+    path = write_json(
+        name,
+        started,
+        {"arguments": arguments, "seconds": {str(k): v for k, v in results.items()}, "growth": growth, "met": met},
+    )
+    print(f"results: {path}")
+    return met

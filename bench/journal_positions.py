@@ -28,10 +28,8 @@ journal). Results also go to ``bench/results/journal_positions-<timestamp>.json`
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import ratio, write_json  # noqa: E402
+from bench.common import growth_verdict, median_seconds, ratio  # noqa: E402
 from bench.trend_write import setup_django, with_name  # noqa: E402
 from tests.support import services  # noqa: E402
 
@@ -92,27 +90,16 @@ def first_rows(names: list[str]) -> list[int]:
     return list(AlarmJournal.objects.filter(alarm__in=names, alarm_seq=1).values_list("pk", flat=True))
 
 
-def timed(function: Callable[[], Any], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
 def measure(names: list[str], repeat: int) -> dict[str, float]:
     from bms.alarms import store
 
     found = store.journal_positions(names)
     assert found == {name: row.alarm_seq for name, row in grouped(names).items()}, "the two look-ups disagree"
     return {
-        "baseline": timed(lambda: first_rows(names), repeat),
-        "positions": timed(lambda: store.journal_positions(names), repeat),
-        "last rows": timed(lambda: store.last_journal_rows(names), repeat),
-        "grouped": timed(lambda: grouped(names), repeat),
+        "baseline": median_seconds(lambda: first_rows(names), repeat),
+        "positions": median_seconds(lambda: store.journal_positions(names), repeat),
+        "last rows": median_seconds(lambda: store.last_journal_rows(names), repeat),
+        "grouped": median_seconds(lambda: grouped(names), repeat),
     }
 
 
@@ -137,20 +124,16 @@ def main() -> int:
         base = figures["baseline"]
         shown = ", ".join(f"{name} {s * 1000:.1f} ms ({ratio(s, base):.1f}x)" for name, s in figures.items())
         print(f"{size:>10,} journal rows (grown in {time.monotonic() - began:.1f} s): {shown}", flush=True)
-    first, last = results[sizes[0]], results[sizes[-1]]
-    growth = {name: ratio(last[name], first[name]) for name in first}
-    met = all(growth[name] <= GOAL_GROWTH for name in MEASURED)
-    print(
-        f"growth from {sizes[0]:,} to {sizes[-1]:,} rows ({args.alarms:,} alarms): "
-        + ", ".join(f"{name} {value:.2f}x" for name, value in growth.items())
-        + f" -> goal (at most {GOAL_GROWTH}x for {', '.join(MEASURED)}) {'MET' if met else 'NOT MET'}"
-    )
-    path = write_json(
+    met = growth_verdict(
         "journal_positions",
+        f"rows ({args.alarms:,} alarms)",
+        sizes,
+        results,
+        MEASURED,
+        GOAL_GROWTH,
+        vars(args),
         started_at,
-        {"arguments": vars(args), "seconds": {str(k): v for k, v in results.items()}, "growth": growth, "met": met},
     )
-    print(f"results: {path}")
     return 0 if met else 1
 
 

@@ -34,15 +34,35 @@ def add_device(name: str, port: int, registers: int, timeout: float = 2.0) -> No
         )
 
 
-def submit_together(writes: list[tuple[str, float, str, int | None]]) -> list[int]:
+def submit_together(writes: list[tuple[str, float, str, int | None]], epoch: int = 0) -> list[int]:
     """Record several writes in one transaction: the engine sees them all at once (one batch)."""
     with transaction.atomic():
         return [
             submit_write(
-                user=None, point_name=point, value=value, command_id=command_id, priority=priority, source="code"
+                user=None,
+                point_name=point,
+                value=value,
+                command_id=command_id,
+                priority=priority,
+                source="code",
+                epoch=epoch,
             ).command.pk
             for point, value, command_id, priority in writes
         ]
+
+
+def count_plans(engine: Engine) -> list[int]:
+    """The number of commands each of the executor's database trips plans from now on (in order)."""
+    planned_per_trip: list[int] = []
+    to_database = engine.commands.run_in_db
+
+    async def counting(func, *args):
+        if func is store.finish_and_plan and args[1]:
+            planned_per_trip.append(len(args[1]))
+        return await to_database(func, *args)
+
+    engine.commands.run_in_db = counting
+    return planned_per_trip
 
 
 async def final(pks: list[int]) -> dict[int, Command]:
@@ -177,15 +197,7 @@ async def test_many_writers_on_one_point_share_their_plans_trip_unless_a_higher_
     slow.delay = 0.15  # each write answered late: the queue is still full when the head is sent
     await sync_to_async(add_device)("slow", slow.port, 1, timeout=3.0)
     engine = Engine(layer, publish_min_interval=0.0, config_check_interval=0.05, command_scan_interval=0.05)
-    planned_per_trip: list[int] = []
-    to_database = engine.commands.run_in_db
-
-    async def counting(func, *args):
-        if func is store.finish_and_plan and args[1]:
-            planned_per_trip.append(len(args[1]))
-        return await to_database(func, *args)
-
-    engine.commands.run_in_db = counting
+    planned_per_trip = count_plans(engine)
     await engine.start()
     try:
         await eventually(lambda: len(engine.pollers) == 2, message="both devices polled")
@@ -232,33 +244,12 @@ async def test_commands_planned_ahead_are_not_sent_once_control_is_lost(plant, l
     await sync_to_async(add_device)("slow", slow.port, 1, timeout=3.0)
     role = Switchable()
     engine = Engine(layer, role=role, config_check_interval=0.05, command_scan_interval=0.05)
-    planned: list[int] = []
-    to_database = engine.commands.run_in_db
-
-    async def counting(func, *args):
-        if func is store.finish_and_plan and args[1]:
-            planned.append(len(args[1]))
-        return await to_database(func, *args)
-
-    engine.commands.run_in_db = counting
+    planned = count_plans(engine)
     await engine.start()
     try:
         await eventually(lambda: len(engine.pollers) == 2, message="both devices polled")
         writes = [("slow_sp0", 70.0 + n, f"ahead-{n}", 16) for n in range(8)]
-        pks = [
-            (
-                await sync_to_async(submit_write)(
-                    user=None,
-                    point_name=point,
-                    value=value,
-                    command_id=command_id,
-                    priority=priority,
-                    source="code",
-                    epoch=3,
-                )
-            ).command.pk
-            for point, value, command_id, priority in writes
-        ]
+        pks = [(await sync_to_async(submit_together)([write], epoch=3))[0] for write in writes]  # one by one
         await eventually(lambda: sum(planned) >= 5, message="the queued writes planned ahead in one trip")
         role.is_active = False  # control moves on while they wait for the device
         sent_before = len(slow.written)
