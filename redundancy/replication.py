@@ -72,6 +72,7 @@ class Replicator:
         self.image_synced = False
         self.requested_at: float | None = None
         self._snapshot_parts: dict[int, dict[str, Any]] = {}
+        self._snapshot_part_at = float("-inf")  # monotonic time the last part of a snapshot arrived
         self.config_hash = ""
         self._config_hashed = float("-inf")  # monotonic time of the last full configuration hash
         self.applied_at: float | None = None
@@ -206,8 +207,12 @@ class Replicator:
             peer is not None and peer.role in OWNS_FIELD and peer.silent_for < self.service.config.timeout
         )
         if machine.role in (Role.SYNCING, Role.STANDBY) and partner_in_control and self.service.connected:
-            due = self.requested_at is None or now - self.requested_at > max(self.service.config.timeout, 1.0)
-            if not self.image_synced and due:
+            patience = max(self.service.config.timeout, 1.0)
+            due = self.requested_at is None or now - self.requested_at > patience
+            # A large snapshot (100,000 points: several parts of 20,000) can take longer than that to arrive; asking
+            # again while its parts still came made the active node send a second one from the start.
+            receiving = bool(self._snapshot_parts) and now - self._snapshot_part_at < patience
+            if not self.image_synced and due and not receiving:
                 self.requested_at = now
                 await self.service.send("sync_request")
         if not self.config_hash or now - self._config_checked >= 5.0:
@@ -284,7 +289,13 @@ class Replicator:
             if not await self.service.send("snap", seq=snapshot["seq"], part=part, parts=parts, points=chunk):
                 self._stop_stream()
                 return
-        self.sent_config_revision = None
+        if self.config_verified:
+            # The partner holds this configuration already (its heartbeat carries the same hash): applying it again
+            # took a 100,000-point standby half a minute of its database thread, twice when it asked for a second
+            # snapshot, while the history it had to store waited (bench/scale.py).
+            self.sent_config_revision = await self.engine.run_in_db(ConfigRevision.current)
+        else:
+            self.sent_config_revision = None
         await self._send_config_if_changed()
         log.info("sent a snapshot of %d point(s) at seq %d to %s", len(names), snapshot["seq"], body.get("node"))
 
@@ -293,6 +304,7 @@ class Replicator:
         if part == 0:
             self._snapshot_parts = {}
         self._snapshot_parts[part] = body["points"]
+        self._snapshot_part_at = time.monotonic()
         if len(self._snapshot_parts) < parts:
             return
         rows: dict[str, Any] = {}
