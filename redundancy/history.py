@@ -18,6 +18,7 @@ what the peer has not acknowledged, counted above its acknowledged cursors.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,8 +67,12 @@ def is_bulk(label: str) -> bool:
     return model is not None and model.BULK
 
 
+@functools.cache
 def replicated_models() -> dict[str, type[HistoryRow]]:
-    """Every concrete history table, by ``app_label.model`` name; the bulk ones (``HistoryRow.BULK``) last."""
+    """Every concrete history table, by ``app_label.model`` name; the bulk ones (``HistoryRow.BULK``) last.
+
+    Made once (the models do not change in a running process): the sender asks per stream on the loop every
+    round (:func:`is_bulk`), the receiver per batch. Read-only for callers."""
     found = [model for model in apps.get_models() if issubclass(model, HistoryRow) and not model._meta.abstract]
     return {model._meta.label_lower: model for model in sorted(found, key=lambda model: model.BULK)}
 

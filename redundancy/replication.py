@@ -296,7 +296,7 @@ class Replicator:
             self.sent_config_revision = await self.engine.run_in_db(ConfigRevision.current)
         else:
             self.sent_config_revision = None
-        await self._send_config_if_changed()
+            await self._send_config_if_changed()
         log.info("sent a snapshot of %d point(s) at seq %d to %s", len(names), snapshot["seq"], body.get("node"))
 
     async def _on_snap(self, body: dict[str, Any]) -> None:

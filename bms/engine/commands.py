@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from bms.control import outcomes as outcome_notices
 from bms.control.models import Command
-from bms.control.priority import DEFAULT_PRIORITY, Effective
+from bms.control.priority import Effective
 from bms.engine import store
 from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.image import GOOD, PointState
@@ -76,10 +76,6 @@ def _same(read: object, wanted: object) -> bool:
     return read == wanted
 
 
-def _slot(command: Command) -> int:
-    return command.priority or DEFAULT_PRIORITY
-
-
 def _independent(command: Command, lowest_before: int) -> bool:
     """May ``command`` be planned before its point's earlier commands (in slots ``lowest_before`` and below) end?
 
@@ -87,7 +83,7 @@ def _independent(command: Command, lowest_before: int) -> bool:
     from the slots above its own only (:func:`store._plan`), and a command changes its own slot only: so
     earlier commands in its slot or below cannot change its plan, whatever their outcomes.
     """
-    return command.value is not None and command.source != Command.ENGINE and lowest_before >= _slot(command)
+    return command.value is not None and command.source != Command.ENGINE and lowest_before >= store.slot_of(command)
 
 
 def _not_polled(point_name: str) -> str:
@@ -438,7 +434,7 @@ class CommandExecutor:
         wanted = []
         for job in queue:
             command = job.command
-            slot = _slot(command)
+            slot = store.slot_of(command)
             before = lowest.get(command.point_name)
             if job.plan is None and (before is None or _independent(command, before)):
                 wanted.append(job)

@@ -345,6 +345,11 @@ class WritePlan:
     detail: str = ""
 
 
+def slot_of(command: Command) -> int:
+    """The priority array slot a command sets or clears (no priority: the default slot)."""
+    return command.priority or arrays.DEFAULT_PRIORITY
+
+
 def _in_control(priority: int, array: dict[int, arrays.Slot]) -> arrays.Slot | None:
     """The slot above ``priority`` that is in control, if any."""
     higher = [p for p in array if p < priority]
@@ -383,7 +388,7 @@ def _plan(pk: int) -> WritePlan:
                 False, status=Command.HELD, detail=f"not sent: the priority array changed since; it now asks {now_text}"
             )
         return WritePlan(True, winner.value, detail=f"effective value {winner.describe()} written")
-    slot = command.priority or arrays.DEFAULT_PRIORITY
+    slot = slot_of(command)
     if command.hold_until is not None and command.hold_until <= now:
         return WritePlan(
             False,
@@ -592,7 +597,7 @@ def expire_holds(node: str, epoch: int, since: datetime, until: datetime) -> lis
         in_slots = arrays.latest_in_slots(point.name)
         latest = in_slots.get(hold.priority)
         array = arrays.array_of(in_slots, until)
-        if latest is None or latest.pk != hold.pk or _in_control(hold.priority or arrays.DEFAULT_PRIORITY, array):
+        if latest is None or latest.pk != hold.pk or _in_control(slot_of(hold), array):
             continue  # replaced in its slot, or not in control when it ended: the device keeps its value
         done.add(point.name)
         default, problem = arrays.relinquish_default(point)
