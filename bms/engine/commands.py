@@ -143,6 +143,11 @@ class CommandExecutor:
         self._idle.set()
         self._barriers: set[asyncio.Future] = set()
         self._claiming: asyncio.Future | None = None  # a claim whose scan was cancelled (stopping)
+        # One claim at a time: a claim that releases lost claims (see store.LostClaims) must know every command
+        # the executor holds, including those of a claim whose answer is on its way.
+        self._claim_lock = asyncio.Lock()
+        self._claim_in_doubt = False  # a claim trip failed: it may have committed without the answer arriving
+        self._started_at = timezone.now()
         self._full = False
         # Server-kept priority arrays: the epoch whose effective values were re-asserted, the time up to
         # which ended overrides were handled, and the next end of an override (None: none known).
@@ -303,13 +308,9 @@ class CommandExecutor:
         every row claimed with it.
         """
         epoch = self.role.epoch
-        room = CLAIM_BATCH - sum(len(queue) for queue in self._queues.values())
-        if room <= 0:
-            self._full = True  # the devices are this far behind: claim more when a worker has done one
-            return False
-        if self._claim_delay:
+        if self._claim_delay and self._room():
             if pks is None:
-                pks = await self.run_in_db(store.sendable_command_ids, self.node, epoch, room)
+                pks = await self.run_in_db(store.sendable_command_ids, self.node, epoch, self._room())
             if pks:
                 log.warning(
                     "fault injection: holding command(s) %s for %.0f ms before claiming them",
@@ -317,6 +318,18 @@ class CommandExecutor:
                     self._claim_delay * 1000,
                 )
                 await asyncio.sleep(self._claim_delay)
+        async with self._claim_lock:
+            return await self._claim_and_queue(epoch, pks)
+
+    def _room(self) -> int:
+        """How many more commands may be claimed: the queues hold at most ``CLAIM_BATCH``."""
+        return CLAIM_BATCH - sum(len(queue) for queue in self._queues.values())
+
+    async def _claim_and_queue(self, epoch: int, pks: list[int] | None) -> bool:
+        room = self._room()
+        if room <= 0:
+            self._full = True  # the devices are this far behind: claim more when a worker has done one
+            return False
         if not self.role.may_write(epoch):
             # Not now: in doubt after a stall, or no longer active; the next scan (or a successor) settles them.
             return False
@@ -325,12 +338,25 @@ class CommandExecutor:
             [job.command.point_name for queue in self._queues.values() for job in queue]
             + [job.command.point_name for job in self._recording.values()]
         )
-        claiming = asyncio.ensure_future(self.run_in_db(store.claim_commands, self.node, epoch, room, pks, busy))
+        lost = store.LostClaims(self._started_at, self._held()) if self._claim_in_doubt else None
+        claiming = asyncio.ensure_future(self.run_in_db(store.claim_commands, self.node, epoch, room, pks, busy, lost))
         try:
             batch = await asyncio.shield(claiming)
         except asyncio.CancelledError:
             self._claiming = claiming  # stopping: the claim may still commit; stop() settles what it claimed
             raise
+        except Exception:
+            # The claim may have committed and only its answer been lost (the connection broke in between):
+            # the next claim releases what it took, which this engine never queued and so never sent.
+            self._claim_in_doubt = True
+            raise
+        self._claim_in_doubt = False
+        if batch.released:
+            log.warning(
+                "the answer to an earlier claim was lost with the database connection: command row(s) %s it "
+                "claimed were never sent; they are claimed again (or expire, if past their lifetime)",
+                batch.released,
+            )
         for source, command_id in batch.expired:
             self._tell_function(source, command_id, Command.EXPIRED)
         claimed = batch.commands
@@ -352,6 +378,15 @@ class CommandExecutor:
             if device not in self._workers:
                 self._workers[device] = asyncio.create_task(self._work(device), name=f"commands-{device}")
         return len(claimed) == room
+
+    def _held(self) -> frozenset[int]:
+        """Every command this executor holds: queued or being sent, or its outcome not yet recorded."""
+        return frozenset(
+            [job.command.pk for queue in self._queues.values() for job in queue]
+            + list(self._recording)
+            + list(self._outcomes)
+            + list(self.unrecorded)
+        )
 
     def _barrier_done(self, barrier: asyncio.Future) -> None:
         self._barriers.discard(barrier)

@@ -141,19 +141,68 @@ def claim_command(pk: int, node: str, epoch: int) -> Command | None:
     return claimed[0]
 
 
+def _release_lost_claims(node: str, epoch: int, since: datetime, held: frozenset[int]) -> list[int]:
+    """Commands this engine claimed in a trip whose answer never reached it: back to pending, one stamp each.
+
+    A claim's transaction can commit while the connection breaks before its answer arrives (the database host
+    stops between the two). The engine queues only what a claim returned to it, so it never sent those rows:
+    claiming them again is safe, and left alone they would stay executing forever. ``held``: every command
+    the executor holds (queued, being sent, outcome not yet recorded); ``since``: when this engine started
+    (rows an earlier run left executing are settled as interrupted when it takes control, never resent).
+    """
+    lost = list(
+        Command.objects.filter(status=Command.EXECUTING, accepted_by=node, accepted_epoch=epoch, started_at__gte=since)
+        .exclude(pk__in=held)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    if lost:
+        with transaction.atomic():
+            origin, stamp_epoch, seqs = next_stamps(len(lost))
+            Command.objects.filter(pk__in=lost, status=Command.EXECUTING).update(
+                status=Command.PENDING,
+                started_at=None,
+                origin=origin,
+                epoch=stamp_epoch,
+                origin_seq=_each(dict(zip(lost, seqs, strict=True)), models.BigIntegerField()),
+            )
+    return lost
+
+
 @dataclass(slots=True)
 class Claimed:
-    """What :func:`claim_commands` claimed, in claim order, and the plans it could already make."""
+    """What :func:`claim_commands` claimed, in claim order, and the plans it could already make.
+
+    ``released``: commands of a claim whose answer was lost, made pending again before this claim (see
+    :func:`_release_lost_claims`).
+    """
 
     commands: list[Command]
     plans: dict[int, WritePlan]
     #: ``(source, command_id)`` of this node's own pending commands the claim found past their lifetime (expired)
     expired: list[tuple[str, str]] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LostClaims:
+    """Asks a claim to release first what an earlier claim of this engine took without the engine learning it.
+
+    ``since``: when the engine started; ``held``: the commands the executor holds (see :func:`_release_lost_claims`).
+    """
+
+    since: datetime
+    held: frozenset[int]
 
 
 @with_fresh_connection
 def claim_commands(
-    node: str, epoch: int, limit: int, pks: list[int] | None = None, busy: frozenset[str] = frozenset()
+    node: str,
+    epoch: int,
+    limit: int,
+    pks: list[int] | None = None,
+    busy: frozenset[str] = frozenset(),
+    lost: LostClaims | None = None,
 ) -> Claimed:
     """Claim the oldest ``limit`` sendable commands (of ``pks`` if given) in one transaction, and plan what it can.
 
@@ -168,10 +217,15 @@ def claim_commands(
     command still queued, being sent or not yet recorded) is planned too:
     everything before it on its point is recorded. The others are planned
     when their turn comes (:func:`finish_and_plan`).
+
+    ``lost`` (after a claim whose answer the engine never got): those rows are released first, and claimed
+    again here if still sendable.
     """
+    released = _release_lost_claims(node, epoch, lost.since, lost.held) if lost is not None else []
     settle_foreign_executing(node, epoch)
     sendable = Command.objects.filter(_sendable(node, epoch, timezone.now()))
     if pks is not None:
+        pks = [*pks, *released]
         sendable = sendable.filter(pk__in=pks)
     chosen = list(sendable.order_by("pk").values_list("pk", flat=True)[:limit]) if pks != [] else []
     claimed = _claim(node, epoch, chosen) if chosen else []
@@ -183,7 +237,7 @@ def claim_commands(
         if command.point_name not in seen:
             seen.add(command.point_name)
             plans[command.pk] = _plan(command.pk)
-    return Claimed(claimed, plans, expired)
+    return Claimed(claimed, plans, expired, released)
 
 
 @with_fresh_connection

@@ -1,10 +1,11 @@
 """Loopback helpers for tests: free ports and waiting for a listener."""
 
 import socket
+from pathlib import Path
 
 from bms.net import wait_for_port
 
-__all__ = ["free_port", "wait_for_port"]
+__all__ = ["bytes_waiting_at", "free_port", "wait_for_port"]
 
 
 #: ports this process handed out: a port is only free until someone binds it, and a node is given its web and sync
@@ -22,3 +23,18 @@ def free_port() -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+def bytes_waiting_at(port: int) -> int:
+    """Bytes received on loopback TCP connections to ``port`` that the listening process has not read yet.
+
+    From ``/proc/net/tcp`` (the kernel's receive queue of each established socket): what a frozen (SIGSTOPped)
+    server has been sent, which the server itself cannot be asked about.
+    """
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:  # 01: established
+            waiting += int(queues.split(":")[1], 16)
+    return waiting

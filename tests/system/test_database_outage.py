@@ -18,10 +18,14 @@ import psycopg
 import pytest
 
 from tests.support import services
+from tests.support.net import bytes_waiting_at
 from tests.support.processes import Node, Simulator, paused, wait_until
 from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.system
+
+#: a Modbus TCP write of one float32 (function 16, two registers), as the device receives it
+WRITE_FRAME = 17
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +128,9 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
     session = node.session()
     wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
     answer: dict = {}
-    with device_timeout(node, 30.0):
+    with device_settings(node, timeout=30.0, poll_interval=60.0):
         log_before = len(node.log_text())
-        with paused(device.process):
+        with paused_between_requests(device):
             # The write is claimed (executing) and waits at the frozen device; then the database goes away.
             thread = threading.Thread(
                 target=lambda: answer.update(
@@ -138,15 +142,17 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
             )
             thread.start()
             wait_until(lambda: command_status(node, "kept-1") == "executing", 15, 0.05, "the write claimed")
+            # Executing in the database is not yet sent: the engine may not have read the claim's answer (a cut
+            # now loses it: tests/control/test_lost_claim.py). The write is on its way once its frame (17 bytes:
+            # two registers) waits in the frozen device's receive queue.
+            wait_until(lambda: bytes_waiting_at(device.port) >= WRITE_FRAME, 15, 0.05, "the write at the device")
             proxy.cut()
-        # The device applies it and answers while the database is away: the engine keeps the outcome. It says so
-        # when its trip to record it fails, after waiting the pool's 5 s for a connection (and behind the engine's
-        # other database calls of the outage, each of which waits as long: on a loaded CI machine that queue
-        # once took more than 60 s, so the bound is 120 s).
+        # The device applies it and answers while the database is away: the engine keeps the outcome, and says so
+        # when its trip to record it fails (seconds: the pool waits 5 s at most for a connection).
         try:
             wait_until(
                 lambda: "kept in memory until the database returns" in node.log_text()[log_before:],
-                120,
+                60,
                 0.1,
                 "outcome kept",
             )
@@ -167,27 +173,41 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
 
 
 @contextlib.contextmanager
-def device_timeout(node, seconds: float):
-    """The node's device answer timeout is ``seconds`` for the block, applied by a configuration reload.
+def device_settings(node, timeout: float, poll_interval: float):
+    """The node's device answer timeout and poll interval for the block, applied by a configuration reload.
 
     The module's device times out after 0.5 s (so a silent device is declared lost quickly). A write held at
     the frozen device must outlast the steps between its claim and the cut of the database, which took more
     than 0.5 s on a loaded CI machine (1 December 2026): the write timed out, its outcome was recorded before
-    the cut, and the "kept in memory" this test waits for never came.
+    the cut, and the "kept in memory" this test waits for never came. A long poll interval keeps the poller's
+    next read from reaching the frozen device first (a device takes one request at a time: the write would
+    wait behind the read, and expire).
     """
     with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
-        before = conn.execute("SELECT timeout FROM points_device").fetchone()[0]
-    _reconfigure(node, seconds)
+        before = conn.execute("SELECT timeout, poll_interval FROM points_device").fetchone()
+    _reconfigure(node, timeout, poll_interval)
     try:
         yield
     finally:
-        _reconfigure(node, before)
+        _reconfigure(node, *before)
 
 
-def _reconfigure(node, seconds: float) -> None:
+@contextlib.contextmanager
+def paused_between_requests(device):
+    """The device frozen (SIGSTOP) for the block, at a moment no request of the node waits at it."""
+    for _ in range(100):
+        with paused(device.process):
+            if bytes_waiting_at(device.port) == 0:
+                yield
+                return
+        wait_until(lambda: bytes_waiting_at(device.port) == 0, 10, 0.01, "the device's pending request answered")
+    raise AssertionError("the device was never found idle")
+
+
+def _reconfigure(node, timeout: float, poll_interval: float) -> None:
     log_before = len(node.log_text())
     with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
-        conn.execute("UPDATE points_device SET timeout = %s", [seconds])
+        conn.execute("UPDATE points_device SET timeout = %s, poll_interval = %s", [timeout, poll_interval])
         revision = conn.execute(
             "INSERT INTO points_configrevision (id, revision, changed_at) VALUES (1, 1, now()) "
             "ON CONFLICT (id) DO UPDATE SET revision = points_configrevision.revision + 1 RETURNING revision"
