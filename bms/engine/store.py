@@ -87,11 +87,19 @@ load_config = with_fresh_connection(read_config)
 
 
 @with_fresh_connection
-def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> None:
-    """Store a batch of ``(kind, source, message, severity, time)`` in order, in one transaction."""
+def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> int:
+    """Store a batch of ``(kind, source, message, severity, time)`` in order, in one transaction; how many were new.
+
+    Rows already stored (same time to the microsecond, kind and source) are skipped: a batch whose commit went
+    through while its answer was lost (the database host stopped between the two) is written again by the
+    outbox, and must not appear twice in the log.
+    """
     with transaction.atomic():
-        for kind, source, message, severity, when in rows:
+        stored = set(Event.objects.filter(time__in={row[4] for row in rows}).values_list("time", "kind", "source"))
+        new = [row for row in rows if (row[4], row[0], row[1]) not in stored]
+        for kind, source, message, severity, when in new:
             Event.objects.create(time=when, kind=kind, source=source, message=message, severity=severity)
+    return len(new)
 
 
 def _sendable(node: str, epoch: int, now: datetime) -> Q:
