@@ -7,7 +7,6 @@ reload, on command execution and on state transitions: never per sample.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
@@ -489,14 +488,18 @@ def _plan(pk: int) -> WritePlan:
     return WritePlan(True, winner.value, detail=f"slot {slot} cleared; {winner.describe()} written")
 
 
-def _assert_id(epoch: int) -> str:
-    return f"assert-e{epoch}-{uuid.uuid4().hex[:24]}"
+def _record_assert(point: Point, winner: arrays.Effective, node: str, epoch: int, reason: str, cause: str) -> int:
+    """Record one engine write of ``point``'s effective value, bound to ``(node, epoch)``; return its row id.
 
-
-def _record_assert(point: Point, winner: arrays.Effective, node: str, epoch: int, reason: str) -> int:
-    """Record one engine write of ``point``'s effective value, bound to ``(node, epoch)``; return its row id."""
-    command_id = _assert_id(epoch)
+    ``cause`` names what the write is for (a taking of control, an override's end): the same cause in the same
+    epoch records one row. A trip whose commit went through while its answer was lost runs again, and must not
+    write the device twice.
+    """
+    command_id = f"assert-e{epoch}-{cause}-p{point.pk}"[:64]
     with transaction.atomic():
+        recorded = Command.objects.filter(command_id=command_id).values_list("pk", flat=True).first()
+        if recorded is not None:
+            return recorded
         command = Command.objects.create(
             command_id=command_id,
             point=point,
@@ -610,7 +613,14 @@ def reassert_arrays(node: str, epoch: int, names: list[str], since: datetime) ->
     sent by another node or in another epoch; no old command is re-sent.
     """
     return [
-        _record_assert(point, winner, node, epoch, f"control taken in epoch {epoch}; the device held another value")
+        _record_assert(
+            point,
+            winner,
+            node,
+            epoch,
+            f"control taken in epoch {epoch}; the device held another value",
+            f"t{since:%Y%m%d%H%M%S%f}",
+        )
         for point, winner in (
             (Point.objects.select_related("device").get(name=name), winner)
             for name, winner in _targets(node, epoch, since, names).items()
@@ -673,5 +683,5 @@ def expire_holds(node: str, epoch: int, since: datetime, until: datetime) -> lis
             )
             continue
         reason = f"override {hold.command_id} at priority {hold.priority} ended"
-        created.append(_record_assert(point, winner, node, epoch, reason))
+        created.append(_record_assert(point, winner, node, epoch, reason, f"end{hold.pk}"))
     return created

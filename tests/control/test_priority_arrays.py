@@ -23,6 +23,8 @@ from django.db import connections
 from bms.control import priority as arrays
 from bms.control.models import Command
 from bms.control.services import CommandRejected, submit_write
+from bms.engine import store
+from bms.engine.dbhealth import DatabaseUnavailable
 from bms.engine.runner import Engine
 from bms.points.models import Point
 from drivers.simulator.building import SimulatedBuilding
@@ -174,6 +176,37 @@ async def test_an_override_ends_by_itself_and_the_engine_writes_the_next_value(e
     shown = await array()
     assert (shown["effective_value"], shown["effective_priority"]) == (21.25, 16)
     assert shown["slots"][7]["value"] is None  # slot 8
+
+
+async def test_an_override_end_handled_again_after_a_lost_answer_writes_the_device_once(logged):
+    # The trip that records the engine's write for an override's end commits, and the connection breaks before
+    # its answer (injected: no real part does it on demand): the engine handles the same end again, which must
+    # not record (and send) a second write.
+    _, log = logged
+    node = start_engine()
+    to_database = node.commands.run_in_db
+    lost: list[list[int]] = []
+
+    async def losing(func, *args):
+        result = await to_database(func, *args)
+        if func is store.expire_holds and result and not lost:
+            lost.append(result)
+            raise DatabaseUnavailable("consuming input failed: server closed the connection unexpectedly")
+        return result
+
+    node.commands.run_in_db = losing
+    await node.start()
+    try:
+        await write(21.25, priority=16)
+        await write(23.5, priority=8, expires_in=1)
+        final = Command.objects.filter(source=Command.ENGINE, status__in=Command.FINAL)
+        await eventually(lambda: final.exists(), wait=10, message="the engine's write recorded", db=True)
+        await asyncio.sleep(0.5)  # scans go on: the end is handled again after the lost answer, once
+    finally:
+        await node.stop()
+    assert len(lost) == 1
+    assert await Command.objects.filter(source=Command.ENGINE).acount() == 1
+    assert writes_of(log, 21.25) == 2 and writes_of(log, 23.5) == 1
 
 
 async def test_an_override_that_ends_below_control_changes_nothing_on_the_device(engine, logged):
