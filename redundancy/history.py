@@ -30,7 +30,7 @@ from django.db.models import Q
 from django.db.models.constants import OnConflict
 
 from bms.events.models import Event
-from bms.history.models import HistoryRow
+from bms.history.models import HistoryRow, OriginCounter
 from redundancy import framing
 from redundancy.models import QuarantinedRow
 
@@ -210,6 +210,31 @@ def waiting(acked: Cursors) -> dict[tuple[str, str], int]:
             if count:
                 streams[(label, origin)] = count
     return streams
+
+
+def last_stamp(origin: str) -> int:
+    """The last stamp issued to ``origin`` that is committed: every row of it stamped up to here is stored.
+
+    The counter row is updated in the writing transaction and stays locked until its commit (ADR 0006), so a
+    plain read sees only stamps whose rows have committed."""
+    return OriginCounter.objects.filter(origin=origin).values_list("value", flat=True).first() or 0
+
+
+def behind(acked: Cursors, origin: str, watermark: int) -> bool:
+    """Whether the peer lacks a row of ``origin`` stamped at or below ``watermark`` (quarantined ones aside).
+
+    One index probe (``(origin, origin_seq)``) per table whose acknowledged cursor is below the watermark."""
+    for label, model in replicated_models().items():
+        after = acked.get(label, {}).get(origin, 0)
+        if after < watermark and _sendable(model, label, origin, after).filter(origin_seq__lte=watermark).exists():
+            return True
+    return False
+
+
+def lag_probe(acked: Cursors, origin: str, watermark: int | None) -> tuple[int, bool]:
+    """``(last_stamp(origin), behind(acked, origin, watermark))`` in one trip; without a watermark (none old
+    enough yet) the peer counts as behind."""
+    return last_stamp(origin), watermark is None or behind(acked, origin, watermark)
 
 
 def unacknowledged(acked: Cursors) -> int:

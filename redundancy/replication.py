@@ -24,6 +24,7 @@ a deposed active node cannot overwrite the state of its successor.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from datetime import UTC, datetime
@@ -52,6 +53,11 @@ HISTORY_INTERVAL = 0.2
 #: acknowledged and nothing new waits), so it never reads 0 while rows are unacknowledged
 BACKLOG_COUNT_INTERVAL = 0.5
 CONFIG_CHECK_INTERVAL = 0.5
+#: the standby is caught up with the history when it holds every row the active node had this many resend delays
+#: ago (see Replicator.history_current): at 100,000 points the trend samples never leave the backlog at 0 for long
+CURRENT_WITHIN_RESENDS = 2
+#: a stamp seen more than this beyond the bound does not bound the lag (counts paused meanwhile)
+STAMP_SEEN_SLACK = 5.0
 #: seconds between full configuration hashes (between them, only a moved revision makes one)
 FULL_CONFIG_HASH_INTERVAL = 60.0
 DATABASE_BOUND = frozenset({"config", "history", "sync_request"})
@@ -87,6 +93,9 @@ class Replicator:
         # Rows the peer has not acknowledged (ADR 0011): above ``acked``, not above ``peer_cursors``.
         self.backlog = 0
         self._counted_at = float("-inf")  # monotonic time of the last count of the rows waiting for the peer
+        # The peer holds every row of ours older than CURRENT_WITHIN_RESENDS resend delays (probed at each count).
+        self.history_current = False
+        self._stamps_seen: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, last stamp)
         self.quarantined = 0
         self.resends = 0
         self.store_failures = 0
@@ -159,9 +168,34 @@ class Replicator:
 
     @property
     def caught_up(self) -> bool:
-        """Image in step with the active partner, configuration verified, no history waiting for us."""
-        partner_backlog = int((self.service.partner.heartbeat or {}).get("backlog", 0) or 0)
-        return self.image_synced and self.config_verified and partner_backlog == 0
+        """Image in step with the active partner, configuration verified, and its history held: nothing waits
+        for us, or only rows younger than the partner's bound (``history_current`` in its heartbeat)."""
+        heartbeat = self.service.partner.heartbeat or {}
+        history_held = int(heartbeat.get("backlog", 0) or 0) == 0 or bool(heartbeat.get("history_current"))
+        return self.image_synced and self.config_verified and history_held
+
+    async def _probe_lag(self) -> None:
+        """After a count: is the peer missing any row of ours older than the bound? (``history_current``)
+
+        Its acknowledgements are compared with the last stamp seen at least the bound ago: rows stamped up to
+        there were committed then. With rows always flowing (10,000 trend samples a second) the backlog is
+        rarely 0 at the moment a heartbeat reads it; this says the peer is behind by at most the bound.
+        """
+        if self.backlog == 0:
+            self.history_current = True
+            self._stamps_seen.clear()  # a watermark must be seen while rows wait, never one from before a pause
+            return
+        now = time.monotonic()
+        bound = CURRENT_WITHIN_RESENDS * self.resend_after
+        while len(self._stamps_seen) > 1 and self._stamps_seen[1][0] <= now - bound:
+            self._stamps_seen.popleft()  # the newest stamp old enough is kept, older ones are not needed
+        oldest = self._stamps_seen[0] if self._stamps_seen else None
+        # Old enough to bound the lag, and recent enough to mean it (counts come every BACKLOG_COUNT_INTERVAL).
+        usable = oldest is not None and now - bound - STAMP_SEEN_SLACK <= oldest[0] <= now - bound
+        watermark = oldest[1] if usable else None
+        top, behind = await self.engine.run_in_db(history.lag_probe, self.acked, self.service.config.node, watermark)
+        self._stamps_seen.append((now, top))
+        self.history_current = not behind
 
     def link_up(self) -> None:
         self._cursors_due = True
@@ -171,6 +205,8 @@ class Replicator:
         # Whatever was in flight is lost: the active node stops streaming and
         # the standby starts again from a snapshot when the link is back.
         self._stop_stream()
+        self.history_current = False
+        self._stamps_seen.clear()
         self.image_synced = False
         self.peer_cursors = None
         self.requested_at = None
@@ -595,6 +631,7 @@ class Replicator:
         )
         if outgoing.waiting is not None:
             self._note_waiting(outgoing.waiting)
+            await self._probe_lag()
         else:
             self._note_sent(outgoing.batches)
         self.quarantined = outgoing.quarantined
@@ -610,6 +647,29 @@ class Replicator:
             self.rows_sent += len(batch["rows"])
             self._unacked_since.setdefault((batch["table"], batch["origin"]), now)
         self._history_wake.set()  # there may be more: the next round sends it, or finds nothing and waits
+
+    async def _drain_history(self, within: float) -> None:
+        """Send history rounds until the peer has acknowledged every row (or ``within`` seconds have passed)."""
+        deadline = time.monotonic() + within
+        self._counted_at = float("-inf")  # count at once: the backlog said before may be old
+        while True:
+            await self.push_history()
+            if self.peer_cursors is None or (self.backlog == 0 and not self._outstanding()):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "handing over with %d history row(s) not yet acknowledged by the partner; they follow from "
+                    "this node as standby",
+                    self.backlog,
+                )
+                return
+            self._acked_changed.clear()
+            try:
+                await asyncio.wait_for(self._acked_changed.wait(), min(HISTORY_INTERVAL, remaining))
+            except TimeoutError:
+                pass
+            self._counted_at = float("-inf")
 
     async def command_barrier(self, command: Command) -> bool:
         """Wait until the standby has stored this version of the command, within bounds; True: send it.
@@ -669,9 +729,14 @@ class Replicator:
     # -- handover --------------------------------------------------------------------------------------------------
 
     async def hand_over(self) -> None:
-        """Field I/O has stopped: send the last changes and history, then the handover with epoch + 1."""
+        """Field I/O has stopped: send the last changes and history, then the handover with epoch + 1.
+
+        The partner may have been caught up with a lag (``history_current``): the history is sent until it has
+        acknowledged every row, for at most half the handover's time; what is left then (logged) follows after
+        the handover, from this node as standby (history flows both ways).
+        """
         await self.flush_stream()
-        await self.push_history()
+        await self._drain_history(self.service.config.handover_timeout / 2)
         self._stop_stream()
         epoch = self.service.machine.epoch + 1
         await self.service.send("handover", epoch=epoch, final_seq=self.image.seq)

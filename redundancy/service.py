@@ -476,6 +476,7 @@ class PairService:
             url=self.config.public_url,
             config_hash=self.replicator.config_hash,
             backlog=self.replicator.backlog,
+            history_current=self.replicator.history_current,
             # An operator asked the standby for a switchover: the active node carries it out.
             switchover=self.switchover_requested and self.machine.role != Role.ACTIVE,
             time=datetime.now(UTC),

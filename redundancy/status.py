@@ -99,6 +99,8 @@ def build_status(service: PairService, now: float) -> dict[str, Any]:
             "image_synced": replicator.image_synced,
             "caught_up": replicator.caught_up,
             "history_backlog": replicator.backlog,
+            # Active side: the partner holds every row of ours older than the bound (replication.CURRENT_WITHIN_*).
+            "history_current": replicator.history_current,
             "history_stuck": replicator.history_stuck,
             "history_quarantined": replicator.quarantined,
             "history_resends": replicator.resends,
