@@ -181,19 +181,21 @@ class Replicator:
         there were committed then. With rows always flowing (10,000 trend samples a second) the backlog is
         rarely 0 at the moment a heartbeat reads it; this says the peer is behind by at most the bound.
         """
-        if self.backlog == 0:
-            self.history_current = True
-            self._stamps_seen.clear()  # a watermark must be seen while rows wait, never one from before a pause
-            return
         now = time.monotonic()
+        node = self.service.config.node
         bound = CURRENT_WITHIN_RESENDS * self.resend_after
         while len(self._stamps_seen) > 1 and self._stamps_seen[1][0] <= now - bound:
             self._stamps_seen.popleft()  # the newest stamp old enough is kept, older ones are not needed
+        if self.backlog == 0:
+            # Everything acknowledged: the highest of our stamps it acknowledged is where we stood (no query).
+            self.history_current = True
+            self._stamps_seen.append((now, max((tops.get(node, 0) for tops in self.acked.values()), default=0)))
+            return
         oldest = self._stamps_seen[0] if self._stamps_seen else None
         # Old enough to bound the lag, and recent enough to mean it (counts come every BACKLOG_COUNT_INTERVAL).
         usable = oldest is not None and now - bound - STAMP_SEEN_SLACK <= oldest[0] <= now - bound
         watermark = oldest[1] if usable else None
-        top, behind = await self.engine.run_in_db(history.lag_probe, self.acked, self.service.config.node, watermark)
+        top, behind = await self.engine.run_in_db(history.lag_probe, self.acked, node, watermark)
         self._stamps_seen.append((now, top))
         self.history_current = not behind
 

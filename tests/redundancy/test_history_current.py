@@ -158,3 +158,19 @@ async def test_a_handover_sends_history_until_the_partner_holds_all_of_it(acking
         assert "not yet acknowledged" not in caplog.text
     else:
         assert "history row(s) not yet acknowledged by the partner" in caplog.text
+
+
+async def test_a_moment_with_nothing_waiting_is_a_watermark_and_the_stamps_kept_stay_few(clock, active):
+    bound = replication.CURRENT_WITHIN_RESENDS * active.resend_after
+    top = await run_in_db(write_events, 2)
+    active.acked = {EVENTS: {settings.BMS_NODE_NAME: top}}
+    for _ in range(200):  # 100 s of counts with nothing waiting
+        active.backlog = 0
+        await active._probe_lag()
+        clock[0] += 0.5
+    assert active.history_current
+    assert len(active._stamps_seen) <= bound / 0.5 + 2, len(active._stamps_seen)
+    await run_in_db(write_events, 3, 2)  # rows flow again, newer than the watermark: still current
+    active.backlog = 3
+    await active._probe_lag()
+    assert active.history_current
