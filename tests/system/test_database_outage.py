@@ -8,17 +8,22 @@ back (SIGSTOP/SIGCONT of the simulator), so events happen during the outage.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import random
 import signal
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support import services
 from tests.support.net import bytes_waiting_at
+from tests.support.pair import ZONE_REGISTER, setpoint_writes
 from tests.support.processes import Node, Simulator, paused, wait_until
 from tests.support.proxy import Proxy
 
@@ -26,6 +31,7 @@ pytestmark = pytest.mark.system
 
 #: a Modbus TCP write of one float32 (function 16, two registers), as the device receives it
 WRITE_FRAME = 17
+UNSETTLED = ("pending", "executing")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def proxied_node():
 
     One for the module: each test ends with the database and the device back, and judges only what happened
     since it began (events after its first, the log after its start)."""
-    device = Simulator()
+    device = Simulator(write_log=Path(tempfile.mkdtemp(prefix="bms-dbout-")) / "writes.jsonl")
     proxy = Proxy(services.database_port())
     node = Node(device.port, poll_interval=0.2)
     try:
@@ -170,6 +176,88 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
     # The request was recorded before the database went away: the answer says to look again, not "nothing done".
     http, body = answer["result"]
     assert http == 202 and "/api/commands/kept-1/" in body["message"], body
+
+
+def test_writes_through_a_flapping_database_are_each_sent_at_most_once_and_none_is_left_executing(proxied_node):
+    # The database comes and goes every fraction of a second for 15 s while writes arrive: claims, outcomes and
+    # submissions meet cuts at every step (among them the lost claim answer, tests/control/test_lost_claim.py).
+    # Judged at the device's own write log: each value written at most once, every succeeded one exactly once,
+    # none that expired; and no row left executing once the database stays.
+    node, proxy, device = proxied_node
+    session = node.session()
+    wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
+    since = time.time()
+    answers: dict[str, int] = {}
+    values = {f"flap-{n}": 15.0 + n * 0.125 for n in range(100)}  # the point takes 15-30; exact to 3 decimals
+    stop = threading.Event()
+    writers = 8  # at once, each with its own session: the database waits (5 s) hold a request, not the others
+
+    def writer(index: int, own_session) -> None:
+        for command_id, value in list(values.items())[index::writers]:
+            if stop.is_set():
+                break
+            body = {"value": value, "command_id": command_id}
+            status, _ = own_session.post_json("/api/points/zone2_setpoint/write", body)
+            answers[command_id] = status
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(index, node.session()), daemon=True) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    rng = random.Random(20261202)
+    cuts = 0
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(thread.is_alive() for thread in threads):
+            proxy.cut()
+            cuts += 1
+            time.sleep(rng.uniform(0.1, 0.8))
+            proxy.restore()
+            time.sleep(rng.uniform(0.1, 0.8))
+    finally:
+        proxy.restore()
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+    def rows() -> dict[str, tuple[str, str]]:
+        with psycopg.connect(services.database_url(node.db_name)) as conn:
+            found = conn.execute(
+                "SELECT command_id, status, error FROM control_command WHERE command_id LIKE 'flap-%%'"
+            ).fetchall()
+        return {command_id: (status, error) for command_id, status, error in found}
+
+    final = wait_until(
+        lambda: (
+            (found := rows()) and all(status not in ("pending", "executing") for status, _ in found.values()) and found
+        ),
+        60,
+        0.5,
+        "every flapping write settled (none pending or executing)",
+    )
+    written = setpoint_writes(device.write_log, since)
+    register = ZONE_REGISTER["zone2_setpoint"]
+    at_device = {command_id: written[(register, value)] for command_id, value in values.items()}
+    statuses = collections.Counter(status for status, _ in final.values())
+    released = node.log_text().count("the answer to an earlier claim was lost")
+    print(
+        f"{cuts} cuts; {len(answers)} writes asked, {len(final)} recorded {dict(statuses)}, "
+        f"{sum(at_device.values())} at the device; lost claim answers released: {released}"
+    )
+    assert all(count <= 1 for count in at_device.values()), {k: v for k, v in at_device.items() if v > 1}
+    for command_id, (status, error) in final.items():
+        if status == "succeeded":
+            assert at_device[command_id] == 1, (command_id, status, error)
+        if status == "expired":
+            assert at_device[command_id] == 0, (command_id, status, error)
+    # An answer of 200 is the recorded outcome; a write the device took is recorded.
+    for command_id, status in answers.items():
+        if status == 200:
+            assert final[command_id][0] == "succeeded", (command_id, final.get(command_id))
+    assert all(command_id in final for command_id, count in at_device.items() if count), (
+        "a write at the device unrecorded"
+    )
+    assert cuts >= 10 and sum(at_device.values()) > 0
 
 
 @contextlib.contextmanager
