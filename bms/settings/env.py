@@ -26,6 +26,20 @@ def flag(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+#: libpq settings that bound how long a silent database (packets dropped: a host gone without a reset, a firewall)
+#: can hold a connection, each overridable in the URL's query (``?tcp_user_timeout=30000``). Without them a query
+#: sent into the silence waits for the kernel's retransmissions (about 15 minutes) and a new connection for its
+#: SYN retries (about 2 minutes): the engine's database thread, and everything queued behind it, with it.
+SILENT_DATABASE_LIMITS = {
+    "connect_timeout": "5",  # s to establish a connection
+    "tcp_user_timeout": "15000",  # ms that sent data may stay unacknowledged before the connection fails
+    "keepalives": "1",  # and an idle connection (or one waiting for an answer) is probed:
+    "keepalives_idle": "10",  # after 10 s of silence,
+    "keepalives_interval": "3",  # every 3 s,
+    "keepalives_count": "3",  # failing after 3 unanswered probes
+}
+
+
 def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
     """Turn ``postgresql://user:pass@host:port/db`` or ``sqlite:///path`` into a Django DATABASES entry."""
     parsed = urlparse(url)
@@ -37,7 +51,7 @@ def database_from_url(url: str, name: str = "DATABASE_URL") -> dict:
         )
     if not parsed.path.strip("/"):
         raise ImproperlyConfigured(f"{name} must name a database, e.g. postgresql://user@127.0.0.1:5432/bms")
-    options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    options = {**SILENT_DATABASE_LIMITS, **{key: values[-1] for key, values in parse_qs(parsed.query).items()}}
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.strip("/")),

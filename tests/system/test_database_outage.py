@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -258,6 +259,49 @@ def test_writes_through_a_flapping_database_are_each_sent_at_most_once_and_none_
         "a write at the device unrecorded"
     )
     assert cuts >= 10 and sum(at_device.values()) > 0
+
+
+@contextlib.contextmanager
+def silent(port: int):
+    """Packets to ``port`` on loopback are dropped for the block (an iptables rule, removed on leaving).
+
+    What a database host that vanished without a reset looks like to its clients: no answer, no error. The
+    test's proxy cannot do it (its kernel acknowledges what it drops)."""
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+
+
+def test_a_silent_database_is_noticed_within_seconds_and_writes_go_on_when_it_answers_again(proxied_node):
+    # Without bounds on libpq's waits (bms.settings.env.SILENT_DATABASE_LIMITS) the engine's database thread
+    # waited about 15 minutes for a query sent into the silence, and everything queued behind it with it.
+    node, proxy, _ = proxied_node
+    session = node.session()
+    wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
+    log_before = len(node.log_text())
+    with silent(proxy.port):
+        started = time.monotonic()
+        wait_until(
+            lambda: "the engine keeps polling, events wait in memory" in node.log_text()[log_before:],
+            60,
+            0.2,
+            "the engine notices the silent database",
+        )
+        noticed = time.monotonic() - started
+        health = wait_until(
+            lambda: (body := session.get_json("/healthz")[1]).get("status") == "degraded" and body,
+            30,
+            0.5,
+            "/healthz says degraded",
+        )
+    assert "database unavailable" in health["database"], health
+    wait_until(lambda: "database available again" in node.log_text()[log_before:], 60, 0.2, "the database back")
+    print(f"silent database noticed by the engine after {noticed:.1f} s")
+    status, body = session.post_json("/api/points/zone4_setpoint/write", {"value": 22.75})
+    assert status == 200 and body["status"] == "succeeded", (status, body)
 
 
 @contextlib.contextmanager
