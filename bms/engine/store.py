@@ -113,20 +113,30 @@ def _each(stamps: dict[int, object], field: models.Field) -> Case:
     return Case(*(When(pk=pk, then=Value(value, output_field=field)) for pk, value in stamps.items()))
 
 
+def _update_stamping_each(rows: QuerySet, pks: list[int], **fields: object) -> tuple[str, range]:
+    """``rows.update(**fields)`` in one statement, each of ``pks`` with a stamp of its own (inside the caller's
+    transaction); returns the origin and the stamps taken."""
+    origin, epoch, seqs = next_stamps(len(pks))
+    rows.update(
+        origin=origin,
+        epoch=epoch,
+        origin_seq=_each(dict(zip(pks, seqs, strict=True)), models.BigIntegerField()),
+        **fields,
+    )
+    return origin, seqs
+
+
 def _claim(node: str, epoch: int, pks: list[int]) -> list[Command]:
     """Move ``pks`` (if still sendable) to executing, one stamp each, in one statement; the rows claimed."""
     now = timezone.now()
     with transaction.atomic():
-        origin, stamp_epoch, seqs = next_stamps(len(pks))
-        stamps = dict(zip(pks, seqs, strict=True))
         # The conditional UPDATE is what makes execution at-most-once, even with two engines or a duplicated
         # wake-up: PostgreSQL re-checks the condition on a row another transaction changed meanwhile.
-        Command.objects.filter(_sendable(node, epoch, now), pk__in=pks).update(
+        origin, seqs = _update_stamping_each(
+            Command.objects.filter(_sendable(node, epoch, now), pk__in=pks),
+            pks,
             status=Command.EXECUTING,
             started_at=now,
-            origin=origin,
-            epoch=stamp_epoch,
-            origin_seq=_each(stamps, models.BigIntegerField()),
         )
         # The stamps are this transaction's alone: a row carrying one of them is a row this call claimed.
         return list(Command.objects.filter(pk__in=pks, origin=origin, origin_seq__in=seqs).order_by("pk"))
@@ -165,13 +175,11 @@ def _release_lost_claims(node: str, epoch: int, since: datetime, held: frozenset
     )
     if lost:
         with transaction.atomic():
-            origin, stamp_epoch, seqs = next_stamps(len(lost))
-            Command.objects.filter(pk__in=lost, status=Command.EXECUTING).update(
+            _update_stamping_each(
+                Command.objects.filter(pk__in=lost, status=Command.EXECUTING),
+                lost,
                 status=Command.PENDING,
                 started_at=None,
-                origin=origin,
-                epoch=stamp_epoch,
-                origin_seq=_each(dict(zip(lost, seqs, strict=True)), models.BigIntegerField()),
             )
     return lost
 
@@ -261,15 +269,13 @@ def _finish(outcomes: dict[int, tuple[str, str]]) -> None:
     """Record outcomes of many commands in one statement (one stamp each); see :func:`finish_command`."""
     now = timezone.now()
     with transaction.atomic():
-        origin, epoch, seqs = next_stamps(len(outcomes))
-        Command.objects.filter(pk__in=list(outcomes), observed=False).update(
+        _update_stamping_each(
+            Command.objects.filter(pk__in=list(outcomes), observed=False),
+            list(outcomes),
             status=_each({pk: status for pk, (status, _) in outcomes.items()}, models.CharField()),
             error=_each({pk: error[:2000] for pk, (_, error) in outcomes.items()}, models.TextField()),
             observed=True,
             finished_at=now,
-            origin=origin,
-            epoch=epoch,
-            origin_seq=_each(dict(zip(outcomes, seqs, strict=True)), models.BigIntegerField()),
         )
 
 
