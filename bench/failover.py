@@ -74,6 +74,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS_DIR, ratio, summarize, write_json  # noqa: E402
+from bms.engine.tasks import cancel_and_wait  # noqa: E402
 from drivers.modbus import encode_registers  # noqa: E402
 from drivers.simulator.launch import SimulatorProcess  # noqa: E402
 from tests.support.net import free_port, wait_for_port  # noqa: E402
@@ -222,9 +223,7 @@ class ProbeWriter:
             await asyncio.sleep(PROBE_WRITE_INTERVAL)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await cancel_and_wait(self.task)  # a bare cancel() can be lost inside a pymodbus request (Python 3.11)
         self.client.close()
 
 

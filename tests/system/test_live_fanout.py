@@ -35,6 +35,7 @@ import pytest
 import websockets
 from pymodbus.client import AsyncModbusTcpClient
 
+from bms.engine.tasks import cancel_and_wait
 from drivers.modbus import encode_registers
 from tests.support.net import free_port, wait_for_port
 from tests.support.processes import ROOT, HttpSession, Node, wait_until
@@ -131,7 +132,6 @@ class DeviceWriter:
         self.lock = asyncio.Lock()
         self.task: asyncio.Task | None = None
         self.writes = 0
-        self.running = True
 
     async def __aenter__(self) -> DeviceWriter:
         assert await self.client.connect()
@@ -139,12 +139,9 @@ class DeviceWriter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # The flag as well as the cancellation: a cancellation that lands inside a pymodbus request may not end
-        # the loop (suspected in CI, 2 December 2026: the storm test hung here until its timeout after its checks).
-        self.running = False
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(self.task, 10)
+        # Not a bare cancel(): on Python 3.11 pymodbus's wait_for swallows a cancellation that lands as an answer
+        # arrives, and the loop then wrote on for ever (the storm test hung here after its checks, CI 1-2 December).
+        await cancel_and_wait(self.task)
         self.client.close()
 
     async def write(self, offset: int, value: int) -> None:
@@ -155,7 +152,7 @@ class DeviceWriter:
 
     async def _loop(self) -> None:
         value = 0
-        while self.running:
+        while True:
             value = (value + 7) % 101
             await self.write(LOOP_REGISTER, value)
             await asyncio.sleep(0.05)
