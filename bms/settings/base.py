@@ -124,6 +124,9 @@ BMS_LIVE_MESSAGE_RATE = float(os.environ.get("BMS_LIVE_MESSAGE_RATE", "20"))
 BMS_LIVE_MESSAGE_BURST = float(os.environ.get("BMS_LIVE_MESSAGE_BURST", "60"))
 BMS_LIVE_SNAPSHOT_RATE = float(os.environ.get("BMS_LIVE_SNAPSHOT_RATE", "1"))
 BMS_LIVE_SNAPSHOT_BURST = float(os.environ.get("BMS_LIVE_SNAPSHOT_BURST", "5"))
+# Live messages larger than this go out as a fragmented WebSocket message, so a client that cannot take a large
+# snapshot at once holds no copy of it (bms/realtime/outlet.py, ADR 0013). 0: always one frame.
+BMS_LIVE_FRAGMENT_BYTES = int(os.environ.get("BMS_LIVE_FRAGMENT_BYTES", str(128 << 10)))
 BMS_PUBLISH_BURST = int(os.environ.get("BMS_PUBLISH_BURST", "8"))
 BMS_CONFIG_CHECK_INTERVAL = float(os.environ.get("BMS_CONFIG_CHECK_INTERVAL", "1.0"))
 BMS_COMMAND_WAIT_SECONDS = float(os.environ.get("BMS_COMMAND_WAIT_SECONDS", "3.0"))

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import collections
 import socket
-import struct
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import TrafficStats
 from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactor
+from websockets.frames import Opcode
+from websockets.protocol import Protocol, Side, State
 
-from bms.realtime.outlet import DaphneOutlet, Frame
+from bms.realtime.outlet import FRAGMENT_BYTES, SLOW_CLIENT_BUFFER, DaphneOutlet, Frame, text_fragments
 
 
 class Connection:
@@ -40,6 +41,7 @@ class Connection:
         self.protocol.send_queue = collections.deque()
         self.protocol._perMessageCompress = None
         self.protocol.trafficStats = TrafficStats()
+        self.protocol.trackedTimings = None
         self.outlet = DaphneOutlet(self.protocol)
         self.received = b""
 
@@ -55,21 +57,37 @@ class Connection:
             self.received += chunk
         return self.received
 
+    def frames(self) -> list[tuple[Opcode, bool, bytes]]:
+        """The WebSocket frames read so far, parsed as a client does (websockets' own parser, which refuses a data
+        frame inside a fragmented message): (opcode, final, payload)."""
+        parser = Protocol(Side.CLIENT, state=State.OPEN, max_size=None)
+        parser.receive_data(self.read())
+        assert parser.parser_exc is None, f"the client would fail the connection: {parser.parser_exc!r}"
+        return [(frame.opcode, frame.fin, bytes(frame.data)) for frame in parser.events_received()]
+
     def texts(self) -> list[str]:
-        """The WebSocket text messages read so far (server frames: unmasked, final)."""
-        data, texts = self.read(), []
-        while len(data) >= 2:
-            length, start = data[1] & 0x7F, 2
-            if length == 126:
-                (length,), start = struct.unpack("!H", data[2:4]), 4
-            elif length == 127:
-                (length,), start = struct.unpack("!Q", data[2:10]), 10
-            if len(data) < start + length:
-                break
-            assert data[0] == 0x81, f"not a final text frame: {data[0]:#x}"
-            texts.append(data[start : start + length].decode())
-            data = data[start + length :]
+        """The complete text messages read so far (fragments joined; control frames between them skipped)."""
+        texts, parts = [], []
+        for opcode, final, data in self.frames():
+            if opcode in (Opcode.TEXT, Opcode.CONT):
+                parts.append(data)
+                if final:
+                    texts.append(b"".join(parts).decode())
+                    parts = []
         return texts
+
+    def queued(self) -> int:
+        """Bytes in the transport's buffer, waiting for the socket."""
+        return len(self.transport.dataBuffer) - self.transport.offset + self.transport._tempDataLen
+
+    def drain(self) -> None:
+        """The client reads while the reactor's write passes (done here by hand) send what is queued."""
+        for _ in range(10_000):
+            self.read()
+            if self.transport not in self.reactor.getWriters():
+                return
+            self.transport.doWrite()
+        raise AssertionError("the connection never drained")
 
     def close(self) -> None:
         self.server_socket.close()
@@ -100,12 +118,7 @@ def test_frames_keep_their_order_when_the_socket_is_full_and_the_client_is_pause
         assert connection.outlet.send(Frame(text))
     assert connection.transport in connection.reactor.getWriters()
     assert not connection.outlet.writable, "2.4 MB queued: the connection should count as slow"
-    # The client reads again; the reactor's write passes (done by hand here) drain the queue.
-    for _ in range(1000):
-        connection.read()
-        if connection.transport not in connection.reactor.getWriters():
-            break
-        connection.transport.doWrite()
+    connection.drain()
     assert connection.outlet.writable
     connection.outlet.send(Frame('{"n":"last"}'))
     assert connection.texts() == [*texts, '{"n":"last"}']
@@ -128,3 +141,68 @@ def test_a_frame_for_a_connection_the_client_closed_is_not_an_error(connection):
     # the frame the socket refused is queued, so that Twisted's next write pass finds the lost connection
     assert connection.transport in connection.reactor.getWriters()
     assert connection.transport.doWrite() is not None
+
+
+def big_message(size: int = 5_000_000) -> str:
+    return '{"type":"snapshot","pad":"' + "y" * size + '"}'
+
+
+def test_a_large_message_goes_out_in_fragments_and_backed_up_clients_hold_no_copy_of_it():
+    # 100 clients taking a 6.5 MB snapshot together each held a copy of its unsent part in Twisted's buffer
+    # (about 500 MB, bench/scale.py). Now each transport holds at most about its buffer limit; the rest waits as
+    # references to the frame's shared pieces.
+    connections = [Connection() for _ in range(20)]
+    try:
+        frame = Frame(big_message())
+        pieces = frame.pieces()
+        assert len(pieces) == -(-len(frame.text) // FRAGMENT_BYTES) > 1
+        for connection in connections:  # nobody reads
+            assert connection.outlet.send(frame)
+        for connection in connections:
+            assert connection.queued() <= SLOW_CLIENT_BUFFER + FRAGMENT_BYTES + 10
+            assert not connection.outlet.writable, "a client with part of a message still to take is not writable"
+            assert all(any(held is piece for piece in pieces) for held in connection.outlet._backlog)
+        resumed = []
+        first = connections[0]
+        first.outlet.on_resume = lambda: resumed.append(True)
+        first.drain()
+        assert first.texts() == [frame.text]
+        kinds = [(opcode, final) for opcode, final, _ in first.frames()]
+        assert kinds == [(Opcode.TEXT, False)] + [(Opcode.CONT, False)] * (len(pieces) - 2) + [(Opcode.CONT, True)]
+        assert first.outlet.writable and resumed == [True], "drained: writable again, and the hub told so"
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def test_frames_sent_behind_a_large_message_follow_it_and_pings_may_come_between_its_fragments(connection):
+    big = big_message(2_000_000)
+    connection.outlet.send(Frame(big))
+    connection.outlet.send(Frame('{"type":"delta","seq":2}'))
+    connection.protocol.sendPing(b"keepalive")  # autobahn's own ping, written while the message is half out
+    connection.drain()
+    frames = connection.frames()
+    assert connection.texts() == [big, '{"type":"delta","seq":2}']
+    ping = [index for index, (opcode, _, _) in enumerate(frames) if opcode is Opcode.PING]
+    assert len(ping) == 1 and 0 < ping[0] < len(frames) - 2, "the ping went out between two fragments"
+
+
+def test_closing_the_outlet_hands_on_the_whole_message_before_anything_written_around_it(connection):
+    # The consumer's last words (an error message through ASGI, then the close) must not cut the message.
+    big = big_message(3_000_000)
+    connection.outlet.send(Frame(big))
+    assert connection.outlet._backlog, "part of the message waits in the outlet"
+    connection.outlet.close()
+    connection.protocol.sendMessage(b'{"type":"error","code":"logged_out"}')
+    connection.protocol.sendClose(4401)
+    connection.drain()
+    assert connection.texts() == [big, '{"type":"error","code":"logged_out"}']
+    assert connection.frames()[-1][0] is Opcode.CLOSE
+    assert not connection.outlet.send(Frame('{"late":true}')), "a closed outlet takes nothing more"
+
+
+def test_fragments_follow_the_size_and_size_zero_keeps_every_message_whole():
+    payload = b"z" * 300_000
+    assert len(text_fragments(payload, 100_000)) == 3
+    assert text_fragments(payload, 0) == (b"\x81\x7f" + (300_000).to_bytes(8, "big") + payload,)
+    assert text_fragments(b"short", 100_000) == (b"\x81\x05short",)
