@@ -35,7 +35,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -145,7 +144,7 @@ def one_run(template: ScaleTemplate, points: int, fragment_bytes: int, args: arg
     """One node on a clone of the template with ``BMS_LIVE_FRAGMENT_BYTES``; the clients' storm measured."""
     from tests.support.net import free_port, wait_for_port
     from tests.support.pair import admin, base_env
-    from tests.support.processes import HttpSession, spawn_node
+    from tests.support.processes import HttpSession, spawn_node, wait_or_kill
 
     db_name = f"bench_snapmem_{uuid.uuid4().hex[:8]}"
     template.clone(db_name)
@@ -180,11 +179,7 @@ def one_run(template: ScaleTemplate, points: int, fragment_bytes: int, args: arg
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            wait_or_kill(process, "bench node", log_path, seconds=20)
         admin(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
