@@ -155,7 +155,8 @@ def _build_probe() -> LayerProbe | None:
     from django.conf import settings
 
     config = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
-    if not str(config.get("BACKEND", "")).startswith("channels_redis."):
+    backend = str(config.get("BACKEND", ""))
+    if not backend.startswith(("channels_redis.", "bms.realtime.redis_layer.")):
         return None
     from channels_redis.utils import decode_hosts
 

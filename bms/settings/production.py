@@ -29,7 +29,9 @@ REDIS_URL = required("REDIS_URL")
 # this stack; losses are detected by sequence numbers and healed by snapshots.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels_redis' pub/sub layer with a receive loop that cannot spin when Redis falls silent
+        # (bms/realtime/redis_layer.py)
+        "BACKEND": "bms.realtime.redis_layer.SteadyPubSubChannelLayer",
         # Redis pub/sub ignores database numbers: the prefix keeps nodes that
         # share one Redis apart.
         "CONFIG": {"hosts": [REDIS_URL], "prefix": BMS_CHANNEL_PREFIX},

@@ -1,11 +1,28 @@
-"""Loopback helpers for tests: free ports and waiting for a listener."""
+"""Loopback helpers for tests: free ports, waiting for a listener, a port that falls silent."""
 
+import contextlib
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from bms.net import wait_for_port
 
-__all__ = ["bytes_waiting_at", "free_port", "wait_for_port"]
+__all__ = ["bytes_waiting_at", "free_port", "silent", "wait_for_port"]
+
+
+@contextlib.contextmanager
+def silent(port: int) -> Iterator[None]:
+    """Packets to ``port`` on loopback are dropped for the block (an iptables rule, removed on leaving).
+
+    What a server whose host vanished without a reset looks like to its clients: no answer, no error. A proxy
+    cannot do it (its kernel acknowledges what it drops)."""
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
 
 
 #: ports this process handed out: a port is only free until someone binds it, and a node is given its web and sync

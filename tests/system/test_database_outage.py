@@ -13,7 +13,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ import psycopg
 import pytest
 
 from tests.support import services
-from tests.support.net import bytes_waiting_at
+from tests.support.net import bytes_waiting_at, silent
 from tests.support.pair import ZONE_REGISTER, setpoint_writes
 from tests.support.processes import Node, Simulator, paused, wait_until
 from tests.support.proxy import Proxy
@@ -259,20 +258,6 @@ def test_writes_through_a_flapping_database_are_each_sent_at_most_once_and_none_
         "a write at the device unrecorded"
     )
     assert cuts >= 10 and sum(at_device.values()) > 0
-
-
-@contextlib.contextmanager
-def silent(port: int):
-    """Packets to ``port`` on loopback are dropped for the block (an iptables rule, removed on leaving).
-
-    What a database host that vanished without a reset looks like to its clients: no answer, no error. The
-    test's proxy cannot do it (its kernel acknowledges what it drops)."""
-    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
-    subprocess.run(["iptables", "-I", *rule], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["iptables", "-D", *rule], check=True)
 
 
 def test_a_silent_database_is_noticed_within_seconds_and_writes_go_on_when_it_answers_again(proxied_node):

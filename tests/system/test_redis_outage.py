@@ -23,9 +23,16 @@ import websockets
 
 from bms.realtime import layer_health
 from bms.realtime.layer_health import CLOSE_LAYER_DOWN, LayerOutageLogFilter, LayerProbe
+from tests.support.net import silent
 from tests.support.processes import Node, Simulator
 from tests.support.redis_server import RedisServer
-from tests.system.test_live_websocket import connect, recv, until_value, write_device_register
+from tests.system.test_live_websocket import (
+    connect,
+    read_device_register,
+    recv,
+    until_value,
+    write_device_register,
+)
 
 pytestmark = pytest.mark.system
 
@@ -87,14 +94,17 @@ async def until_closed_for_outage(ws, within: float = 15.0) -> dict:
 
 
 async def reconnect_for_snapshot(node, session, within: float = 30.0):
-    """Reconnect as a client does (refusals included) until a connection starts with a snapshot."""
+    """Reconnect as a client does (refusals included) until a connection gets its snapshot; a connection told that
+    the engine has not answered yet waits on it (the snapshot follows)."""
     deadline = time.monotonic() + within
     refusals = 0
     while True:
         ws = await connect(node, session)
         try:
             message = await recv(ws, 10)
-        except websockets.exceptions.ConnectionClosed:
+            while message["type"] == "error" and message["code"] == "engine_unavailable":
+                message = await recv(ws, max(0.1, deadline - time.monotonic()))
+        except (websockets.exceptions.ConnectionClosed, TimeoutError):
             message = None
         if message is not None and message["type"] == "snapshot":
             return ws, message, refusals
@@ -228,3 +238,48 @@ def test_channels_redis_outage_errors_become_one_line_per_outage():
     assert keep.filter(record(ConnectionRefusedError("refused")))
     bug = record(ValueError("a bug, not an outage"))
     assert keep.filter(bug) and bug.exc_info is not None  # other errors keep their traceback
+
+
+@pytest.mark.timeout(300)
+async def test_a_silent_redis_never_stops_the_engine_and_live_data_resumes_when_it_answers(redis_node):
+    # Packets to Redis dropped (its host gone without a reset): unlike a killed Redis, nothing is refused, every
+    # request waits. The engine must go on polling and writing (its commands travel through the database), and
+    # live data must come back soon after Redis answers again.
+    node, server, device = redis_node
+    session = node.session()
+    await until_health(node, "ok")
+    log_before = len(node.log_text())
+    silence = 60.0  # long enough for TCP's retransmissions to back off past 25 s
+    with silent(server.port):
+        started = time.monotonic()
+        body = await until_health(node, "down", within=20)
+        print(f"/healthz says the channel layer is down {time.monotonic() - started:.1f} s into the silence")
+        await asyncio.sleep(10)  # the layer's connections meet their timeouts meanwhile
+        for value in (21.25, 21.75):
+            status, answer = await asyncio.to_thread(
+                session.post_json, "/api/points/zone4_setpoint/write", {"value": value}
+            )
+            assert status in (200, 202), (status, answer)
+            deadline = time.monotonic() + 20
+            while (at_device := await read_device_register(device.port, 6)) != value:
+                assert time.monotonic() < deadline, f"a write during the silence never reached the device ({at_device})"
+                await asyncio.sleep(0.2)
+            print(f"write of {value} at the device {time.monotonic() - started:.1f} s into the silence")
+        await write_device_register(device.port, 2, 22.5)  # a change the engine must read during the silence
+        await asyncio.sleep(max(0.0, silence - (time.monotonic() - started)))
+    assert body["status"] == "degraded", body
+    restored = time.monotonic()
+    ws, snapshot, refusals = await reconnect_for_snapshot(node, session, within=60)
+    snapshot_after = time.monotonic() - restored
+    try:
+        assert snapshot["points"]["zone2_setpoint"]["value"] == 22.5, "read during the silence"
+        assert snapshot["points"]["zone4_setpoint"]["value"] == 21.75, "written during the silence"
+        await write_device_register(device.port, 2, 23.25)
+        await until_value(ws, snapshot["seq"], "zone2_setpoint", 23.25, wait=30)
+        delta_after = time.monotonic() - restored
+    finally:
+        await ws.close()
+    print(f"after the silence: snapshot {snapshot_after:.1f} s ({refusals} refusal(s)), live delta {delta_after:.1f} s")
+    assert delta_after < 20, f"live data came back {delta_after:.1f} s after Redis answered again"
+    outage_log = node.log_text()[log_before:]
+    assert "Exception inside application" not in outage_log, outage_log[-4000:]
