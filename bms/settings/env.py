@@ -37,6 +37,11 @@ SILENT_DATABASE_LIMITS = {
     "keepalives_idle": "10",  # after 10 s of silence,
     "keepalives_interval": "3",  # every 3 s,
     "keepalives_count": "3",  # failing after 3 unanswered probes
+    # And on the server's side: a session whose client vanished in the middle of a transaction (packets dropped, so
+    # PostgreSQL never hears of it) keeps its locks until the server's own keepalives notice, two hours by default;
+    # the history stamp's lock refused every write of the node as "busy" meanwhile (tests/system/
+    # test_database_outage.py). None of ours waits between two statements of a transaction for anywhere near 30 s.
+    "options": "-c idle_in_transaction_session_timeout=30000",
 }
 
 

@@ -14,6 +14,9 @@ DATABASE_URL = os.environ.get("BMS_TEST_DATABASE_URL", "postgresql://postgres@12
 REDIS_URL = os.environ.get("BMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DATABASES = {"default": database_from_url(DATABASE_URL, "BMS_TEST_DATABASE_URL")}
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# pytest-django holds a transaction open around each test, idle while the test waits for a thread or a process:
+# PostgreSQL must not end it (the nodes of the system tests run the production settings, with the limit).
+DATABASES["default"]["OPTIONS"].pop("options", None)
 # In-process tests (WebsocketCommunicator) use the in-memory layer; the
 # system tests run real nodes in the production shape on Redis.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
