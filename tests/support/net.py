@@ -55,3 +55,25 @@ def bytes_waiting_at(port: int) -> int:
         if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:  # 01: established
             waiting += int(queues.split(":")[1], 16)
     return waiting
+
+
+def connections_to(port: int) -> dict[int, tuple[int, int]]:
+    """Established loopback TCP connections to ``port``: peer port -> (bytes received, ms since data last came).
+
+    From the kernel's TCP info (``ss -ti``), so it works on a frozen server too: how many requests a client has
+    sent on each connection, and how long it has been quiet.
+    """
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    connections: dict[int, tuple[int, int]] = {}
+    peer = None
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            peer = int(line.split()[-1].rsplit(":", 1)[1])
+        elif peer is not None:
+            fields = dict(field.split(":", 1) for field in line.split() if field.count(":") == 1)
+            received = int(fields.get("bytes_received", 0))
+            # lastrcv counts from the connection's start while nothing came
+            connections[peer] = (received, int(fields.get("lastrcv", 0)))
+    return connections

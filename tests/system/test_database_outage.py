@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from tests.support import services
-from tests.support.net import bytes_waiting_at, silent
+from tests.support.net import bytes_waiting_at, connections_to, silent
 from tests.support.pair import ZONE_REGISTER, setpoint_writes
 from tests.support.processes import Node, Simulator, paused, wait_until
 from tests.support.proxy import Proxy
@@ -134,7 +134,7 @@ def test_an_outcome_the_device_gave_while_the_database_was_away_is_recorded_when
     session = node.session()
     wait_until(lambda: session.get_json("/api/points/")[1].get("engine"), 30, message="live values")
     answer: dict = {}
-    with device_settings(node, timeout=30.0, poll_interval=60.0):
+    with device_settings(node, device.port, timeout=30.0, poll_interval=60.0):
         log_before = len(node.log_text())
         with paused_between_requests(device):
             # The write is claimed (executing) and waits at the frozen device; then the database goes away.
@@ -302,7 +302,7 @@ def test_a_silent_database_is_noticed_within_seconds_and_writes_go_on_when_it_an
 
 
 @contextlib.contextmanager
-def device_settings(node, timeout: float, poll_interval: float):
+def device_settings(node, device_port: int, timeout: float, poll_interval: float):
     """The node's device answer timeout and poll interval for the block, applied by a configuration reload.
 
     The module's device times out after 0.5 s (so a silent device is declared lost quickly). A write held at
@@ -310,15 +310,15 @@ def device_settings(node, timeout: float, poll_interval: float):
     than 0.5 s on a loaded CI machine (1 December 2026): the write timed out, its outcome was recorded before
     the cut, and the "kept in memory" this test waits for never came. A long poll interval keeps the poller's
     next read from reaching the frozen device first (a device takes one request at a time: the write would
-    wait behind the read, and expire).
+    wait behind the read, and expire). The block begins once the reconfigured poller's first poll is over.
     """
     with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
         before = conn.execute("SELECT timeout, poll_interval FROM points_device").fetchone()
-    _reconfigure(node, timeout, poll_interval)
+    _reconfigure(node, device_port, timeout, poll_interval, first_poll=True)
     try:
         yield
     finally:
-        _reconfigure(node, *before)
+        _reconfigure(node, device_port, *before)
 
 
 @contextlib.contextmanager
@@ -333,8 +333,9 @@ def paused_between_requests(device):
     raise AssertionError("the device was never found idle")
 
 
-def _reconfigure(node, timeout: float, poll_interval: float) -> None:
+def _reconfigure(node, device_port: int, timeout: float, poll_interval: float, first_poll: bool = False) -> None:
     log_before = len(node.log_text())
+    old_connections = set(connections_to(device_port))
     with psycopg.connect(services.database_url(node.db_name), autocommit=True) as conn:
         conn.execute("UPDATE points_device SET timeout = %s, poll_interval = %s", [timeout, poll_interval])
         revision = conn.execute(
@@ -343,6 +344,19 @@ def _reconfigure(node, timeout: float, poll_interval: float) -> None:
         ).fetchone()[0]
     loaded = f"configuration revision {revision} loaded"
     wait_until(lambda: loaded in node.log_text()[log_before:], 60, 0.1, loaded)
+
+    # The new poller opens its own connection and polls at once, then after the new interval. A device frozen
+    # before that first poll is over holds a read, and a write then waits behind it for the whole device timeout
+    # (seen on a loaded host, 2 December 2026). Over: the new connection has sent requests, every request is
+    # answered, and the device has received nothing for a second (a poll's requests follow each other at once).
+    def first_poll_over() -> bool:
+        connections = connections_to(device_port)
+        polled = any(received for peer, (received, _) in connections.items() if peer not in old_connections)
+        quiet = all(idle_ms >= 1000 for _, idle_ms in connections.values())
+        return polled and quiet and bytes_waiting_at(device_port) == 0
+
+    if first_poll:  # (a short interval has no quiet second)
+        wait_until(first_poll_over, 60, 0.05, "the reconfigured poller's first poll")
 
 
 def command_status(node, command_id: str) -> str | None:
