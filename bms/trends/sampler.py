@@ -38,6 +38,8 @@ import itertools
 import logging
 import math
 import tempfile
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,7 +48,7 @@ from typing import Any
 
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
-from bms.engine.tasks import cancel_and_wait, woken_or_due
+from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
 from bms.points.models import TREND_BOTH, TREND_INTERVAL
 from bms.trends import conf
 from bms.trends.maintenance import MaintenanceThread
@@ -57,6 +59,11 @@ from bms.trends.writer import TrendWriter
 from drivers.node import register_gauge, unregister_gauge
 
 log = logging.getLogger(__name__)
+#: the longest a slice of sampling runs before the loop is free again (seconds): a burst of changes (a hundred
+#: devices' answers, an alarm flood's entries) is worked off between polls, not in one turn of the loop
+SLICE_SECONDS = 0.01
+#: the slice's clock is read once per this many points
+CLOCK_EVERY = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _UNCERTAIN = QUALITY_CODES["uncertain"]
@@ -132,6 +139,9 @@ class TrendSampler:
         self._cursor = image.cursor()
         self._timers: list[tuple[datetime, int, str]] = []
         self._order = itertools.count()
+        # changed points not sampled yet (a slice ran out of time), oldest first, each once
+        self._pending: deque[str] = deque()
+        self._queued: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         # What this node's ``node`` device reads (drivers/node.py): an alarm on the spool filling is an
@@ -187,6 +197,7 @@ class TrendSampler:
         self.running = False
         self._timers.clear()
         self._cursor.dirty.clear()
+        self._forget_pending()  # their current states are recorded below
         now = now or datetime.now(UTC)
         for trend in self.points.values():
             trend.value, trend.quality, trend.time, trend.due = None, -1, None, None
@@ -200,6 +211,7 @@ class TrendSampler:
         """The node is no longer active: stop sampling; what is buffered goes to the writer now."""
         self.running = False
         self._timers.clear()
+        self._forget_pending()
         self.writer.hand_over()
 
     # ---- the task -------------------------------------------------------------------------------------------
@@ -237,35 +249,50 @@ class TrendSampler:
             await woken_or_due(self._wake, self._timers[0][0] if self.running and self._timers else None)
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
+                self._forget_pending()
                 continue
-            try:
-                self.run_once(datetime.now(UTC))
-            except Exception:
-                log.exception("trend sampling failed; continuing with the next change")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "trend sampling")
 
-    def run_once(self, now: datetime) -> None:
-        """Sample the points that changed, then the timers due by ``now``."""
+    def _forget_pending(self) -> None:
+        self._pending.clear()
+        self._queued.clear()
+
+    def run_once(self, now: datetime) -> bool:
+        """Sample the points that changed, then the timers due by ``now``, for one slice.
+
+        True if work is left for another slice (a slice ends after :data:`SLICE_SECONDS`). A point still waiting
+        when it changes again is sampled once, in its latest state: the same as two changes between two runs."""
+        deadline = time.perf_counter() + SLICE_SECONDS
         dirty = self._cursor.dirty
+        pending, queued = self._pending, self._queued
         if dirty:
-            names = list(dirty)
+            trends = self.points
+            for name in dirty:
+                if name in trends and name not in queued:
+                    queued.add(name)
+                    pending.append(name)
             dirty.clear()
+        if pending:
             points = self.image.points
             trends = self.points
             codes = QUALITY_CODES
-            for name in names:
-                trend = trends.get(name)
-                if trend is None:
-                    continue
-                state = points.get(name)
-                if state is None:
-                    continue
-                quality = codes.get(state.quality, _UNCERTAIN)
-                value = number(state.value)
-                if quality != trend.quality or (
-                    trend.spec.on_change and _moved(trend.value, value, trend.spec.deadband)
-                ):
-                    self._record(trend, state.change_time or now, value, quality)
-        self._tick(now)
+            while pending:
+                for _ in range(min(CLOCK_EVERY, len(pending))):
+                    name = pending.popleft()
+                    queued.discard(name)
+                    trend = trends.get(name)
+                    state = points.get(name)
+                    if trend is None or state is None:
+                        continue
+                    quality = codes.get(state.quality, _UNCERTAIN)
+                    value = number(state.value)
+                    if quality != trend.quality or (
+                        trend.spec.on_change and _moved(trend.value, value, trend.spec.deadband)
+                    ):
+                        self._record(trend, state.change_time or now, value, quality)
+                if pending and time.perf_counter() >= deadline:
+                    return True
+        return self._tick(now, deadline)
 
     # ---- samples and timers ---------------------------------------------------------------------------------
 
@@ -295,10 +322,15 @@ class TrendSampler:
         trend.due = due
         heapq.heappush(self._timers, (due, next(self._order), trend.spec.name))
 
-    def _tick(self, now: datetime) -> None:
+    def _tick(self, now: datetime, deadline: float = math.inf) -> bool:
+        """Take the samples due by ``now``; True if ``deadline`` (``time.perf_counter``) cut it short."""
         timers = self._timers
         points = self.image.points
+        taken = 0
         while timers and timers[0][0] <= now:
+            taken += 1
+            if taken % CLOCK_EVERY == 0 and time.perf_counter() >= deadline:
+                return True
             due, _, name = heapq.heappop(timers)
             trend = self.points.get(name)
             if trend is None or trend.due != due:
@@ -317,6 +349,7 @@ class TrendSampler:
                 self._schedule(trend, next_on_grid(max(now, due), trend.spec.interval))
             else:
                 self._schedule(trend, (trend.time or now) + interval)
+        return False
 
     def stats(self) -> dict[str, Any]:
         return {"points": len(self.points), "samples": self.samples, "running": self.running, **self.writer.stats()}

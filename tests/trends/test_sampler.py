@@ -208,3 +208,36 @@ async def test_trend_settings_come_from_the_points_with_sensible_defaults():
 )
 def test_a_value_is_stored_as_a_finite_float_or_none(value, stored):
     assert number(value) == stored
+
+
+async def test_a_burst_of_changes_is_sampled_in_slices_each_point_once_in_its_latest_state(tmp_path, monkeypatch):
+    # A hundred devices' answers or an alarm flood change thousands of points in one turn of the loop: the
+    # sampler works them off in slices (the loop polls in between), and a point that changes again while it
+    # waits is sampled once, in its latest state, as two changes between two passes always were.
+    from bms.trends import sampler as sampler_module
+
+    monkeypatch.setattr(sampler_module, "SLICE_SECONDS", 0.0)  # every slice ends at its first look at the clock
+    names = [f"p{index}" for index in range(1000)]
+    image = ProcessImage()
+    image.define(names)
+    writer = TrendWriter(Spool(tmp_path / "spool", 1024 * 1024), flush_seconds=0.02, stall_seconds=5.0)
+    sampler = TrendSampler(image, StandaloneRole(), writer)
+    sampler.configure([TrendSpec(name, index + 1, TREND_CHANGE, 0.0, 900.0) for index, name in enumerate(names)])
+    writer.start()
+    try:
+        sampler.take_control(at(0))
+        before = sampler.samples
+        for name in names:
+            image.update(name, 1.0, GOOD, at(1))
+        slices = 1
+        assert sampler.run_once(at(1)) is True  # work left
+        image.update("p999", 2.0, GOOD, at(2))  # still waiting: changes again
+        while sampler.run_once(at(2)):
+            slices += 1
+        assert slices >= 1000 // sampler_module.CLOCK_EVERY
+        assert sampler.samples - before == 1000
+        assert sampler.run_once(at(3)) is False and sampler.samples - before == 1000  # nothing left twice
+        assert (await stored(sampler, 1000))[-1] == (at(2), 2.0, 0)
+    finally:
+        await writer.stop()
+        await sync_to_async(connections.close_all)()
