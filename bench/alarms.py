@@ -295,6 +295,7 @@ class AlarmNode:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")])),
             "BENCH_ALARMS_HOOK": str(self.hook_path),
             "PYTHONUNBUFFERED": "1",
+            "BMS_POLL_SPREAD": "1" if args.poll_spread else "0",
         }
         building = work / "building.json"
         building.write_text(
@@ -1285,6 +1286,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gc-freeze",
         action="store_true",
         help="experiment: gc.collect() + gc.freeze() in the node after start-up and each configuration change",
+    )
+    parser.add_argument(
+        "--poll-spread",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="BMS_POLL_SPREAD of the node: 1 spreads the devices' polls over the interval, 0 (the default, as the "
+        "product's) polls all on one grid",
     )
     parser.add_argument("--serve-clients", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

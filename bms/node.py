@@ -44,6 +44,7 @@ class Node:
             publish_burst=settings.BMS_PUBLISH_BURST,
             config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
         )
+        self.engine.spread_polls = settings.BMS_POLL_SPREAD
         if with_web:
             self.engine.one_process_points = settings.BMS_ONE_PROCESS_POINTS or None
         if self.pair is not None:

@@ -162,8 +162,12 @@ class DevicePoller:
         on_change: Callable[[], None],
         on_event: EventSink,
         online: bool | None = None,
+        phase: float = 0.0,
     ) -> None:
         self.config = config
+        #: where in its interval this device's polls fall after the first (a fraction, 0 to 1): the engine gives
+        #: its devices evenly spread phases, so that polls started together do not answer together
+        self.phase = min(max(phase, 0.0), 1.0)
         self.image = image
         self.on_change = on_change
         self.on_event = on_event
@@ -251,11 +255,20 @@ class DevicePoller:
         loop = asyncio.get_running_loop()
         interval = self.config.poll_interval
         next_at = loop.time()
+        # The first poll at once (fresh values after a start or a takeover), then on a grid shifted by the phase:
+        # a hundred devices started together would otherwise answer in the same instant of every interval, and
+        # the engine would work off a hundred answers (and what they raise) in one turn of its loop.
+        offset = self.phase * interval
         while True:
             await self.poll_once()
             self.cycles += 1
             now = loop.time()
-            next_at, missed = next_due(next_at, now, interval)
+            if offset:
+                next_at, offset = next_at + offset - interval, 0.0
+                next_at, missed = next_due(next_at, now, interval)
+                missed = 0  # the shift, not an overrun
+            else:
+                next_at, missed = next_due(next_at, now, interval)
             if missed and interval >= MIN_REPORTED_INTERVAL:
                 log.debug(
                     "device %s: poll overran %d slot(s); interval %.3f s is too short", self.name, missed, interval

@@ -60,6 +60,8 @@ class Engine:
         #: set when the web side shares this process (runbms without --web-workers): above this many points the
         #: engine warns at each configuration load (settings.BMS_ONE_PROCESS_POINTS); None: no limit
         self.one_process_points: int | None = None
+        #: pollers get evenly spread phases (DevicePoller.phase, BMS_POLL_SPREAD); False: every device on one grid
+        self.spread_polls = False
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
@@ -227,9 +229,16 @@ class Engine:
         self.trends.configure(config.trends)
         for function in self.functions:
             await function.configure(config)
-        for name, device in new.items():
+        for index, (name, device) in enumerate(new.items()):
             if name not in self.pollers:
-                poller = DevicePoller(device, self.image, self._points_changed, self._log_event, online.get(name))
+                poller = DevicePoller(
+                    device,
+                    self.image,
+                    self._points_changed,
+                    self._log_event,
+                    online.get(name),
+                    index / len(new) if self.spread_polls else 0.0,
+                )
                 self.pollers[name] = poller
                 if self.role.active:
                     poller.start()

@@ -7,6 +7,7 @@ from asgiref.sync import sync_to_async
 
 from bms.engine import bus
 from bms.engine.image import COMM_FAILURE, GOOD
+from bms.engine.runner import Engine
 from bms.events.models import Event
 from bms.points.models import Device, Point
 from drivers.simulator.building import SIGNALS, SimulatedBuilding
@@ -170,3 +171,27 @@ def test_runbms_without_web_workers_gives_its_engine_the_one_process_limit(setti
     assert Node().engine.one_process_points is None
     settings.BMS_ONE_PROCESS_POINTS = 0
     assert Node(with_web=True).engine.one_process_points is None
+
+
+async def test_the_engine_spreads_its_devices_polls_over_the_interval(plant, layer):
+    # Each poller gets its place in the interval (index / devices), so a hundred devices started together do
+    # not answer in the same instant of every interval (bench/alarms.py: loop lag p99 29 -> 4 ms at 100 devices).
+    # A device added later keeps the phase it started with: only pollers started together need to differ.
+    for name in ("extra1", "extra2", "extra3"):
+        await Device.objects.acreate(name=name, host="127.0.0.1", port=plant.port, poll_interval=1.0)
+    engine = Engine(layer, publish_min_interval=0.0, config_check_interval=0.05)
+    engine.spread_polls = True  # BMS_POLL_SPREAD=1
+    await engine.start()
+    try:
+        phases = [engine.pollers[device.name].phase for device in engine.config.devices]
+    finally:
+        await engine.stop()
+    assert phases == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_bms_poll_spread_is_off_unless_asked_for(settings):
+    from bms.node import Node
+
+    assert Node().engine.spread_polls is False  # every device on one grid, as before the setting
+    settings.BMS_POLL_SPREAD = True
+    assert Node().engine.spread_polls is True

@@ -1,5 +1,6 @@
 """Quality in the engine: source time of unchanged values, stale values, and broken devices beside good ones."""
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -319,3 +320,32 @@ def test_unchanged_points_keep_their_source_time_current_after_the_image_is_rede
     poller._apply_batch(Batch(("a", "b"), (1, 2)))  # unchanged values: only their source time moves
     assert image.points["b"].source_time > datetime(2026, 1, 2, tzinfo=UTC)
     assert image.points["a"].source_time == image.points["b"].source_time
+
+
+async def test_devices_started_together_poll_at_their_phases_after_a_first_poll_at_once(raw):
+    # Two devices on one 1 s interval, phases 0 and 0.5 (what the engine gives two devices): both read at once
+    # when started, then each on its own grid, half an interval apart, so their answers do not come together.
+    servers = [await raw(), await raw()]
+    interval = 1.0
+    pollers = []
+    for server, phase in zip(servers, (0.0, 0.5), strict=True):
+        config = device_config(server.port)
+        config = DeviceConfig(config.spec, config.driver, interval, config.points)
+        image = ProcessImage()
+        image.define([point.name for point in config.points])
+        pollers.append(DevicePoller(config, image, lambda: None, lambda *_: None, phase=phase))
+    started = time.monotonic()
+    for poller in pollers:
+        poller.start()
+    try:
+        await eventually(lambda: len(servers[0].arrivals) >= 4 and len(servers[1].arrivals) >= 4, wait=15)
+    finally:
+        for poller in pollers:
+            await poller.stop()
+    first, second = (server.arrivals for server in servers)
+    # the first poll of each at once (not after its phase)
+    assert first[0] - started < 0.4 and second[0] - started < 0.4, (first[0] - started, second[0] - started)
+    # afterwards: the second device's polls half an interval after the first's (a loaded host delays some)
+    offsets = sorted((b - first[0]) % interval for b in second[1:4])
+    assert 0.3 <= offsets[1] <= 0.75, offsets
+    assert all(0.8 <= later - earlier <= 1.3 for earlier, later in itertools.pairwise(first[1:4])), first

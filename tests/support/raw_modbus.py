@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 
 ANSWER, SILENT, GARBAGE, SHORT, IGNORE_WRITES = "answer", "silent", "garbage", "short", "ignore_writes"
 ODD, OVERCOUNT = "odd", "overcount"
@@ -34,6 +35,7 @@ class RawModbusServer:
         self.registers = [0] * 65536  # holding and input registers share one map
         self.bits = [False] * 65536  # coils and discrete inputs too
         self.requests = 0  # complete request frames received
+        self.arrivals: list[float] = []  # time.monotonic() of each complete request frame
         self.delay = 0.0
         self.written: list[tuple[int, tuple[int, ...]]] = []  # register writes stored, in order: (address, words)
         self._server: asyncio.Server | None = None
@@ -63,6 +65,7 @@ class RawModbusServer:
                 tid, _, length, unit = struct.unpack(">HHHB", header)
                 pdu = await reader.readexactly(length - 1)
                 self.requests += 1
+                self.arrivals.append(time.monotonic())
                 reply = self._reply(pdu)
                 if reply is None:
                     continue
