@@ -49,7 +49,10 @@ Window: ``--warmup`` seconds after the last snapshot, then ``--seconds``:
 - **CPU** (utime + stime from ``/proc/<pid>/stat``, % of one core) per node
   process, per thread (``/proc/<pid>/task/<tid>/stat`` and ``comm``,
   grouped by name) and for the servers, the client process and the host;
-  **RSS** (VmRSS, VmHWM) per process at the window's end. The active
+  **RSS** (VmRSS, VmHWM) per process at the window's end, and the active
+  node's processes' VmRSS summed every 50 ms from the pair's start to the
+  window's end: the node's peak, on which the 1 GB goal is judged (the sum
+  of each process's own VmHWM adds peaks that came at different times). The active
   node's engine = the ``bms-engine`` + ``engine-db*`` threads (thread
   layout) or the ``runengine`` process (processes layout). Goals from the
   issue (reported, not asserted): engine under one core, node under 1 GB.
@@ -561,6 +564,34 @@ def memory(pid: int) -> tuple[float, float]:
     return rss / 1024, peak / 1024
 
 
+class RssSampler(threading.Thread):
+    """The summed VmRSS of ``pids`` every ``period`` s until stopped: the first sample and the peak, in MiB.
+
+    The node's footprint at its worst moment: the sum of each process's own peak (VmHWM) counts peaks that
+    came at different times (an engine's at start-up, a web worker's in a snapshot storm) as if together.
+    """
+
+    def __init__(self, pids: Sequence[int], period: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pids = list(pids)
+        self.period = period
+        self.first = self.peak = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            rss = sum(memory(pid)[0] for pid in self.pids)
+            self.first = self.first or rss
+            self.peak = max(self.peak, rss)
+            self._done.wait(self.period)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak."""
+        self._done.set()
+        self.join()
+        return self.peak
+
+
 def thread_group(name: str) -> str:
     """Threads of one pool under one name: engine-db_0 -> engine-db_N, ThreadPoolExe... -> ThreadPoolExe..."""
     return re.sub(r"\d+", "N", name)
@@ -735,6 +766,8 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
         report["logs"] = {name: str(node.log_path) for name, node in pair.nodes.items()}
         wait_for_pair(pair, args.startup_timeout, report)
         step("pair up: main active, backup standby and caught up")
+        node_memory = RssSampler([process.pid for process in pair.main.processes])
+        node_memory.start()
         sessions = {name: HttpSession(node.base_url, USERNAME, PASSWORD) for name, node in pair.nodes.items()}
         config = {
             "clients": args.clients,
@@ -783,6 +816,7 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
         time.sleep(max(0.0, window.end - time.monotonic()))
         last, host1 = sample(labels), host_busy()
         rss = {label: memory(pid) for label, pid in labels.items()}
+        figures["active_node_sampled_peak_rss_mb"] = node_memory.stop()
         statuses = sampler.stop()
         time.sleep(args.grace)
         client.send("stop")
@@ -1078,8 +1112,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         + (f" (bms-engine thread {fmt(f['engine_thread_cpu_pct'])} %, + engine-db)" if a["layout"] == "thread" else "")
         + f" -> goal < 100 %: {'met' if engine < GOAL_ENGINE_CORES * 100 else 'NOT met'}",
         f"active node: {fmt(f['active_node_cpu_pct'])} % CPU, RSS {fmt(f['active_node_rss_mb'])} MB "
-        f"(peak {fmt(f['active_node_peak_rss_mb'])}) -> goal < 1 GB: "
-        f"{'met' if f['active_node_peak_rss_mb'] < GOAL_RSS_MB else 'NOT met'}; standby node "
+        f"(peak, processes together: {fmt(f.get('active_node_sampled_peak_rss_mb'))}; sum of each process's own "
+        f"peak {fmt(f['active_node_peak_rss_mb'])}) -> goal < 1 GB: "
+        f"{'met' if f.get('active_node_sampled_peak_rss_mb', math.inf) < GOAL_RSS_MB else 'NOT met'}; standby node "
         f"{fmt(f['standby_node_cpu_pct'])} % CPU, RSS {fmt(f['standby_node_rss_mb'])} MB",
         "",
         f"polling: {fmt(f['requests_per_s'])} reads/s answered of {fmt(f['requests_per_s_planned'])} planned "

@@ -36,7 +36,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,31 +48,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import ratio, write_json  # noqa: E402
-from bench.scale import DeviceServer, ScaleTemplate, layout, memory  # noqa: E402
+from bench.scale import DeviceServer, RssSampler, ScaleTemplate, layout  # noqa: E402
 
 HOST = "127.0.0.1"
 SAMPLE_SECONDS = 0.02
-
-
-class RssSampler(threading.Thread):
-    """VmRSS of one process every ``SAMPLE_SECONDS`` until stopped; the peak and the first sample in MiB."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.first = self.peak = 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            rss, _ = memory(self.pid)
-            self.first = self.first or rss
-            self.peak = max(self.peak, rss)
-            self._done.wait(SAMPLE_SECONDS)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
 
 
 async def take_snapshots(url: str, origin: str, cookie: str, count: int, hold: float) -> dict[str, Any]:
@@ -160,7 +138,7 @@ def one_run(template: ScaleTemplate, points: int, fragment_bytes: int, args: arg
         url = f"ws://{HOST}:{port}/ws/live/?wire=compact"
         asyncio.run(wait_for_image(url, base_url, session.cookie_header, points, 300))
         time.sleep(args.warmup)
-        sampler = RssSampler(processes[1].pid)
+        sampler = RssSampler([processes[1].pid], SAMPLE_SECONDS)
         sampler.start()
         time.sleep(0.5)
         storm = asyncio.run(take_snapshots(url, base_url, session.cookie_header, args.clients, args.hold))
