@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
@@ -46,9 +46,20 @@ def config_revision() -> int:
 _POINT_FIELDS = ("device_id", "name", "address", "data_type", "options", "scale", "offset", "deadband")
 
 
+#: how long the configuration read may pause between two of its reads. The server ends any other transaction of
+#: ours idle for 30 s (``SILENT_DATABASE_LIMITS``: a session orphaned by a silent network must not keep its locks);
+#: this one takes no lock, so an orphan of it blocks no one, and the Python work between its reads (5,000 rule
+#: expressions parsed while the web side shares the process) took longer than that (bench/logic.py, 2 December
+#: 2026): every reload failed and the rules never ran.
+CONFIG_READ_IDLE_LIMIT = "10min"
+
+
 def read_config() -> EngineConfig:
     """Read all enabled devices and points in one transaction, so the view is consistent."""
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{CONFIG_READ_IDLE_LIMIT}'")
         revision = ConfigRevision.current()
         rows: dict[int, list[tuple]] = {}
         enabled_points = Point.objects.filter(enabled=True, device__enabled=True).order_by("device_id", "name")
