@@ -258,17 +258,14 @@ class DevicePoller:
         # The first poll at once (fresh values after a start or a takeover), then on a grid shifted by the phase:
         # a hundred devices started together would otherwise answer in the same instant of every interval, and
         # the engine would work off a hundred answers (and what they raise) in one turn of its loop.
-        offset = self.phase * interval
+        shift = self.phase * interval
         while True:
             await self.poll_once()
             self.cycles += 1
             now = loop.time()
-            if offset:
-                next_at, offset = next_at + offset - interval, 0.0
-                next_at, missed = next_due(next_at, now, interval)
-                missed = 0  # the shift, not an overrun
-            else:
-                next_at, missed = next_due(next_at, now, interval)
+            next_at, missed = next_due(next_at + shift - interval if shift else next_at, now, interval)
+            if shift:
+                shift, missed = 0.0, 0  # the first regular slot, placed by the phase: not an overrun
             if missed and interval >= MIN_REPORTED_INTERVAL:
                 log.debug(
                     "device %s: poll overran %d slot(s); interval %.3f s is too short", self.name, missed, interval
