@@ -40,14 +40,19 @@ class _NodeThatWillNotStop:
         await asyncio.sleep(3600)
 
 
-def test_a_node_whose_stop_hangs_has_its_tasks_ended_and_no_generator_left_running(caplog):
-    node = _NodeThatWillNotStop()
+def _run_and_stop(node: _NodeThatWillNotStop, caplog) -> None:
+    """Start ``node`` on a NodeThread, wait until its poll is inside its request, stop it with a short timeout."""
     thread = NodeThread(lambda: node)
     thread.start().result(5)
     assert node.in_request.wait(5)
     with caplog.at_level(logging.ERROR):
         thread.stop(timeout=0.5)
     assert not thread._thread.is_alive(), "the engine thread did not end"
+
+
+def test_a_node_whose_stop_hangs_has_its_tasks_ended_and_no_generator_left_running(caplog):
+    node = _NodeThatWillNotStop()
+    _run_and_stop(node, caplog)
     assert node.generator_closed.is_set(), "the generator's cleanup never ran"
     messages = [record.getMessage() for record in caplog.records]
     assert not any("already running" in message for message in messages), messages
@@ -76,11 +81,7 @@ def test_a_task_that_swallows_cancellations_is_cancelled_again_until_it_ends(swa
             self.stubborn = asyncio.create_task(self._stubborn(), name="stubborn")
 
     node = Node()
-    thread = NodeThread(lambda: node)
-    thread.start().result(5)
-    assert node.in_request.wait(5)
-    thread.stop(timeout=0.5)
-    assert not thread._thread.is_alive()
+    _run_and_stop(node, caplog)
     assert ended.is_set(), "the task that swallowed cancellations was left pending"
 
 
@@ -100,12 +101,7 @@ def test_a_task_that_never_ends_is_named_in_an_error_and_the_thread_still_ends(m
             self.deaf = asyncio.create_task(self._deaf(), name="deaf-task")
 
     node = Node()
-    thread = NodeThread(lambda: node)
-    thread.start().result(5)
-    assert node.in_request.wait(5)
-    with caplog.at_level(logging.ERROR):
-        thread.stop(timeout=0.5)
-    assert not thread._thread.is_alive()
+    _run_and_stop(node, caplog)
     assert node.generator_closed.is_set(), "the tasks that could end did not"
     errors = [record.getMessage() for record in caplog.records if "after being cancelled" in record.getMessage()]
     assert len(errors) == 1 and "deaf-task" in errors[0], errors
