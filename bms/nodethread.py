@@ -17,12 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bms.engine.tasks import cancel_and_wait
+from bms.engine import tasks
 
 log = logging.getLogger(__name__)
-
-#: how long the thread's end waits for tasks a node stop left behind to end once cancelled
-LEFT_TASKS_GRACE_SECONDS = 5.0
 
 
 class NodeThread:
@@ -40,11 +37,9 @@ class NodeThread:
             self.loop.run_forever()
         finally:
             try:
-                # A node stop that failed or did not finish in time leaves tasks behind, some inside an async
-                # generator's await (a poller in ModbusDriver.read_batches while a request is on the wire). Closing
-                # such a generator from shutdown_asyncgens fails ("aclose(): asynchronous generator is already
-                # running", once per device) and skips its cleanup: end the tasks first, as asyncio.run does.
-                self.loop.run_until_complete(_end_tasks_left(LEFT_TASKS_GRACE_SECONDS))
+                # a node stop that failed or did not finish in time leaves tasks behind: end them before the
+                # async generators some of them are inside are closed
+                self.loop.run_until_complete(tasks.end_tasks_left(tasks.LEFT_TASKS_GRACE_SECONDS))
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             finally:
                 self.loop.close()
@@ -90,26 +85,7 @@ class NodeThread:
             log.exception("stopping the node failed")
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout + LEFT_TASKS_GRACE_SECONDS)  # the thread's end may cancel what is left
-
-
-async def _end_tasks_left(grace: float) -> None:
-    """Cancel every other task of this loop and wait until they end (again if one swallowed it), up to ``grace`` s."""
-    current = asyncio.current_task()
-    left = {task for task in asyncio.all_tasks() if task is not current}
-    if not left:
-        return
-    try:
-        # a task's cleanup may start tasks of its own: look again until none is left
-        async with asyncio.timeout(grace):
-            while left:
-                await asyncio.gather(*(cancel_and_wait(task) for task in left))
-                left = {task for task in asyncio.all_tasks() if task is not current and not task.done()}
-    except TimeoutError:
-        names = sorted(task.get_name() for task in left if not task.done())
-        log.error(
-            "%d task(s) still running %g s after being cancelled at the engine's end: %s", len(names), grace, names
-        )
+            self._thread.join(timeout + tasks.LEFT_TASKS_GRACE_SECONDS)  # the thread's end may cancel what is left
 
 
 def _awaiting(coro: Any) -> list[str]:

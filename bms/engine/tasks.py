@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
+#: how long the end of the engine's process or thread waits for tasks a node stop left behind (end_tasks_left)
+LEFT_TASKS_GRACE_SECONDS = 5.0
+
 
 async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -> None:
     """Cancel ``task`` and wait until it is done, re-cancelling if a cancellation was swallowed."""
@@ -27,6 +30,27 @@ async def cancel_and_wait(task: asyncio.Task | None, retry_every: float = 0.2) -
         await asyncio.wait({task}, timeout=retry_every)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         task.result()
+
+
+async def end_tasks_left(grace: float) -> None:
+    """Cancel every other task of the running loop and wait until they end (again if one swallowed it), up to
+    ``grace`` s; name in one error any that did not.
+
+    The last step of a process or thread whose node stop failed or did not finish: closing its loop's async
+    generators while a task is inside one's ``await`` (a poller in ``ModbusDriver.read_batches`` with a request on
+    the wire) fails with "aclose(): asynchronous generator is already running" and skips its cleanup, and
+    ``asyncio.run``'s own clean-up cancels once and then waits without end for a task that swallowed it."""
+    current = asyncio.current_task()
+    left = {task for task in asyncio.all_tasks() if task is not current}
+    try:
+        # a task's cleanup may start tasks of its own: look again until none is left
+        async with asyncio.timeout(grace):
+            while left:
+                await asyncio.gather(*(cancel_and_wait(task) for task in left))
+                left = {task for task in asyncio.all_tasks() if task is not current and not task.done()}
+    except TimeoutError:
+        names = sorted(task.get_name() for task in left if not task.done())
+        log.error("%d task(s) still running %g s after being cancelled at the end: %s", len(names), grace, names)
 
 
 async def woken_or_due(wake: asyncio.Event, due: datetime | None) -> None:

@@ -1,10 +1,15 @@
-"""The engine thread's shutdown when the node's own stop does not finish: every task still running is ended."""
+"""The engine's end when the node's own stop fails or does not finish: every task still running is ended, on the
+engine thread of ``runbms`` and in the ``runengine`` process."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -86,7 +91,7 @@ def test_a_task_that_swallows_cancellations_is_cancelled_again_until_it_ends(swa
 
 
 def test_a_task_that_never_ends_is_named_in_an_error_and_the_thread_still_ends(monkeypatch, caplog):
-    monkeypatch.setattr("bms.nodethread.LEFT_TASKS_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr("bms.engine.tasks.LEFT_TASKS_GRACE_SECONDS", 0.5)
 
     class Node(_NodeThatWillNotStop):
         async def _deaf(self) -> None:
@@ -105,3 +110,68 @@ def test_a_task_that_never_ends_is_named_in_an_error_and_the_thread_still_ends(m
     assert node.generator_closed.is_set(), "the tasks that could end did not"
     errors = [record.getMessage() for record in caplog.records if "after being cancelled" in record.getMessage()]
     assert len(errors) == 1 and "deaf-task" in errors[0], errors
+
+
+_RUNENGINE_WITH_A_FAILED_STOP = """
+import asyncio, os, signal, sys
+import django
+django.setup()
+from bms.engine.management.commands import runengine
+
+class Node:
+    async def _answers(self):
+        try:
+            while True:
+                await asyncio.sleep(3600)  # the request on the wire
+                yield 1
+        finally:
+            print("generator closed", flush=True)
+
+    async def _poll(self):
+        async for _ in self._answers():
+            pass
+
+    async def _stubborn(self):
+        left = 2
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if left == 0:
+                    print("stubborn ended", flush=True)
+                    raise
+                left -= 1
+
+    def __init__(self):
+        self.engine = type("Engine", (), {"pollers": {}})()
+
+    async def start(self):
+        self.tasks = [asyncio.create_task(self._poll()), asyncio.create_task(self._stubborn())]
+        asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGTERM)
+
+    async def stop(self):
+        raise RuntimeError("the stop failed")
+
+runengine.Node = Node
+asyncio.run(runengine.Command()._main())
+print("exited", flush=True)
+"""
+
+
+def test_runengine_ends_what_a_failed_node_stop_left_behind(tmp_path):
+    """The production engine process: asyncio.run's own clean-up cancels once, then waits without end for a task
+    that swallowed it (a poller inside pymodbus' wait_for); the command ends such tasks itself."""
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "runengine_failed_stop.py"
+    script.write_text(_RUNENGINE_WITH_A_FAILED_STOP)
+    env = {**os.environ, "PYTHONPATH": str(root), "DJANGO_SETTINGS_MODULE": "bms.settings.test"}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=root, env=env, capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"runengine did not exit after its node stop failed: {exc.stdout!r}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "generator closed" in lines and "stubborn ended" in lines and lines[-1] == "exited", done.stdout
+    assert "already running" not in done.stderr, done.stderr[-2000:]

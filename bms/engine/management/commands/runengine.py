@@ -6,6 +6,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from bms.engine import tasks
 from bms.node import Node
 
 
@@ -32,3 +33,5 @@ class Command(BaseCommand):
         finally:
             with contextlib.suppress(Exception):
                 await node.stop()
+            # what a failed stop left behind ends here, not in asyncio.run's clean-up (one cancel, then no limit)
+            await tasks.end_tasks_left(tasks.LEFT_TASKS_GRACE_SECONDS)
