@@ -124,9 +124,16 @@ class Server:
     """The C server as a child process on an ephemeral port."""
 
     def __init__(self, change_stride: int, busy_poll_us: int) -> None:
-        command = [str(build_server()), "--port", "0", "--change-stride", str(change_stride)]
         self.process = subprocess.Popen(
-            [*command, "--busy-poll-us", str(busy_poll_us)],
+            [
+                str(build_server()),
+                "--port",
+                "0",
+                "--change-stride",
+                str(change_stride),
+                "--busy-poll-us",
+                str(busy_poll_us),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
