@@ -33,10 +33,17 @@ limits, so in the CPU phases almost every evaluation changes nothing, as in a
 building; alarmed points change at the same 10 % per poll as the others.
 
 Node: one node (no partner), production shape, its own database
-``bench_alarms_<hex>``, ``manage.py runbms`` (``--layout thread``: the
+``bench_alarms_<hex>``: ``runengine`` + ``runbms --no-engine``
+(``--layout processes``, the default: the engine's CPU = the ``runengine``
+process, all its threads) or ``manage.py runbms`` (``--layout thread``: the
 engine on its own thread, its CPU = the ``bms-engine`` + ``engine-db_N``
-threads) or ``runengine`` + ``runbms --no-engine`` (``--layout processes``:
-the ``runengine`` process). The node gets ``bench/alarms_hooks`` on its
+threads). The default is the layout the product prescribes at this size:
+100,000 points is above ``BMS_ONE_PROCESS_POINTS`` (30,000), where a
+one-process node warns at every configuration load and docs/ARCHITECTURE.md
+sends large sites to ``runbms --web-workers N`` (the same two processes).
+In one process the web side's objects share the engine's heap, so a full
+garbage collection during a flood walks both (up to 50 ms measured) and
+the loop's lag goal is not met there (117 ms on 2 December 2026). The node gets ``bench/alarms_hooks`` on its
 ``PYTHONPATH``: thread names in ``/proc`` and every LoopWatch tick (the
 engine loop's lag, ``bms/engine/loopwatch.py``) with its monotonic time in a
 file, plus the engine's counters once a second and every garbage collection
@@ -344,10 +351,7 @@ class AlarmNode:
         return self.base_url
 
     def labels(self) -> dict[str, int]:
-        """Processes to measure, labelled as bench/scale.py's ``sample`` expects (``main ...``: per thread too)."""
-        if self.args.layout == "processes":
-            return {"main engine": self.processes[0].pid, "main web": self.processes[1].pid}
-        return {"main runbms": self.processes[0].pid}
+        return node_labels(self.args.layout, self.processes)
 
     def set_alarms(self, enabled: bool) -> int:
         return int(self.manage("shell", "-c", TOGGLE, extra={"ALARMS_ENABLED": "1" if enabled else "0"}).split()[-1])
@@ -711,6 +715,14 @@ async def client_process(config: dict[str, Any]) -> None:
 
 
 # --- phases ------------------------------------------------------------------------------------------------------
+
+
+def node_labels(layout_name: str, processes: Sequence[subprocess.Popen]) -> dict[str, int]:
+    """A node's processes to measure (as started by ``spawn_node``), labelled as bench/scale.py's ``sample`` expects
+    (``main ...``: per thread too)."""
+    if layout_name == "processes":
+        return {"main engine": processes[0].pid, "main web": processes[1].pid}
+    return {"main runbms": processes[0].pid}
 
 
 def engine_cpu_pct(layout_name: str, processes: dict[str, float], threads: dict[str, dict[str, float]]) -> float:
@@ -1273,7 +1285,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=15.0, help="s after a phase change (default 15)")
     # 60 s: see bench/logic.py (the start's trend samples are drained over 20-40 s)
     parser.add_argument("--warmup", type=float, default=60.0, help="s after the node is up (default 60)")
-    parser.add_argument("--layout", choices=("thread", "processes"), default="thread", help="node layout")
+    parser.add_argument(
+        "--layout",
+        choices=("thread", "processes"),
+        default="processes",
+        help="node layout (default processes: what the product prescribes above 30,000 points)",
+    )
     parser.add_argument("--poll-interval", type=float, default=1.0, help="device poll interval, s (default 1)")
     parser.add_argument("--change-stride", type=int, default=10, help="server changes every N-th register read")
     parser.add_argument("--per-server", type=int, default=25, help="devices per C server (default 25)")

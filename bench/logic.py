@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary, profile  # noqa: E402
+from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary, node_labels, profile  # noqa: E402
 from bench.common import RESULTS_DIR, percentile, without_nan  # noqa: E402
 from bench.fanout import host_busy  # noqa: E402
 from bench.scale import (  # noqa: E402
@@ -318,8 +318,11 @@ class LogicNode:
         from tests.support.processes import spawn_node
 
         port = free_port()
-        self.processes = spawn_node(port, False, self.env, self.log_path)
+        self.processes = spawn_node(port, self.args.layout == "processes", self.env, self.log_path)
         wait_for_port(port, 300)
+
+    def labels(self) -> dict[str, int]:
+        return node_labels(self.args.layout, self.processes)
 
     def set_enabled(self, enabled: bool) -> int:
         return int(self.manage("shell", "-c", TOGGLE, extra={"LOGIC_ENABLED": "1" if enabled else "0"}).split()[-1])
@@ -413,7 +416,7 @@ def measure_window(
     requests: int,
 ) -> dict[str, Any]:
     """One CPU window of ``args.seconds``; ``requests``: Modbus read requests one poll of every device takes."""
-    labels = {"main runbms": node.processes[0].pid}
+    labels = node.labels()
     start = time.monotonic()
     wall_start = time.time()
     first, host0 = sample(labels), host_busy()
@@ -422,7 +425,7 @@ def measure_window(
     end = time.monotonic()
     seconds = end - start
     processes, threads = cpu_report(first, last)
-    engine_pct = engine_cpu_pct("thread", processes, threads)
+    engine_pct = engine_cpu_pct(args.layout, processes, threads)
     shift = args.poll_interval  # a change is made when a register is read and seen at the next poll
     offered = sum(s.at(end - shift)[1] - s.at(start - shift)[1] for s in servers)
     reads = sum(s.at(end)[0] - s.at(start)[0] for s in servers)
@@ -630,6 +633,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=100, help="devices of --points-per-device (default 100)")
     parser.add_argument("--points-per-device", type=int, default=1000)
+    parser.add_argument("--layout", choices=("thread", "processes"), default="thread", help="node layout")
     parser.add_argument("--rules", type=int, default=5000, help="logic rules (default 5000)")
     parser.add_argument("--schedules", type=int, default=500, help="schedules (default 500)")
     parser.add_argument("--probes", type=int, default=10, help="rules that command on every change (default 10)")
