@@ -19,7 +19,10 @@ merged request is decoded point by point in each point's own order, and
 writes encode with exactly the order reads decode with. Each planned request
 compiles once into a few :class:`struct.Struct` calls over the answer's own
 bytes (:mod:`drivers.modbus_wire`), so decoding a 125 register answer costs
-a handful of C calls, not 125 Python ones.
+a handful of C calls, not 125 Python ones. The poll's register reads are
+sent and answered by :mod:`drivers.modbus_reads` on the pymodbus client's
+connection and lock (ADR 0022); connecting, bits, writes and read-backs go
+through pymodbus.
 
 Device options: ``word_order``, ``byte_order``, ``max_gap`` (largest hole,
 in registers or bits, that the planner reads through; default 8),
@@ -52,7 +55,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers import modbus_wire
+from drivers import modbus_reads, modbus_wire
 from drivers.base import (
     AddressError,
     Batch,
@@ -528,6 +531,11 @@ class ModbusDriver(Driver):
             "hr": client.read_holding_registers,
             "ir": client.read_input_registers,
         }
+        if modbus_reads.supported(client):
+            # the poll's register reads without pymodbus' per-request machinery (ADR 0022); writes and
+            # read-backs stay on pymodbus, on the same connection and under the same lock
+            reads = modbus_reads.RegisterReads(client, self.device.timeout, self.retries)
+            self._readers["hr"], self._readers["ir"] = reads.reader(3), reads.reader(4)
 
     @property
     def _where(self) -> str:
