@@ -43,8 +43,9 @@ one-process node warns at every configuration load and docs/ARCHITECTURE.md
 sends large sites to ``runbms --web-workers N`` (the same two processes).
 In one process the web side's objects share the engine's heap, so a full
 garbage collection during a flood walks both (up to 50 ms measured) and
-the loop's lag goal is not met there (117 ms on 2 December 2026). The node gets ``bench/alarms_hooks`` on its
-``PYTHONPATH``: thread names in ``/proc`` and every LoopWatch tick (the
+the loop's lag goal is not met there (117 ms on 2 December 2026).
+
+The node gets ``bench/alarms_hooks`` on its ``PYTHONPATH``: thread names in ``/proc`` and every LoopWatch tick (the
 engine loop's lag, ``bms/engine/loopwatch.py``) with its monotonic time in a
 file, plus the engine's counters once a second and every garbage collection
 of 1 ms or more (a collection holds the GIL: the loop waits for it).

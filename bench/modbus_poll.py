@@ -60,8 +60,8 @@ rounds are large and a pair measured back to back is the fair comparison. Printe
 per poll cycle (per device and in all), points/s for both, the ratio
 ours/raw (goal: at least 0.8), raw's requests/s, and lean's points/s with
 ours/lean: the engine's own work per answer, which the lean reads do not
-hide (ours beats raw partly because its reads cost less than pymodbus'). ``--profile`` also prints
-the top of a cProfile of our side. Results go to
+hide (ours beats raw partly because its reads cost less than pymodbus').
+``--profile`` also prints the top of a cProfile of our side. Results go to
 ``bench/results/modbus_poll-<timestamp>.json`` (ignored by git).
 """
 

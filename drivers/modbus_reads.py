@@ -45,6 +45,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
+from drivers import modbus_wire
+
 #: MBAP header (transaction, protocol, length, unit) + function, start, count: a whole read request
 _REQUEST = struct.Struct(">HHHBBHH")
 _HEADER = struct.Struct(">HHHB")
@@ -70,7 +72,7 @@ class RegisterAnswer:
 
     @property
     def registers(self) -> list[int]:
-        return list(struct.unpack(f">{len(self.wire) // 2}H", self.wire[: len(self.wire) & ~1]))
+        return modbus_wire.unpack_registers(self.wire)
 
     def __str__(self) -> str:
         return f"RegisterAnswer(function_code={self.function_code}, {len(self.wire) // 2} registers)"
@@ -132,7 +134,6 @@ class RegisterReads:
                 loop = self._loop
                 future = self._future = loop.create_future()
                 self._expected = (tid, unit)
-                self._buffer = b""
                 # one timer per connection, moved on lazily, instead of a timer made and cancelled per request
                 self._deadline = loop.time() + self.timeout
                 if self._watchdog is None:

@@ -32,8 +32,7 @@ class _WireRegisters:
     @property
     def registers(self) -> list[int]:
         if self._registers is None:
-            wire = self.wire or b""
-            self._registers = list(struct.unpack(f">{len(wire) // 2}H", wire[: len(wire) & ~1]))
+            self._registers = unpack_registers(self.wire or b"")
         return self._registers
 
     @registers.setter
@@ -62,6 +61,11 @@ class HoldingRegistersAnswer(_WireRegisters, ReadHoldingRegistersResponse):
 
 class InputRegistersAnswer(_WireRegisters, ReadInputRegistersResponse):
     """Answer to function 4, payload kept as bytes."""
+
+
+def unpack_registers(wire: bytes) -> list[int]:
+    """The registers of a big-endian payload (a trailing odd byte is left out)."""
+    return list(struct.unpack(f">{len(wire) // 2}H", wire[: len(wire) & ~1]))
 
 
 def install(client: AsyncModbusTcpClient) -> None:

@@ -4,17 +4,7 @@ import pytest
 
 from drivers.base import CommunicationError, DeviceSpec, PointError, PointSpec
 from drivers.modbus import ModbusDriver
-from tests.support.raw_modbus import GARBAGE, IGNORE_WRITES, ODD, OVERCOUNT, SHORT, SILENT, RawModbusServer
-
-
-@pytest.fixture
-async def device():
-    server = RawModbusServer()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.support.raw_modbus import GARBAGE, IGNORE_WRITES, ODD, OVERCOUNT, SHORT, SILENT
 
 
 @pytest.fixture

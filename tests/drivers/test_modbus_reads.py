@@ -36,14 +36,6 @@ class AnswersAsUnit9(RawModbusServer):
         await super()._serve(reader, writer)
 
 
-@pytest.fixture
-async def device():
-    server = RawModbusServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def connected(port: int, **options) -> ModbusDriver:
     driver = ModbusDriver(DeviceSpec("raw", "127.0.0.1", port, timeout=0.3, options=options))
     await driver.connect()
