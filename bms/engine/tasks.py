@@ -56,12 +56,25 @@ async def end_tasks_left(grace: float) -> None:
 async def woken_or_due(wake: asyncio.Event, due: datetime | None) -> None:
     """Wait until ``wake`` is set or the wall-clock time ``due`` (None: no deadline) has come; clear ``wake``.
 
-    The wait of the engine modules that react to image changes and run timers (alarms, trend sampling)."""
-    timeout = None if due is None else max(0.0, (due - datetime.now(UTC)).total_seconds())
-    try:
-        await asyncio.wait_for(wake.wait(), timeout)
-    except TimeoutError:
-        pass
+    The wait of the engine modules that react to image changes and run timers (alarms, logic, schedules, trend
+    sampling). They are woken with every poll answer (hundreds of times a second at building scale) and nearly
+    always have a timer, so the wait is one timer handle on the loop, not ``asyncio.wait_for`` (a task, a timeout
+    and a cancellation per wake). Always yields to the loop once, also when ``wake`` was already set: a module
+    that sets its own ``wake`` while it runs never starves the others."""
+    if wake.is_set():
+        await asyncio.sleep(0)
+    elif due is None:
+        await wake.wait()
+    else:
+        delay = (due - datetime.now(UTC)).total_seconds()
+        if delay <= 0:
+            await asyncio.sleep(0)
+        else:
+            handle = asyncio.get_running_loop().call_later(delay, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                handle.cancel()
     wake.clear()
 
 
