@@ -149,6 +149,8 @@ class CommandExecutor:
         self._claim_in_doubt = False  # a claim trip failed: it may have committed without the answer arriving
         self._started_at = timezone.now()
         self._full = False
+        # When the claim last settled the rows this node must not send (epoch, monotonic time); see _claim_and_queue.
+        self._settled: tuple[int, float] | None = None
         # Server-kept priority arrays: the epoch whose effective values were re-asserted, the time up to
         # which ended overrides were handled, and the next end of an override (None: none known).
         self.asserted_epoch: int | None = None
@@ -321,6 +323,20 @@ class CommandExecutor:
         async with self._claim_lock:
             return await self._claim_and_queue(epoch, pks)
 
+    def _settle_now(self, epoch: int, pks: list[int] | None) -> bool:
+        """Whether this claim also settles the rows this node must not send (three queries, see
+        :func:`store.claim_commands`): a claim of given commands, the first in an epoch, and then at most once
+        per scan interval. A scan runs at every submitted command too, and those rows are never sendable
+        anyway (the claim's own filter leaves them out), so settling them on each of those scans only cost
+        three database trips a scan when commands arrive together."""
+        now = time.monotonic()
+        if pks is None and self._settled is not None:
+            settled_epoch, settled_at = self._settled
+            if settled_epoch == epoch and now - settled_at < self.scan_interval:
+                return False
+        self._settled = (epoch, now)
+        return True
+
     def _room(self) -> int:
         """How many more commands may be claimed: the queues hold at most ``CLAIM_BATCH``."""
         return CLAIM_BATCH - sum(len(queue) for queue in self._queues.values())
@@ -339,7 +355,10 @@ class CommandExecutor:
             + [job.command.point_name for job in self._recording.values()]
         )
         lost = store.LostClaims(self._started_at, self._held()) if self._claim_in_doubt else None
-        claiming = asyncio.ensure_future(self.run_in_db(store.claim_commands, self.node, epoch, room, pks, busy, lost))
+        settle = self._settle_now(epoch, pks)
+        claiming = asyncio.ensure_future(
+            self.run_in_db(store.claim_commands, self.node, epoch, room, pks, busy, lost, settle)
+        )
         try:
             batch = await asyncio.shield(claiming)
         except asyncio.CancelledError:

@@ -229,6 +229,7 @@ def claim_commands(
     pks: list[int] | None = None,
     busy: frozenset[str] = frozenset(),
     lost: LostClaims | None = None,
+    settle: bool = True,
 ) -> Claimed:
     """Claim the oldest ``limit`` sendable commands (of ``pks`` if given) in one transaction, and plan what it can.
 
@@ -245,10 +246,12 @@ def claim_commands(
     when their turn comes (:func:`finish_and_plan`).
 
     ``lost`` (after a claim whose answer the engine never got): those rows are released first, and claimed
-    again here if still sendable.
+    again here if still sendable. ``settle`` False: leave the settling of rows this node must not send to a
+    later claim (they are never sendable: the claim's filter leaves them out either way).
     """
     released = _release_lost_claims(node, epoch, lost.since, lost.held) if lost is not None else []
-    settle_foreign_executing(node, epoch)
+    if settle:
+        settle_foreign_executing(node, epoch)
     sendable = Command.objects.filter(_sendable(node, epoch, timezone.now()))
     if pks is not None:
         pks = [*pks, *released]
@@ -256,7 +259,8 @@ def claim_commands(
     chosen = list(sendable.order_by("pk").values_list("pk", flat=True)[:limit]) if pks != [] else []
     claimed = _claim(node, epoch, chosen) if chosen else []
     expired: list[tuple[str, str]] = []
-    settle_unsendable(node, epoch, expired=expired)
+    if settle:
+        settle_unsendable(node, epoch, expired=expired)
     plans = {}
     seen = set(busy)
     for command in claimed:

@@ -254,3 +254,50 @@ def test_the_answer_shows_the_lifetime_and_binding(demo):
     shown = command.as_dict()
     assert (shown["lifetime_seconds"], shown["accepted_epoch"], shown["accepted_by"]) == (7.0, 3, "main")
     assert shown["expires_at"] == command.expires_at.isoformat()
+
+
+def test_the_claim_settles_unsendable_rows_once_per_scan_interval_not_at_every_wake(settings, monkeypatch):
+    """A scan runs at every submitted command; settling rows that are never sendable on each of them cost
+    three database trips a scan (bench/logic.py). A targeted claim and the first claim of an epoch always do."""
+    from bms.engine import commands
+
+    clock = [1000.0]
+    monkeypatch.setattr(commands.time, "monotonic", lambda: clock[0])
+    executor = commands.CommandExecutor(None, dict, ActiveIn(5), scan_interval=0.5, node="main")  # type: ignore[arg-type]
+    assert executor._settle_now(5, None)  # the first of the epoch
+    assert not executor._settle_now(5, None)  # woken again at once
+    clock[0] += 0.3
+    assert not executor._settle_now(5, None)
+    assert executor._settle_now(5, [42])  # an operator's command claimed now: its own row may need settling
+    assert executor._settle_now(6, None)  # control taken again: the old epoch's rows at once
+    clock[0] += 0.49
+    assert not executor._settle_now(6, None)
+    clock[0] += 0.02
+    assert executor._settle_now(6, None)  # a scan interval since the last
+
+
+async def test_a_row_of_an_earlier_epoch_is_settled_while_commands_keep_waking_the_executor(plant, layer):
+    """The settling of unsendable rows is throttled, not starved: with a wake every 20 ms it still comes."""
+    node = Engine(layer, role=ActiveIn(5), config_check_interval=0.05, command_scan_interval=0.2)
+    await node.start()
+    waking = True
+
+    async def keep_waking() -> None:
+        while waking:
+            node.commands.wake()
+            await asyncio.sleep(0.02)
+
+    waker = asyncio.create_task(keep_waking())
+    try:
+        await eventually(lambda: node.commands.scans >= 5, message="scans")
+        # replication delivers a row the former active node accepted in epoch 4
+        submission = await sync_to_async(submit_write)(
+            user=None, point_name="zone1_setpoint", value=24.0, command_id="late-old-epoch", source="code", epoch=4
+        )
+        command = await settled(submission.command.pk)
+        assert (command.status, command.observed) == (Command.EXPIRED, False)
+        assert await plant.get("zone1_setpoint") == 21.0
+    finally:
+        waking = False
+        await waker
+        await node.stop()
