@@ -110,7 +110,9 @@ def _each_second(now: float) -> None:
         out.write(f"P {now:.6f} {_State.profile_path}\n")
         _State.profiler = None
     command_file = OUT + ".cmd"
-    if os.path.exists(command_file):
+    # only the process that runs the engine takes commands: in the processes layout the web process loads this
+    # hook too, and one that took a profile command would profile the wrong loop
+    if _State.engine is not None and os.path.exists(command_file):
         try:
             words = Path(command_file).read_text().split()
             os.remove(command_file)
@@ -265,4 +267,6 @@ if OUT:
         _patch_handles()
     sys.meta_path.insert(0, _Finder())
     gc.callbacks.append(_gc_timed)
+    if os.environ.get("BENCH_GC_THRESHOLD"):  # an experiment: the collector's thresholds, e.g. "10000,10,10"
+        gc.set_threshold(*(int(part) for part in os.environ["BENCH_GC_THRESHOLD"].split(",")))
     _State.next_second = time.monotonic()
