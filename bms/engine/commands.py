@@ -149,7 +149,7 @@ class CommandExecutor:
         self._claim_in_doubt = False  # a claim trip failed: it may have committed without the answer arriving
         self._started_at = timezone.now()
         self._full = False
-        # When the claim last settled the rows this node must not send (epoch, monotonic time); see _claim_and_queue.
+        # When a claim last settled the rows this node must not send (epoch, monotonic time); see _settle_now.
         self._settled: tuple[int, float] | None = None
         # Server-kept priority arrays: the epoch whose effective values were re-asserted, the time up to
         # which ended overrides were handled, and the next end of an override (None: none known).
