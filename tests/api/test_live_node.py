@@ -68,7 +68,14 @@ def test_an_alarm_made_through_the_api_is_raised_handled_and_journalled(node, si
         definition = {"point": "zone1_setpoint", "kind": kind, "limit": limit, "class": "high", "area": "API test"}
         status, body = engineer.post_json("/api/v1/alarm-definitions/", definition)
         assert status == 201, body
-    wait_until(lambda: live_state(viewer) == "normal", 15, 0.2, f"the engine to load {ALARM}")
+    # both definitions held by the engine (each post is a configuration revision of its own, and a loaded host
+    # can apply the first before the second is made): the filters below count on QUIET being there
+    wait_until(
+        lambda: live_state(viewer) == "normal" and QUIET in live(viewer, point="zone1_setpoint", state="normal"),
+        15,
+        0.2,
+        f"the engine to load {ALARM} and {QUIET}",
+    )
 
     asyncio.run(write_device_register(simulator.port, SETPOINT_REGISTER, 30.0))
     wait_until(lambda: live_state(viewer) == "active_unacked", 15, 0.2, f"{ALARM} to be raised")

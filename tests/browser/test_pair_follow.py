@@ -171,15 +171,26 @@ def test_page_follows_a_switchover_asked_from_the_command_line(pair, page):
     open_points_on(page, active)
     navigations.clear()
 
-    asked_at = time.time()
-    result = subprocess.run(
-        [sys.executable, "manage.py", "redundancy", "switchover", "--wait", "15"],
-        cwd=ROOT,
-        env=standby.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    def ask() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "redundancy", "switchover", "--wait", "15"],
+            cwd=ROOT,
+            env=standby.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # The standby's "caught up" is a live condition: on a loaded host (the node killed in the test before came
+    # back a moment ago) it can drop for a moment after roles() saw it, and the command rightly refuses then.
+    # An operator asks again; so does the test, for as long as that is the only reason given.
+    deadline = time.monotonic() + 30
+    while True:
+        asked_at = time.time()
+        result = ask()
+        if result.returncode == 0 or "has not caught up" not in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"switchover complete: {standby.name} is active" in result.stdout
     took_over_at = became_active_at(standby, asked_at)
