@@ -940,6 +940,7 @@ def profile(
 
     hook.poll()
     since = len(hook.events)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the node's hook dumps there; a fresh checkout has no bench/results
     Path(str(node.hook_path) + ".cmd").write_text(f"profile {path} {seconds}\n")
     if hook.wait_event("P-start", since, 10) is None:
         raise RuntimeError("the node's hook did not start profiling")
@@ -1091,7 +1092,6 @@ def run_size(args: argparse.Namespace, devices_count: int, stamp: str) -> dict[s
         if args.profile > 0:
             time.sleep(args.settle)
             results = ROOT / "bench" / "results"
-            results.mkdir(parents=True, exist_ok=True)
             steady_path = results / f"alarms-{stamp}-{devices_count}-steady.prof"
             text, _ = profile(node, hook, args.profile, steady_path)
             out["profile_steady"] = {"path": str(steady_path), "top": text}

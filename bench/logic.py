@@ -581,7 +581,6 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
             time.sleep(args.settle)
             windows.append(measure_window(phase, args, node, servers, hook, logic, out["plan"]["requests_per_poll"]))
             if args.profile > 0:
-                RESULTS_DIR.mkdir(parents=True, exist_ok=True)  # a fresh checkout has none yet (the hook writes here)
                 path = RESULTS_DIR / f"logic-{stamp}-{len(windows)}{phase}.prof"
                 text, _ = profile(node, hook, args.profile, path, groups=PROFILE_GROUPS)
                 out.setdefault("profiles", []).append({"phase": phase, "path": str(path), "top": text})

@@ -184,13 +184,13 @@ def test_page_follows_a_switchover_asked_from_the_command_line(pair, page):
     # The standby's "caught up" is a live condition: on a loaded host (the node killed in the test before came
     # back a moment ago) it can drop for a moment after roles() saw it, and the command rightly refuses then.
     # An operator asks again; so does the test, for as long as that is the only reason given.
-    deadline = time.monotonic() + 30
-    while True:
-        asked_at = time.time()
-        result = ask()
-        if result.returncode == 0 or "has not caught up" not in result.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    asked_at = time.time()
+    result = wait_until(
+        lambda: answer if "has not caught up" not in (answer := ask()).stderr else None,
+        30,
+        0.5,
+        "a switchover answer other than 'has not caught up'",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"switchover complete: {standby.name} is active" in result.stdout
     took_over_at = became_active_at(standby, asked_at)
