@@ -49,6 +49,7 @@ from bms.engine.config import DeviceConfig, PointConfig
 from bms.engine.image import BAD, COMM_FAILURE, GOOD, STALE, PointState, ProcessImage
 from bms.engine.scaling import Scaling
 from bms.engine.tasks import Alarm, cancel_and_wait
+from bms.engine.turns import TurnBudget
 from drivers.base import Batch, CommunicationError, Driver, RawValue, Reading, WriteUncertain, WrongDevice
 from drivers.registry import driver_class
 
@@ -163,8 +164,12 @@ class DevicePoller:
         on_event: EventSink,
         online: bool | None = None,
         phase: float = 0.0,
+        turns: TurnBudget | None = None,
     ) -> None:
         self.config = config
+        #: shared with the engine's other pollers: a turn of the loop applies at most a slice of their answers
+        #: (None: no limit, a poller on its own)
+        self.turns = turns
         #: where in its interval this device's polls fall after the first (a fraction, 0 to 1): the engine gives
         #: its devices evenly spread phases, so that polls started together do not answer together
         self.phase = min(max(phase, 0.0), 1.0)
@@ -284,7 +289,10 @@ class DevicePoller:
                     await self._ensure_connected()
                 # Each request's readings enter the image as soon as they arrive,
                 # so a change does not wait for the rest of the poll cycle.
+                turns = self.turns
                 async for batch in self.driver.read_batches(self.specs):
+                    if turns is not None and turns.spent():
+                        await turns.wait_turn()
                     self._apply_batch(batch)
             except WrongDevice as exc:
                 self._wrong_device(str(exc))

@@ -34,6 +34,7 @@ from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.sink import CommandSink
 from bms.engine.tasks import cancel_and_wait
+from bms.engine.turns import TurnBudget
 from bms.logic.engine import LogicEngine
 from bms.outage import OutageLog
 from bms.schedules.engine import ScheduleEngine
@@ -62,6 +63,8 @@ class Engine:
         self.one_process_points: int | None = None
         #: pollers get evenly spread phases (DevicePoller.phase, BMS_POLL_SPREAD); False: every device on one grid
         self.spread_polls = False
+        #: every poller's answers share it: at most a slice of them per turn of the loop (bms/engine/turns.py)
+        self.turns = TurnBudget()
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
@@ -238,6 +241,7 @@ class Engine:
                     self._log_event,
                     online.get(name),
                     index / len(new) if self.spread_polls else 0.0,
+                    self.turns,
                 )
                 self.pollers[name] = poller
                 if self.role.active:

@@ -1,0 +1,104 @@
+"""The turn budget, on a real asyncio loop: answers that arrive together are applied over several turns, in order,
+and what falls due meanwhile (a timer, another task) runs in between instead of after all of them."""
+
+import asyncio
+import time
+
+from bms.engine.turns import TurnBudget
+
+
+def busy(seconds: float) -> None:
+    """CPU work of at least ``seconds`` (a poll step); a busy host only makes it longer."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class TurnCounter:
+    """Counts the loop's turns: a callback that schedules itself again each turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._stopped = False
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.turn += 1
+        if not self._stopped:
+            asyncio.get_running_loop().call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+
+async def test_answers_arriving_together_are_applied_a_slice_per_turn_in_arrival_order():
+    budget = TurnBudget(seconds=0.01)
+    arrived = asyncio.Event()
+    applied: list[tuple[int, int]] = []  # (answer, turn)
+    counter = TurnCounter()
+
+    async def poller(number: int) -> None:
+        await arrived.wait()  # every answer arrives in the same instant
+        if budget.spent():
+            await budget.wait_turn()
+        applied.append((number, counter.turn))
+        busy(0.003)
+
+    tasks = [asyncio.create_task(poller(number)) for number in range(12)]
+    await asyncio.sleep(0)
+    arrived.set()
+    await asyncio.gather(*tasks)
+    counter.stop()
+    assert [number for number, _ in applied] == list(range(12))  # first come, first served
+    per_turn: dict[int, int] = {}
+    for _, turn in applied:
+        per_turn[turn] = per_turn.get(turn, 0) + 1
+    # 3 ms each against a 10 ms budget: at most four in one turn (a starved host makes each longer: fewer)
+    assert max(per_turn.values()) <= 4 and len(per_turn) >= 3, per_turn
+    assert budget.deferred >= 8
+
+
+async def test_a_timer_due_meanwhile_runs_between_slices_not_after_every_answer():
+    budget = TurnBudget(seconds=0.01)
+    arrived = asyncio.Event()
+    done: list[int] = []
+    timer_saw: list[int] = []
+
+    async def poller(number: int) -> None:
+        await arrived.wait()
+        if budget.spent():
+            await budget.wait_turn()
+        busy(0.003)
+        done.append(number)
+
+    tasks = [asyncio.create_task(poller(number)) for number in range(20)]
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.005, lambda: timer_saw.append(len(done)))  # the heartbeat, the LoopWatch tick
+    arrived.set()
+    await asyncio.gather(*tasks)
+    assert len(timer_saw) == 1 and timer_saw[0] < 20  # it did not wait for all 60 ms of answers
+    assert sorted(done) == list(range(20))
+
+
+async def test_a_quiet_loop_never_waits_and_a_cancelled_waiter_does_not_hold_the_others():
+    budget = TurnBudget(seconds=0.01)
+    for _ in range(5):
+        assert not budget.spent()  # cheap work: within the turn's budget
+        await asyncio.sleep(0)
+    assert budget.deferred == 0
+
+    async def hog_then_wait() -> None:
+        budget.spent()
+        busy(0.011)  # this turn's budget is used up
+        await budget.wait_turn()
+
+    first = asyncio.create_task(hog_then_wait())
+    second = asyncio.create_task(budget.wait_turn())  # the same turn: it waits too
+    await asyncio.sleep(0)
+    assert budget.deferred == 2
+    first.cancel()  # a poller stopped while it waited
+    await asyncio.wait_for(second, timeout=5)
+    assert second.done() and not second.cancelled()
+    await asyncio.sleep(0)
+    assert first.cancelled()
