@@ -911,6 +911,7 @@ def run_flood(
         "journal_error": journal.error,
         "transitions": stats1.get("transitions", 0) - stats0.get("transitions", 0),
         "journal_dropped": stats1.get("journal_dropped", 0) - stats0.get("journal_dropped", 0),
+        "turns_deferred": stats1.get("turns_deferred", 0) - stats0.get("turns_deferred", 0),
         "engine_cpu_s": engine_cpu_pct(args.layout, processes, threads) / 100 * (cpu1.at - cpu0.at),
         "engine_cpu_window_s": cpu1.at - cpu0.at,
         "threads_cpu_s": {
@@ -923,7 +924,7 @@ def run_flood(
         f"{fmt(result['flood_s'], '.2f')} s (raise spread {fmt(primary.get('raise_spread_s'), '.2f')} s, write -> all "
         f"{fmt(primary.get('write_to_all_s'), '.2f')} s); loop lag max {fmt(result['lag']['max_ms'], '.0f')} ms p99 "
         f"{fmt(result['lag']['p99_ms'], '.1f')} ms; journal {result['journal_rows']:,} rows in "
-        f"{fmt(result['journal_s'], '.2f')} s",
+        f"{fmt(result['journal_s'], '.2f')} s; {result['turns_deferred']:,} poll answers waited for a later turn",
         flush=True,
     )
     return result

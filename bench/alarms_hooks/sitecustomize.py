@@ -92,6 +92,8 @@ def _engine_counters() -> dict[str, Any]:
         "journal_dropped": journal.dropped,
         "points": len(engine.image.points),
         "alarm_cpu": _State.alarm_cpu,
+        # poll answers that waited for a later turn of the loop (bms/engine/turns.py)
+        "turns_deferred": engine.turns.deferred,
     }
 
 
