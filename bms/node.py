@@ -15,6 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from bms.engine.runner import Engine
+from bms.engine.turns import TurnBudget
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Node:
             config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
         )
         self.engine.spread_polls = settings.BMS_POLL_SPREAD
+        self.engine.turns = TurnBudget(settings.BMS_POLL_TURN_MS / 1000) if settings.BMS_POLL_TURN_MS > 0 else None
         if with_web:
             self.engine.one_process_points = settings.BMS_ONE_PROCESS_POINTS or None
         if self.pair is not None:

@@ -93,7 +93,7 @@ def _engine_counters() -> dict[str, Any]:
         "points": len(engine.image.points),
         "alarm_cpu": _State.alarm_cpu,
         # poll answers that waited for a later turn of the loop (bms/engine/turns.py)
-        "turns_deferred": engine.turns.deferred,
+        "turns_deferred": engine.turns.deferred if engine.turns is not None else 0,
     }
 
 

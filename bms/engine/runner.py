@@ -63,8 +63,9 @@ class Engine:
         self.one_process_points: int | None = None
         #: pollers get evenly spread phases (DevicePoller.phase, BMS_POLL_SPREAD); False: every device on one grid
         self.spread_polls = False
-        #: every poller's answers share it: at most a slice of them per turn of the loop (bms/engine/turns.py)
-        self.turns = TurnBudget()
+        #: every poller's answers share it: at most a slice of them per turn of the loop (bms/engine/turns.py;
+        #: None: no limit). Set before the first configuration load.
+        self.turns: TurnBudget | None = TurnBudget()
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()
