@@ -304,6 +304,7 @@ class AlarmNode:
             "BENCH_ALARMS_HOOK": str(self.hook_path),
             "PYTHONUNBUFFERED": "1",
             "BMS_POLL_SPREAD": "1" if args.poll_spread else "0",
+            "BMS_POLL_TURN_MS": f"{args.poll_turn_ms:g}",
         }
         building = work / "building.json"
         building.write_text(
@@ -1313,6 +1314,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="BMS_POLL_SPREAD of the node: 1 spreads the devices' polls over the interval, 0 (the default, as the "
         "product's) polls all on one grid",
+    )
+    parser.add_argument(
+        "--poll-turn-ms",
+        type=float,
+        default=10.0,
+        help="BMS_POLL_TURN_MS of the node: the most of a loop turn spent applying poll answers (default 10, the "
+        "product's; 0: no limit)",
     )
     parser.add_argument("--serve-clients", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

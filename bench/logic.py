@@ -282,6 +282,7 @@ class LogicNode:
             "BENCH_ALARMS_HOOK": str(self.hook_path),
             "BENCH_LOGIC_HOOK": str(self.logic_path),
             "PYTHONUNBUFFERED": "1",
+            "BMS_POLL_TURN_MS": f"{args.poll_turn_ms:g}",
         }
         plan_file = work / "plan.json"
         plan_file.write_text(
@@ -634,6 +635,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=100, help="devices of --points-per-device (default 100)")
     parser.add_argument("--points-per-device", type=int, default=1000)
     parser.add_argument("--layout", choices=("thread", "processes"), default="thread", help="node layout")
+    parser.add_argument(
+        "--poll-turn-ms",
+        type=float,
+        default=10.0,
+        help="BMS_POLL_TURN_MS of the node: the most of a loop turn spent applying poll answers (default 10, the "
+        "product's; 0: no limit)",
+    )
     parser.add_argument("--rules", type=int, default=5000, help="logic rules (default 5000)")
     parser.add_argument("--schedules", type=int, default=500, help="schedules (default 500)")
     parser.add_argument("--probes", type=int, default=10, help="rules that command on every change (default 10)")
