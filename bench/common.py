@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -126,3 +127,14 @@ def growth_verdict(
     )
     print(f"results: {path}")
     return met
+
+
+def add_poll_turn_argument(parser: argparse.ArgumentParser) -> None:
+    """``--poll-turn-ms``: the node's BMS_POLL_TURN_MS (bms/engine/turns.py), for the benches that start a node."""
+    parser.add_argument(
+        "--poll-turn-ms",
+        type=float,
+        default=10.0,
+        help="BMS_POLL_TURN_MS of the node: the most of a loop turn spent applying poll answers (default 10, the "
+        "product's; 0: no limit)",
+    )

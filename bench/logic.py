@@ -84,7 +84,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary, node_labels, profile  # noqa: E402
-from bench.common import RESULTS_DIR, percentile, without_nan  # noqa: E402
+from bench.common import RESULTS_DIR, add_poll_turn_argument, percentile, without_nan  # noqa: E402
 from bench.fanout import host_busy  # noqa: E402
 from bench.scale import (  # noqa: E402
     DeviceLayout,
@@ -635,13 +635,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=100, help="devices of --points-per-device (default 100)")
     parser.add_argument("--points-per-device", type=int, default=1000)
     parser.add_argument("--layout", choices=("thread", "processes"), default="thread", help="node layout")
-    parser.add_argument(
-        "--poll-turn-ms",
-        type=float,
-        default=10.0,
-        help="BMS_POLL_TURN_MS of the node: the most of a loop turn spent applying poll answers (default 10, the "
-        "product's; 0: no limit)",
-    )
+    add_poll_turn_argument(parser)
     parser.add_argument("--rules", type=int, default=5000, help="logic rules (default 5000)")
     parser.add_argument("--schedules", type=int, default=500, help="schedules (default 500)")
     parser.add_argument("--probes", type=int, default=10, help="rules that command on every change (default 10)")
