@@ -38,13 +38,15 @@ class TurnBudget:
         ...  # the work
     """
 
-    __slots__ = ("_ends", "_waiting", "deferred", "seconds")
+    __slots__ = ("_ends", "_loop", "_waiting", "deferred", "seconds")
 
     def __init__(self, seconds: float = TURN_SLICE_SECONDS) -> None:
         self.seconds = seconds
         #: time.perf_counter() at which this turn's budget runs out; None while no turn is open
         self._ends: float | None = None
         self._waiting: deque[asyncio.Future[None]] = deque()
+        #: the loop of the open turn
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: how many times work waited for a later turn (the engine's stats)
         self.deferred = 0
 
@@ -53,9 +55,14 @@ class TurnBudget:
         answers False): a callback scheduled now runs in the next turn and closes it."""
         now = time.perf_counter()
         ends = self._ends
-        if ends is None:
+        loop = asyncio.get_running_loop()
+        if ends is None or loop is not self._loop:
+            if loop is not self._loop:
+                # a new loop (the old one ended with a turn open, its closing callback never run): whatever waited
+                # there ended with it, and this loop's first turn starts now
+                self._loop, self._waiting = loop, deque()
             self._ends = now + self.seconds
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            loop.call_soon(self._next_turn)
             return False
         return now >= ends
 

@@ -102,3 +102,27 @@ async def test_a_quiet_loop_never_waits_and_a_cancelled_waiter_does_not_hold_the
     assert second.done() and not second.cancelled()
     await asyncio.sleep(0)
     assert first.cancelled()
+
+
+def test_a_budget_whose_loop_ended_with_a_turn_open_opens_a_fresh_turn_on_the_next_loop():
+    """An engine's budget outlives one loop (a node stopped and started again in one process): the turn the old loop
+    left open (its closing callback never ran) must not make the next loop's pollers wait for ever."""
+    budget = TurnBudget(seconds=0.01)
+
+    def open_a_turn_and_spend_it() -> None:
+        budget.spent()
+        busy(0.011)
+        assert budget.spent()
+
+    loop = asyncio.new_event_loop()
+    loop.call_soon(open_a_turn_and_spend_it)
+    loop.call_soon(loop.stop)  # the loop ends with this turn: the closing callback, due next turn, never runs
+    loop.run_forever()
+    loop.close()
+
+    async def poll_on_a_new_loop() -> bool:
+        answered = not budget.spent()
+        await asyncio.wait_for(budget.wait_turn(), timeout=5)
+        return answered
+
+    assert asyncio.run(poll_on_a_new_loop())
