@@ -15,7 +15,6 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from bms.engine.runner import Engine
-from bms.engine.turns import TurnBudget
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,9 @@ class Node:
             publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
             publish_burst=settings.BMS_PUBLISH_BURST,
             config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
+            poll_turn_seconds=settings.BMS_POLL_TURN_MS / 1000,
         )
         self.engine.spread_polls = settings.BMS_POLL_SPREAD
-        self.engine.turns = TurnBudget(settings.BMS_POLL_TURN_MS / 1000) if settings.BMS_POLL_TURN_MS > 0 else None
         if with_web:
             self.engine.one_process_points = settings.BMS_ONE_PROCESS_POINTS or None
         if self.pair is not None:

@@ -34,7 +34,7 @@ from bms.engine.publisher import Publisher
 from bms.engine.role import RoleGate, StandaloneRole
 from bms.engine.sink import CommandSink
 from bms.engine.tasks import cancel_and_wait
-from bms.engine.turns import TurnBudget
+from bms.engine.turns import TURN_SLICE_SECONDS, TurnBudget
 from bms.logic.engine import LogicEngine
 from bms.outage import OutageLog
 from bms.schedules.engine import ScheduleEngine
@@ -56,6 +56,7 @@ class Engine:
         publish_burst: int = 8,
         config_check_interval: float = 1.0,
         command_scan_interval: float = 0.5,
+        poll_turn_seconds: float = TURN_SLICE_SECONDS,
     ) -> None:
         self.layer = channel_layer
         #: set when the web side shares this process (runbms without --web-workers): above this many points the
@@ -63,9 +64,9 @@ class Engine:
         self.one_process_points: int | None = None
         #: pollers get evenly spread phases (DevicePoller.phase, BMS_POLL_SPREAD); False: every device on one grid
         self.spread_polls = False
-        #: every poller's answers share it: at most a slice of them per turn of the loop (bms/engine/turns.py;
-        #: None: no limit). Set before the first configuration load.
-        self.turns: TurnBudget | None = TurnBudget()
+        #: every poller's answers share it: at most ``poll_turn_seconds`` of them per turn of the loop
+        #: (bms/engine/turns.py); 0 or less: no limit (None)
+        self.turns: TurnBudget | None = TurnBudget(poll_turn_seconds) if poll_turn_seconds > 0 else None
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()

@@ -47,7 +47,7 @@ class TurnBudget:
         self._waiting: deque[asyncio.Future[None]] = deque()
         #: the loop of the open turn
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: how many times work waited for a later turn (the engine's stats)
+        #: how many pieces of work (poll answers) waited for a later turn, each counted once (the engine's stats)
         self.deferred = 0
 
     def spent(self) -> bool:
@@ -71,11 +71,15 @@ class TurnBudget:
         loop = asyncio.get_running_loop()
         # spent() is True only while a turn is open, and an open turn always has its closing callback pending
         # (_next_turn), which wakes this future: nothing waits for a turn that nobody will close.
-        while self.spent():
+        if not self.spent():
+            return
+        self.deferred += 1
+        while True:
             future: asyncio.Future[None] = loop.create_future()
             self._waiting.append(future)
-            self.deferred += 1
             await future
+            if not self.spent():
+                return
 
     def _next_turn(self) -> None:
         self._ends = None
