@@ -68,6 +68,7 @@ from bms.engine.image import GOOD, ProcessImage
 from bms.engine.outbox import Outbox
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
+from bms.engine.turns import TurnBudget, slice_deadline
 
 #: the refusal of an action on an alarm this engine does not hold (pages and the API answer a hidden one alike)
 UNKNOWN_ALARM = "no such alarm (unknown, disabled or on a disabled point)"
@@ -133,8 +134,11 @@ class AlarmEngine:
         journal: Outbox[store.JournalItem],
         changed: Callable[[], None],
         run_in_db: Callable[..., Awaitable[Any]],
+        turns: TurnBudget | None = None,
     ) -> None:
         self.image = image
+        #: the engine loop's shared turn budget: evaluation slices take turns with poll answers and other slices
+        self.turns = turns
         self.role = role
         self.journal = journal
         self.changed = changed
@@ -343,13 +347,13 @@ class AlarmEngine:
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue
-            await run_slices(self.run_once, lambda: self.running and self.role.active, "alarm evaluation")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "alarm evaluation", self.turns)
 
     def run_once(self, now: datetime) -> bool:
         """Evaluate the alarms whose points changed, then fire the timers due by ``now``, for one slice.
 
         True if work is left for another slice (a slice ends after :data:`SLICE_SECONDS`)."""
-        deadline = time.perf_counter() + SLICE_SECONDS
+        deadline = slice_deadline(self.turns, SLICE_SECONDS)
         dirty = self._cursor.dirty
         if dirty:
             names = list(dirty)

@@ -19,6 +19,7 @@ from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandSink, LogEvent
 from bms.engine.tasks import cancel_and_wait
+from bms.engine.turns import TurnBudget
 
 
 class EngineFunction(abc.ABC):
@@ -42,8 +43,11 @@ class EngineFunction(abc.ABC):
         sink: CommandSink,
         notify: Callable[[], None],
         log_event: LogEvent,
+        turns: TurnBudget | None = None,
     ) -> None:
         self.image = image
+        #: the engine loop's shared turn budget (bms/engine/turns.py), for a function that works in slices
+        self.turns = turns
         self.role = role
         self.sink = sink
         self.notify = notify

@@ -90,14 +90,17 @@ class Engine:
             settings.BMS_ALARM_JOURNAL_BUFFER,
             batch=1000,
         )
-        self.alarms = AlarmEngine(self.image, self.role, self.journal, self.publisher.notify, self.run_in_db)
-        self.trends = TrendSampler.for_node(self.image, self.role, self._log_event)
+        self.alarms = AlarmEngine(
+            self.image, self.role, self.journal, self.publisher.notify, self.run_in_db, self.turns
+        )
+        self.trends = TrendSampler.for_node(self.image, self.role, self._log_event, self.turns)
         # Commands the engine's own functions make, recorded through the one command path.
         self.sink = CommandSink(self.run_in_db, self.role, self.commands.wake, self._log_event)
         # The functions that act on points (schedules, logic), in the order they see a change.
         function_classes: list[type[EngineFunction]] = [ScheduleEngine, LogicEngine]
         self.functions: list[EngineFunction] = [
-            cls(self.image, self.role, self.sink, self.publisher.notify, self._log_event) for cls in function_classes
+            cls(self.image, self.role, self.sink, self.publisher.notify, self._log_event, self.turns)
+            for cls in function_classes
         ]
         self.commands.function_outcome = self._function_outcome
         self._tasks: list[asyncio.Task] = []

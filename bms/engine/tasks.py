@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from bms.engine.turns import TurnBudget
+
 log = logging.getLogger(__name__)
 
 #: how long the end of the engine's process or thread waits for tasks a node stop left behind (end_tasks_left)
@@ -78,14 +80,24 @@ async def woken_or_due(wake: asyncio.Event, due: datetime | None) -> None:
     wake.clear()
 
 
-async def run_slices(run_once: Callable[[datetime], bool], may_run: Callable[[], bool], what: str) -> None:
+async def run_slices(
+    run_once: Callable[[datetime], bool], may_run: Callable[[], bool], what: str, turns: TurnBudget | None = None
+) -> None:
     """Call ``run_once(now)`` while it says more is due at once, yielding to the loop between slices.
 
-    How the engine modules that evaluate many things (alarms, logic rules) work off a flood: the loop polls,
-    publishes and replicates between slices, and stops as soon as ``may_run()`` turns false (control moved).
-    An exception is logged and ends this round only: the next change or timer starts a new one."""
+    How the engine modules that evaluate many things (alarms, trends, logic rules) work off a flood: the loop
+    polls, publishes and replicates between slices, and stops as soon as ``may_run()`` turns false (control
+    moved). With the engine's ``turns``, each slice waits its turn with the poll answers and the other modules'
+    slices (bms/engine/turns.py) and should end by ``turns.slice_end()``. An exception is logged and ends this
+    round only: the next change or timer starts a new one."""
     try:
-        while run_once(datetime.now(UTC)):
+        while True:
+            if turns is not None and turns.spent():
+                await turns.wait_turn()
+                if not may_run():
+                    break
+            if not run_once(datetime.now(UTC)):
+                break
             await asyncio.sleep(0)
             if not may_run():
                 break

@@ -52,6 +52,7 @@ from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandRequest, CommandSink, LogEvent
 from bms.engine.tasks import run_slices, woken_or_due
+from bms.engine.turns import TurnBudget
 from bms.logic import store
 from bms.logic.runner import LogicCommand, RuleRunner, RunResult
 from bms.logic.spec import RuleSpec
@@ -80,8 +81,9 @@ class LogicEngine(EngineFunction):
         sink: CommandSink,
         notify: Callable[[], None],
         log_event: LogEvent,
+        turns: TurnBudget | None = None,
     ) -> None:
-        super().__init__(image, role, sink, notify, log_event)
+        super().__init__(image, role, sink, notify, log_event, turns)
         self.specs: tuple[RuleSpec, ...] = ()
         self.runner = RuleRunner(())
         #: the node has adopted the image's states and runs rules; False on a standby
@@ -179,7 +181,7 @@ class LogicEngine(EngineFunction):
             if not (self.running and self.role.active):
                 self._cursor.dirty.clear()
                 continue
-            await run_slices(self.run_once, lambda: self.running and self.role.active, "logic evaluation")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "logic evaluation", self.turns)
 
     def run_once(self, now: datetime) -> bool:
         """Run (a slice of) the rules due at ``now``; True if more are due at once (call again after a yield)."""

@@ -49,6 +49,7 @@ from typing import Any
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
+from bms.engine.turns import TurnBudget, slice_deadline
 from bms.points.models import TREND_BOTH, TREND_INTERVAL
 from bms.trends import conf
 from bms.trends.maintenance import MaintenanceThread
@@ -127,8 +128,11 @@ class TrendSampler:
         writer: TrendWriter,
         log_event: LogEvent | None = None,
         maintenance: MaintenanceThread | None = None,
+        turns: TurnBudget | None = None,
     ) -> None:
         self.image = image
+        #: the engine loop's shared turn budget: sampling slices take turns with poll answers and other slices
+        self.turns = turns
         self.role = role
         self.writer = writer
         self.log_event = log_event
@@ -153,7 +157,13 @@ class TrendSampler:
         }
 
     @classmethod
-    def for_node(cls, image: ProcessImage, role: RoleGate, log_event: LogEvent | None = None) -> TrendSampler:
+    def for_node(
+        cls,
+        image: ProcessImage,
+        role: RoleGate,
+        log_event: LogEvent | None = None,
+        turns: TurnBudget | None = None,
+    ) -> TrendSampler:
         """The sampler of a node as the settings configure it: spool, writer, and (embedded) maintenance."""
         directory = conf.spool_dir()
         try:
@@ -165,7 +175,7 @@ class TrendSampler:
             log.error("the trend spool %s is in use by another engine; this one spools to %s", directory, stand_in)
             spool = Spool(stand_in, conf.spool_bytes(), temporary=True)
         maintenance = MaintenanceThread(lambda: role.active) if conf.maintenance_in_engine() else None
-        return cls(image, role, TrendWriter(spool), log_event, maintenance)
+        return cls(image, role, TrendWriter(spool), log_event, maintenance, turns)
 
     # ---- configuration --------------------------------------------------------------------------------------
 
@@ -251,7 +261,7 @@ class TrendSampler:
                 self._cursor.dirty.clear()
                 self._forget_pending()
                 continue
-            await run_slices(self.run_once, lambda: self.running and self.role.active, "trend sampling")
+            await run_slices(self.run_once, lambda: self.running and self.role.active, "trend sampling", self.turns)
 
     def _forget_pending(self) -> None:
         self._pending.clear()
@@ -262,7 +272,7 @@ class TrendSampler:
 
         True if work is left for another slice (a slice ends after :data:`SLICE_SECONDS`). A point still waiting
         when it changes again is sampled once, in its latest state: the same as two changes between two runs."""
-        deadline = time.perf_counter() + SLICE_SECONDS
+        deadline = slice_deadline(self.turns, SLICE_SECONDS)
         dirty = self._cursor.dirty
         pending, queued = self._pending, self._queued
         if dirty:

@@ -3,8 +3,10 @@ and what falls due meanwhile (a timer, another task) runs in between instead of 
 
 import asyncio
 import time
+from datetime import datetime
 
-from bms.engine.turns import TurnBudget
+from bms.engine.tasks import run_slices
+from bms.engine.turns import TurnBudget, slice_deadline
 
 
 def busy(seconds: float) -> None:
@@ -127,3 +129,85 @@ def test_a_budget_whose_loop_ended_with_a_turn_open_opens_a_fresh_turn_on_the_ne
         return answered
 
     assert asyncio.run(poll_on_a_new_loop())
+
+
+async def test_waiters_woken_by_a_turns_end_go_before_work_that_arrives_in_the_next_turn():
+    """The closing callback wakes the waiters, but their tasks run a turn later: work arriving in the turn in
+    between (a socket's answer) must queue behind them, not take the budget first (first come, first served)."""
+    budget = TurnBudget(seconds=0.01)
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        if budget.spent():
+            await budget.wait_turn()
+        order.append(name)
+        busy(0.004)
+
+    def newcomer() -> None:  # a plain callback of the next turn, like a protocol's data_received
+        if budget.spent():
+            late.append(asyncio.ensure_future(waiter("newcomer")))
+        else:
+            order.append("newcomer")
+            busy(0.004)
+
+    late: list[asyncio.Future[None]] = []
+    arrived = asyncio.Event()
+
+    async def hog() -> None:
+        await arrived.wait()
+        budget.spent()
+        busy(0.011)  # this turn's budget is used up: the three behind it wait
+        asyncio.get_running_loop().call_soon(newcomer)  # runs in the turn that wakes them, before they run
+
+    async def waiter_after_arrival(name: str) -> None:
+        await arrived.wait()
+        await waiter(name)
+
+    tasks = [asyncio.create_task(hog())] + [asyncio.create_task(waiter_after_arrival(f"w{n}")) for n in range(3)]
+    await asyncio.sleep(0)
+    arrived.set()
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*late)
+    assert budget.deferred == 4  # the three, and the newcomer
+    assert order == ["w0", "w1", "w2", "newcomer"]
+
+
+async def test_evaluation_slices_and_poll_answers_share_one_budget_per_turn():
+    """run_slices with the engine's budget: a slice waits its turn with the poll answers and ends at the turn's
+    budget, so all the gated work a turn holds began within one budget of its first piece."""
+    budget = TurnBudget(seconds=0.01)
+    counter = TurnCounter()
+    pieces: list[tuple[int, float, str]] = []  # (turn, start, kind)
+    slices_left = [6]
+    arrived = asyncio.Event()
+
+    def run_once(now: datetime) -> bool:  # a module's slice: works until its deadline
+        pieces.append((counter.turn, time.perf_counter(), "slice"))
+        deadline = slice_deadline(budget, 0.01)
+        busy(0.001)
+        while time.perf_counter() < deadline:
+            busy(0.001)
+        slices_left[0] -= 1
+        return slices_left[0] > 0
+
+    async def poller() -> None:
+        await arrived.wait()
+        if budget.spent():
+            await budget.wait_turn()
+        pieces.append((counter.turn, time.perf_counter(), "answer"))
+        busy(0.003)
+
+    pollers = [asyncio.create_task(poller()) for _ in range(12)]
+    await asyncio.sleep(0)
+    arrived.set()
+    await asyncio.gather(run_slices(run_once, lambda: True, "test slices", budget), *pollers)
+    counter.stop()
+    assert sum(kind == "slice" for _, _, kind in pieces) == 6 and sum(kind == "answer" for _, _, kind in pieces) == 12
+    turns: dict[int, list[float]] = {}
+    for turn, start, _ in pieces:
+        turns.setdefault(turn, []).append(start)
+    for turn, starts in turns.items():
+        # each piece began while the turn's budget (opened by the first) was left
+        assert max(starts) - min(starts) < 0.01, (turn, [round((s - min(starts)) * 1000, 1) for s in starts])
+    kinds_per_turn = {turn: {kind for t, _, kind in pieces if t == turn} for turn in turns}
+    assert any(kinds == {"slice", "answer"} for kinds in kinds_per_turn.values()) or len(turns) >= 8
