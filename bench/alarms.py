@@ -120,7 +120,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import add_poll_turn_argument, percentile, write_json  # noqa: E402
+from bench.common import add_turn_budget_argument, percentile, write_json  # noqa: E402
 from bench.fanout import ClientProcess, host_busy  # noqa: E402
 from bench.scale import (  # noqa: E402
     DeviceLayout,
@@ -304,7 +304,7 @@ class AlarmNode:
             "BENCH_ALARMS_HOOK": str(self.hook_path),
             "PYTHONUNBUFFERED": "1",
             "BMS_POLL_SPREAD": "1" if args.poll_spread else "0",
-            "BMS_POLL_TURN_MS": f"{args.poll_turn_ms:g}",
+            "BMS_TURN_BUDGET_MS": f"{args.turn_budget_ms:g}",
         }
         building = work / "building.json"
         building.write_text(
@@ -1315,7 +1315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="BMS_POLL_SPREAD of the node: 1 spreads the devices' polls over the interval, 0 (the default, as the "
         "product's) polls all on one grid",
     )
-    add_poll_turn_argument(parser)
+    add_turn_budget_argument(parser)
     parser.add_argument("--serve-clients", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.points_per_device < 20 or args.per_server * math.ceil(args.points_per_device / 2) > 65536:

@@ -129,12 +129,12 @@ def growth_verdict(
     return met
 
 
-def add_poll_turn_argument(parser: argparse.ArgumentParser) -> None:
-    """``--poll-turn-ms``: the node's BMS_POLL_TURN_MS (bms/engine/turns.py), for the benches that start a node."""
+def add_turn_budget_argument(parser: argparse.ArgumentParser) -> None:
+    """``--turn-budget-ms``: the node's BMS_TURN_BUDGET_MS (bms/engine/turns.py), for the benches that start a node."""
     parser.add_argument(
-        "--poll-turn-ms",
+        "--turn-budget-ms",
         type=float,
         default=10.0,
-        help="BMS_POLL_TURN_MS of the node: the most of a loop turn spent applying poll answers (default 10, the "
-        "product's; 0: no limit)",
+        help="BMS_TURN_BUDGET_MS of the node: the most of a loop turn spent on poll answers and evaluation slices "
+        "(default 10, the product's; 0: no limit)",
     )

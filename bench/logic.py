@@ -84,7 +84,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.alarms import HookLog, cpu_figures, engine_cpu_pct, lag_summary, node_labels, profile  # noqa: E402
-from bench.common import RESULTS_DIR, add_poll_turn_argument, percentile, without_nan  # noqa: E402
+from bench.common import RESULTS_DIR, add_turn_budget_argument, percentile, without_nan  # noqa: E402
 from bench.fanout import host_busy  # noqa: E402
 from bench.scale import (  # noqa: E402
     DeviceLayout,
@@ -282,7 +282,7 @@ class LogicNode:
             "BENCH_ALARMS_HOOK": str(self.hook_path),
             "BENCH_LOGIC_HOOK": str(self.logic_path),
             "PYTHONUNBUFFERED": "1",
-            "BMS_POLL_TURN_MS": f"{args.poll_turn_ms:g}",
+            "BMS_TURN_BUDGET_MS": f"{args.turn_budget_ms:g}",
         }
         plan_file = work / "plan.json"
         plan_file.write_text(
@@ -635,7 +635,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=100, help="devices of --points-per-device (default 100)")
     parser.add_argument("--points-per-device", type=int, default=1000)
     parser.add_argument("--layout", choices=("thread", "processes"), default="thread", help="node layout")
-    add_poll_turn_argument(parser)
+    add_turn_budget_argument(parser)
     parser.add_argument("--rules", type=int, default=5000, help="logic rules (default 5000)")
     parser.add_argument("--schedules", type=int, default=500, help="schedules (default 500)")
     parser.add_argument("--probes", type=int, default=10, help="rules that command on every change (default 10)")

@@ -43,7 +43,7 @@ class Node:
             publish_min_interval=settings.BMS_PUBLISH_MIN_INTERVAL,
             publish_burst=settings.BMS_PUBLISH_BURST,
             config_check_interval=settings.BMS_CONFIG_CHECK_INTERVAL,
-            poll_turn_seconds=settings.BMS_POLL_TURN_MS / 1000,
+            turn_budget_seconds=settings.BMS_TURN_BUDGET_MS / 1000,
         )
         self.engine.spread_polls = settings.BMS_POLL_SPREAD
         if with_web:

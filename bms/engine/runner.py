@@ -56,7 +56,7 @@ class Engine:
         publish_burst: int = 8,
         config_check_interval: float = 1.0,
         command_scan_interval: float = 0.5,
-        poll_turn_seconds: float = TURN_SLICE_SECONDS,
+        turn_budget_seconds: float = TURN_SLICE_SECONDS,
     ) -> None:
         self.layer = channel_layer
         #: set when the web side shares this process (runbms without --web-workers): above this many points the
@@ -64,9 +64,9 @@ class Engine:
         self.one_process_points: int | None = None
         #: pollers get evenly spread phases (DevicePoller.phase, BMS_POLL_SPREAD); False: every device on one grid
         self.spread_polls = False
-        #: every poller's answers share it: at most ``poll_turn_seconds`` of them per turn of the loop
-        #: (bms/engine/turns.py); 0 or less: no limit (None)
-        self.turns: TurnBudget | None = TurnBudget(poll_turn_seconds) if poll_turn_seconds > 0 else None
+        #: the pollers' answers and the alarm, trend and logic slices share it: at most ``turn_budget_seconds`` of
+        #: them per turn of the loop (bms/engine/turns.py); 0 or less: no limit (None)
+        self.turns: TurnBudget | None = TurnBudget(turn_budget_seconds) if turn_budget_seconds > 0 else None
         self.channel = engine_channel or bus.engine_channel()
         self.role = role or StandaloneRole()
         self.image = ProcessImage()

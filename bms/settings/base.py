@@ -122,9 +122,10 @@ BMS_ONE_PROCESS_POINTS = int(os.environ.get("BMS_ONE_PROCESS_POINTS", "30000"))
 # answer in the same instant: a steadier engine loop (lag p99 23 -> 6 ms at 100 devices) for more engine CPU per
 # changed value (20-30 -> 36 µs in bench/alarms.py, 2 December 2026). 0 (default): every device on one grid.
 BMS_POLL_SPREAD = os.environ.get("BMS_POLL_SPREAD", "0") == "1"
-# The most of one turn of the engine loop (ms of wall time) spent applying poll answers; the rest wait for a later
-# turn, so timers and alarm slices run in between (bms/engine/turns.py, ADR 0023). 0: no limit.
-BMS_POLL_TURN_MS = float(os.environ.get("BMS_POLL_TURN_MS", "10"))
+# The most of one turn of the engine loop (ms of wall time) spent on poll answers and alarm, trend and logic slices
+# together; the rest wait for a later turn in arrival order, so heartbeats, timers and the publisher run in between
+# (bms/engine/turns.py, ADR 0023). 0: no limit (each slice then takes its own 10 ms).
+BMS_TURN_BUDGET_MS = float(os.environ.get("BMS_TURN_BUDGET_MS", "10"))
 # What one live websocket client may send (bms/realtime/consumers.py): messages per second and burst, and of those
 # the snapshot-costing ones (resync, subscribe); beyond them it gets an error, then is closed (4429).
 BMS_LIVE_MESSAGE_RATE = float(os.environ.get("BMS_LIVE_MESSAGE_RATE", "20"))
