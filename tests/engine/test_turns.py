@@ -211,3 +211,29 @@ async def test_evaluation_slices_and_poll_answers_share_one_budget_per_turn():
         assert max(starts) - min(starts) < 0.01, (turn, [round((s - min(starts)) * 1000, 1) for s in starts])
     kinds_per_turn = {turn: {kind for t, _, kind in pieces if t == turn} for turn in turns}
     assert any(kinds == {"slice", "answer"} for kinds in kinds_per_turn.values()) or len(turns) >= 8
+
+
+async def test_a_turns_end_wakes_about_as_many_waiters_as_a_turn_takes_not_all_of_them():
+    """800 poll answers queued and 30 let through a turn: waking all of them each turn to queue most again cost 5 %
+    of the work. The end of a turn wakes twice as many as it let through (at least 4)."""
+    budget = TurnBudget(seconds=0.01)
+    counter = TurnCounter()
+    arrived = asyncio.Event()
+    turns: list[int] = []
+
+    async def poller() -> None:
+        await arrived.wait()
+        if budget.spent():
+            await budget.wait_turn()
+        turns.append(counter.turn)
+        busy(0.001)
+
+    tasks = [asyncio.create_task(poller()) for _ in range(100)]
+    await asyncio.sleep(0)
+    arrived.set()
+    await asyncio.gather(*tasks)
+    counter.stop()
+    used = len(set(turns))
+    assert len(turns) == 100 and budget.deferred >= 50, (budget.deferred, used)
+    # each turn's end woke at most twice what the turn before let through, or 4 (waking all: a few hundred here)
+    assert budget.wakeups <= 2 * 100 + 4 * used, (budget.wakeups, used)
