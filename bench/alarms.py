@@ -925,7 +925,7 @@ def run_flood(
         f"{fmt(result['flood_s'], '.2f')} s (raise spread {fmt(primary.get('raise_spread_s'), '.2f')} s, write -> all "
         f"{fmt(primary.get('write_to_all_s'), '.2f')} s); loop lag max {fmt(result['lag']['max_ms'], '.0f')} ms p99 "
         f"{fmt(result['lag']['p99_ms'], '.1f')} ms; journal {result['journal_rows']:,} rows in "
-        f"{fmt(result['journal_s'], '.2f')} s; {result['turns_deferred']:,} poll answers waited for a later turn",
+        f"{fmt(result['journal_s'], '.2f')} s; {result['turns_deferred']:,} answers and slices waited a turn",
         flush=True,
     )
     return result

@@ -92,7 +92,7 @@ def _engine_counters() -> dict[str, Any]:
         "journal_dropped": journal.dropped,
         "points": len(engine.image.points),
         "alarm_cpu": _State.alarm_cpu,
-        # poll answers that waited for a later turn of the loop (bms/engine/turns.py)
+        # poll answers and evaluation slices that waited for a later turn of the loop (bms/engine/turns.py)
         "turns_deferred": engine.turns.deferred if engine.turns is not None else 0,
     }
 
