@@ -138,6 +138,9 @@ class TurnBudget:
             loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
+        # Nothing waits for a turn that nobody will close: while anything waits, either a turn is open (this
+        # callback is pending), or woken waiters have not run yet (the first to run opens a turn), or the last
+        # woken one was cancelled before it ran (_cancelled_after_waking schedules this callback).
         self._ends = None
         wake = max(WAKE_AT_LEAST, 2 * self._admitted)
         self._admitted = 0

@@ -174,15 +174,16 @@ async def test_waiters_woken_by_a_turns_end_go_before_work_that_arrives_in_the_n
 
 async def test_evaluation_slices_and_poll_answers_share_one_budget_per_turn():
     """run_slices with the engine's budget: a slice waits its turn with the poll answers and ends at the turn's
-    budget, so all the gated work a turn holds began within one budget of its first piece."""
+    budget. Counted, not timed, so a slow host only makes the bounds easier: answers of 3 ms against 10 ms, so a
+    turn lets at most four through, a slice after at most three of them, and nothing after a slice."""
     budget = TurnBudget(seconds=0.01)
     counter = TurnCounter()
-    pieces: list[tuple[int, float, str]] = []  # (turn, start, kind)
+    pieces: list[tuple[int, str]] = []  # (turn, kind) in the order they ran
     slices_left = [6]
     arrived = asyncio.Event()
 
     def run_once(now: datetime) -> bool:  # a module's slice: works until its deadline
-        pieces.append((counter.turn, time.perf_counter(), "slice"))
+        pieces.append((counter.turn, "slice"))
         deadline = slice_deadline(budget, 0.01)
         busy(0.001)
         while time.perf_counter() < deadline:
@@ -194,7 +195,7 @@ async def test_evaluation_slices_and_poll_answers_share_one_budget_per_turn():
         await arrived.wait()
         if budget.spent():
             await budget.wait_turn()
-        pieces.append((counter.turn, time.perf_counter(), "answer"))
+        pieces.append((counter.turn, "answer"))
         busy(0.003)
 
     pollers = [asyncio.create_task(poller()) for _ in range(12)]
@@ -202,15 +203,16 @@ async def test_evaluation_slices_and_poll_answers_share_one_budget_per_turn():
     arrived.set()
     await asyncio.gather(run_slices(run_once, lambda: True, "test slices", budget), *pollers)
     counter.stop()
-    assert sum(kind == "slice" for _, _, kind in pieces) == 6 and sum(kind == "answer" for _, _, kind in pieces) == 12
-    turns: dict[int, list[float]] = {}
-    for turn, start, _ in pieces:
-        turns.setdefault(turn, []).append(start)
-    for turn, starts in turns.items():
-        # each piece began while the turn's budget (opened by the first) was left
-        assert max(starts) - min(starts) < 0.01, (turn, [round((s - min(starts)) * 1000, 1) for s in starts])
-    kinds_per_turn = {turn: {kind for t, _, kind in pieces if t == turn} for turn in turns}
-    assert any(kinds == {"slice", "answer"} for kinds in kinds_per_turn.values()) or len(turns) >= 8
+    assert [kind for _, kind in pieces].count("slice") == 6 and len(pieces) == 18
+    by_turn: dict[int, list[str]] = {}
+    for turn, kind in pieces:
+        by_turn.setdefault(turn, []).append(kind)
+    for turn, kinds in by_turn.items():
+        assert kinds.count("slice") <= 1 and kinds.count("answer") <= 4, (turn, kinds)
+        if "slice" in kinds:
+            before = kinds.index("slice")
+            # the slice began inside the budget, so after at most 3 answers (9 ms), and ran to the turn's end
+            assert before <= 3 and before == len(kinds) - 1, (turn, kinds)
 
 
 async def test_a_turns_end_wakes_about_as_many_waiters_as_a_turn_takes_not_all_of_them():
