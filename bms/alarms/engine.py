@@ -68,7 +68,7 @@ from bms.engine.image import GOOD, ProcessImage
 from bms.engine.outbox import Outbox
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
-from bms.engine.turns import TurnBudget, slice_deadline
+from bms.engine.turns import TURN_SLICE_SECONDS, TurnBudget, slice_deadline
 
 #: the refusal of an action on an alarm this engine does not hold (pages and the API answer a hidden one alike)
 UNKNOWN_ALARM = "no such alarm (unknown, disabled or on a disabled point)"
@@ -76,8 +76,9 @@ log = logging.getLogger(__name__)
 
 #: rate-of-change alarms are sampled at least this often (seconds)
 RATE_SAMPLE_SECONDS = 5.0
-#: the longest a slice of evaluation or timers runs before the loop is free again (seconds)
-SLICE_SECONDS = 0.01
+#: the longest a slice of evaluation or timers runs before the loop is free again (seconds); with the engine's turn
+#: budget, the turn's end comes first
+SLICE_SECONDS = TURN_SLICE_SECONDS
 #: the slice's clock is read once per this many alarms
 CLOCK_EVERY = 32
 ACTIONS = ("acknowledge", "shelve", "unshelve")

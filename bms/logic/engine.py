@@ -9,7 +9,8 @@ and only while the node is active (ADR 0018):
   :class:`~bms.logic.runner.RuleRunner` runs the rules reading them, and the
   rules whose cycle or block timer is due (the task sleeps until
   :meth:`~bms.logic.runner.RuleRunner.next_deadline`). A flood of changes is
-  evaluated in slices of :data:`SLICE` rules with the loop free in between.
+  evaluated in slices of at most :data:`SLICE` rules, each ending at the engine's turn budget
+  (:func:`~bms.engine.turns.slice_deadline`), with the loop free in between.
 * **State is image state.** Each rule's state (block state: integrators,
   timers, runtimes; last commands; command count; quality) is the image
   entry ``logic:<rule>``, written only when it changed (a change of only
@@ -52,7 +53,7 @@ from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.sink import CommandRequest, CommandSink, LogEvent
 from bms.engine.tasks import run_slices, woken_or_due
-from bms.engine.turns import TurnBudget
+from bms.engine.turns import TURN_SLICE_SECONDS, TurnBudget, slice_deadline
 from bms.logic import store
 from bms.logic.runner import LogicCommand, RuleRunner, RunResult
 from bms.logic.spec import RuleSpec
@@ -188,7 +189,8 @@ class LogicEngine(EngineFunction):
         began = time.thread_time()
         changed = None if self._run_all else self._cursor.dirty
         self._run_all = False
-        result = self.runner.evaluate(now, self.image.points, changed, limit=SLICE)
+        deadline = slice_deadline(self.turns, TURN_SLICE_SECONDS)
+        result = self.runner.evaluate(now, self.image.points, changed, limit=SLICE, deadline=deadline)
         # what was collected is in the runner's due set now; the entries written below come back here, unread
         self._cursor.dirty.clear()
         self.evaluations += len(result.evaluated)

@@ -12,7 +12,7 @@ When a rule runs: when a point it reads changed, when its cycle is due
 (every ``cycle_time`` seconds), and when a timer of its block is due
 (:meth:`RuleRunner.next_deadline` says when to call next). Due times wait in
 a heap, so a call costs what is due, not the number of rules; with a
-``limit`` a call runs at most that many and keeps the rest due
+``limit`` (and a ``deadline``) a call runs at most that many (until then) and keeps the rest due
 (:attr:`RuleRunner.pending`), so the engine can run a flood in slices.
 
 What a run does: every input expression is evaluated. If one is **bad**,
@@ -59,6 +59,7 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,6 +77,8 @@ VALUE, FALLBACK_REASON, RELINQUISH_REASON, REASSERT = "value", "fallback", "reli
 #: sampled every second changed its image entry every second, image and sync-link traffic for nothing an operator
 #: reads; a node that takes over continues from a state at most this old (ADR 0018)
 STATE_INTERVAL = timedelta(seconds=5)
+#: with a deadline, the clock is read once per this many rules
+CLOCK_EVERY = 16
 _LABELS = {quality: quality.label for quality in Quality}
 _BAD_LABEL = Quality.BAD.label
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
@@ -321,12 +324,15 @@ class RuleRunner:
         values: Mapping[str, Any],
         changed: Iterable[str] | None = None,
         limit: int | None = None,
+        deadline: float | None = None,
     ) -> RunResult:
         """Run the rules due at ``now``: those reading a point in ``changed`` (None: every rule), those whose cycle
         or timer is due, in evaluation order. ``values``: point name -> PointState / Sample / ``(value, quality)``.
 
         ``limit``: run at most this many; the others stay due for the next call (:attr:`pending`), so a caller on
-        an event loop can evaluate a flood of changes in slices."""
+        an event loop can evaluate a flood of changes in slices. ``deadline`` (``time.perf_counter()``): the slice
+        also ends there (the clock is read every :data:`CLOCK_EVERY` rules, and at least that many run), the rest
+        of its batch stays due."""
         if not isinstance(now, datetime) or now.tzinfo is None:
             raise ValueError(f"logic times must be timezone-aware (UTC) datetimes, not {now!r}")
         pending = self._pending
@@ -357,9 +363,12 @@ class RuleRunner:
             batch = heapq.nsmallest(limit, pending, key=_index)
             pending.difference_update(batch)
         result = RunResult()
-        for rule in batch:
+        for done, rule in enumerate(batch, 1):
             self._run(rule, now, values, result)
             self._schedule(rule)
+            if deadline is not None and not done % CLOCK_EVERY and time.perf_counter() >= deadline:
+                pending.update(batch[done:])
+                break
         return result
 
     def adopt_outcomes(self, old: RuleRunner) -> None:

@@ -49,7 +49,7 @@ from typing import Any
 from bms.engine.image import ProcessImage
 from bms.engine.role import RoleGate
 from bms.engine.tasks import cancel_and_wait, run_slices, woken_or_due
-from bms.engine.turns import TurnBudget, slice_deadline
+from bms.engine.turns import TURN_SLICE_SECONDS, TurnBudget, slice_deadline
 from bms.points.models import TREND_BOTH, TREND_INTERVAL
 from bms.trends import conf
 from bms.trends.maintenance import MaintenanceThread
@@ -61,8 +61,9 @@ from drivers.node import register_gauge, unregister_gauge
 
 log = logging.getLogger(__name__)
 #: the longest a slice of sampling runs before the loop is free again (seconds): a burst of changes (a hundred
-#: devices' answers, an alarm flood's entries) is worked off between polls, not in one turn of the loop
-SLICE_SECONDS = 0.01
+#: devices' answers, an alarm flood's entries) is worked off between polls, not in one turn of the loop; with the
+#: engine's turn budget, the turn's end comes first
+SLICE_SECONDS = TURN_SLICE_SECONDS
 #: the slice's clock is read once per this many points
 CLOCK_EVERY = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,13 +1,14 @@
-"""What the logic engine relies on in the runner, pure: slices (``limit``), the timer heap, command ids."""
+"""What the logic engine relies on in the runner, pure: slices (``limit``, ``deadline``), timers, command ids."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from bms.logic.expr import Type
-from bms.logic.runner import MAX_COMMAND_ID, RuleRunner, command_id
+from bms.logic.runner import CLOCK_EVERY, MAX_COMMAND_ID, RuleRunner, command_id
 from bms.logic.spec import OutputSpec, compile_rule
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-TYPES = {f"t{i}": Type.NUMBER for i in range(10)} | {"run": Type.BOOL}
+TYPES = {f"t{i}": Type.NUMBER for i in range(100)} | {"run": Type.BOOL}
 
 
 def at(seconds: float) -> datetime:
@@ -29,6 +30,28 @@ def rules(count: int, cycle: float = 60.0) -> list:
 
 def image(**values) -> dict:
     return {name: (value, "good") for name, value in values.items()}
+
+
+def test_a_deadline_ends_a_slice_at_the_turns_budget_and_keeps_the_rest_due_in_order():
+    """The engine's logic slices end where the loop's turn budget does (bms/engine/turns.py), like the alarm and
+    trend slices: counted in rules only, a slice that began late in a turn ran its 500 rules past the turn's end."""
+    count = 3 * CLOCK_EVERY + 5
+    runner = RuleRunner(rules(count))
+    values = image(**{f"t{i}": float(i) for i in range(count)})
+    gone = time.perf_counter()  # the turn's budget is used up already: each slice runs one clock period of rules
+    slices = [runner.evaluate(at(0), values, None, limit=500, deadline=gone)]
+    while runner.pending:
+        slices.append(runner.evaluate(at(0), values, [], limit=500, deadline=gone))
+    assert [len(s.evaluated) for s in slices] == [CLOCK_EVERY, CLOCK_EVERY, CLOCK_EVERY, 5]
+    order = [spec.name for spec in runner.specs]
+    assert sorted(order) == sorted(f"r{i}" for i in range(count))
+    assert [name for s in slices for name in s.evaluated] == order  # in evaluation order, each once
+    assert [c.rule for s in slices for c in s.commands] == order
+    later = time.perf_counter() + 60  # a budget that does not run out: one slice, as with the limit alone
+    values["t7"] = (70.0, "good")
+    values["t2"] = (20.0, "good")
+    last = runner.evaluate(at(1), values, ["t7", "t2"], limit=500, deadline=later)
+    assert last.evaluated == ["r2", "r7"] and not runner.pending
 
 
 def test_a_limit_runs_the_due_rules_in_slices_in_evaluation_order_and_none_is_lost():
