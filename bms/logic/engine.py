@@ -93,7 +93,7 @@ class LogicEngine(EngineFunction):
         #: run every rule at the next pass (after taking control or a new configuration), not only the changed
         self._run_all = False
         self.evaluations = 0
-        #: of the evaluations, those due with unchanged inputs and at rest: nothing computed (RuleRunner._rests)
+        #: rests: runs due with unchanged inputs and at rest, cycles a sleeping block slept through (RunResult.rested)
         self.rested = 0
         self.commands = 0
         self.slices = 0

@@ -15,6 +15,13 @@ a heap, so a call costs what is due, not the number of rules; with a
 ``limit`` (and a ``deadline``) a call runs at most that many (until then) and keeps the rest due
 (:attr:`RuleRunner.pending`), so the engine can run a flood in slices.
 
+A rule due with unchanged inputs and at rest is not computed (:meth:`RuleRunner._rests`); a block at rest
+(a saturated PID, a settled rate limiter, a totalizer of a zero flow) then sleeps: it is not due on its
+cycle until its state is next handed out (every :data:`STATE_INTERVAL`) or an input moves, and the cycles
+it slept through are replayed as rests when it wakes (:meth:`RuleRunner._catch_up`, from the times of the
+calls it would have run in): what it hands out and commands is what running every cycle would give
+(``tests/logic/test_rest.py``), at a fifth fewer rule runs on the bench's mix (2,715 -> 2,134 a second).
+
 What a run does: every input expression is evaluated. If one is **bad**,
 the block is not stepped (its state, timers and integrators included, stays
 as it was) and the rule's quality policy applies: ``hold`` commands
@@ -54,6 +61,7 @@ control (its integral moves) writes it at every sample as before.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import itertools
@@ -62,7 +70,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bms.engine.retry import retry_delay
@@ -79,6 +87,12 @@ VALUE, FALLBACK_REASON, RELINQUISH_REASON, REASSERT = "value", "fallback", "reli
 STATE_INTERVAL = timedelta(seconds=5)
 #: with a deadline, the clock is read once per this many rules
 CLOCK_EVERY = 16
+#: how long the runner remembers when it was called: a resting block's skipped cycles are replayed from these
+#: times (:meth:`RuleRunner._catch_up`); it is woken at the latest when its state is next handed out
+#: (STATE_INTERVAL after the last time), so this is twice that, with room for slices that ran late
+PASS_MEMORY = 2 * STATE_INTERVAL
+#: the latest time there is: "every call so far"
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 _LABELS = {quality: quality.label for quality in Quality}
 _BAD_LABEL = Quality.BAD.label
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
@@ -195,7 +209,8 @@ class RunResult:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the rules that ran, in order
     evaluated: list[str] = field(default_factory=list)
-    #: of those, the ones that were due with unchanged inputs and at rest, so nothing was computed (see _rests)
+    #: rests: a rule due with unchanged inputs and at rest, so nothing was computed (see _rests), among those that
+    #: ran, or a cycle a sleeping block slept through, replayed when it woke (see _catch_up); a rule once per rest
     rested: list[str] = field(default_factory=list)
 
 
@@ -210,6 +225,7 @@ class _Rule:
         "index",
         "inputs",
         "latest",
+        "lazy",
         "moved",
         "next_cycle",
         "retry_at",
@@ -235,6 +251,9 @@ class _Rule:
         self.moved = True
         #: its block's inputs at the last step (None: not stepped since this runner was built)
         self.inputs: dict[str, Any] | None = None
+        #: it rested at its last run and its cycles since are not run: they are replayed when it next runs
+        #: (RuleRunner._catch_up)
+        self.lazy = False
         state = RuleState.from_dict(data)
         kind = spec.kind if spec.is_block else ""
         if state.kind != kind:
@@ -280,6 +299,9 @@ class RuleRunner:
         #: rules due (a changed input, a timer) that a call with a ``limit`` left for the next call
         self._pending: set[_Rule] = set()
         self._started = False
+        #: the times of the calls of the last PASS_MEMORY (ascending): when a resting block's skipped cycles fell
+        #: due (_catch_up)
+        self._passes: list[datetime] = []
 
     @property
     def specs(self) -> list[RuleSpec]:
@@ -294,6 +316,8 @@ class RuleRunner:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every rule's state by image entry (a resting block's bookkeeping included: see :meth:`_rests`)."""
         for rule in self._rules:
+            if rule.lazy:
+                self._catch_up(rule, _END_OF_TIME, None)
             if rule.block is not None and rule.inputs is not None:
                 rule.state.block = rule.block.to_dict()
         return {rule.spec.entry: rule.state.to_dict() for rule in self._rules}
@@ -335,6 +359,11 @@ class RuleRunner:
         of its batch stays due."""
         if not isinstance(now, datetime) or now.tzinfo is None:
             raise ValueError(f"logic times must be timezone-aware (UTC) datetimes, not {now!r}")
+        passes = self._passes
+        if not passes or now > passes[-1]:
+            passes.append(now)
+            if passes[0] < now - PASS_MEMORY:
+                del passes[: bisect.bisect_left(passes, now - PASS_MEMORY)]
         pending = self._pending
         if changed is None or not self._started:
             for rule in self._rules:
@@ -364,7 +393,8 @@ class RuleRunner:
             pending.difference_update(batch)
         result = RunResult()
         for done, rule in enumerate(batch, 1):
-            self._run(rule, now, values, result)
+            if not rule.lazy or self._wakes(rule, now, result):
+                self._run(rule, now, values, result)
             self._schedule(rule)
             if deadline is not None and not done % CLOCK_EVERY and time.perf_counter() >= deadline:
                 pending.update(batch[done:])
@@ -422,9 +452,13 @@ class RuleRunner:
     # ---- inside ------------------------------------------------------------------------------------------------------
 
     def _schedule(self, rule: _Rule) -> None:
-        """Put ``rule``'s next due time (cycle or block timer, whichever is first) in the heap."""
-        due = rule.next_cycle
-        if rule.block is not None:
+        """Put ``rule``'s next due time (cycle or block timer, whichever is first; for a resting block, when its
+        state is next handed out) in the heap."""
+        if rule.lazy:
+            due = _lazy_due(rule)
+        else:
+            due = rule.next_cycle
+        if rule.block is not None and not rule.lazy:
             deadline = rule.block.next_deadline()
             if deadline is not None and (due is None or deadline < due):
                 due = deadline
@@ -440,6 +474,9 @@ class RuleRunner:
             rule.next_cycle = now + rule.cycle
         if not rule.moved and self._rests(rule, now):
             result.rested.append(spec.name)
+            # a block (an expression has no bookkeeping to hand out: it rests on its cycles, cheaply) without a
+            # timer sleeps until an input moves or its state is to be handed out, its cycles replayed then
+            rule.lazy = rule.block is not None and rule.block.next_deadline() is None
             return
         rule.moved = False
         # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
@@ -474,6 +511,40 @@ class RuleRunner:
                     if self._differs(spec, output, state.out[index], converted) and self._may_retry(rule, index, now):
                         self._command(rule, index, converted, VALUE, result)
         self._emit(rule, result, now)
+
+    def _wakes(self, rule: _Rule, now: datetime, result: RunResult) -> bool:
+        """A resting block is due (a moved input, a command that ended, its timer): replay the cycles it slept
+        through; True if it runs now, False if its cycle falls due at a later call (then it sleeps on)."""
+        self._catch_up(rule, now, result)
+        if not rule.moved and now < _lazy_due(rule):
+            return False
+        rule.lazy = False
+        return True
+
+    def _catch_up(self, rule: _Rule, now: datetime, result: RunResult | None) -> None:
+        """Rest ``rule``'s block at every call before ``now`` at which its cycle fell due, as :meth:`_run` would
+        have at each (a cycle falls due at the first call at or after ``next_cycle``; the next one a cycle
+        after that call), and move ``next_cycle`` on. Nothing but the block's bookkeeping (when it last stepped)
+        moves: it was at rest with the same inputs at each (see :meth:`_rests`). Stops at the call at which the
+        state was to be handed out: the rule runs in full there, and it is woken by then (:func:`_lazy_due`).
+
+        Exact as long as each call runs every rule due (no ``limit``); a rule left for a later slice rests
+        at the call its cycle fell due in, a slice or two earlier than the step would have."""
+        passes, block, cycle = self._passes, rule.block, rule.cycle
+        handed_out = rule.emitted_at + STATE_INTERVAL
+        due = rule.next_cycle
+        while True:
+            index = bisect.bisect_left(passes, due)
+            if index == len(passes):
+                break
+            moment = passes[index]
+            if moment >= now or moment >= handed_out:
+                break
+            block.rest(moment)
+            if result is not None:
+                result.rested.append(rule.spec.name)
+            due = moment + cycle
+        rule.next_cycle = due
 
     @staticmethod
     def _rests(rule: _Rule, now: datetime) -> bool:
@@ -598,6 +669,11 @@ def _only_bookkeeping_moved(data: dict[str, Any], emitted: dict[str, Any]) -> bo
 
 def _index(rule: _Rule) -> int:
     return rule.index
+
+
+def _lazy_due(rule: _Rule) -> datetime:
+    """When a resting block must run with unchanged inputs: its cycle at which its state is to be handed out."""
+    return max(rule.emitted_at + STATE_INTERVAL, rule.next_cycle)
 
 
 def _usable_number(sample: Any) -> float | None:
