@@ -443,6 +443,10 @@ class RuleRunner:
         whose devices may have lost or never seen the old node's last writes."""
         result = RunResult()
         for rule in self._rules:
+            if rule.lazy:  # awake from here on: the hand-out below has no time to count the next one from
+                self._catch_up(rule, _END_OF_TIME, None)
+                rule.lazy = False
+                self._schedule(rule)
             for index, value in enumerate(rule.state.out):
                 if value is not None:
                     self._command(rule, index, value, REASSERT, result)

@@ -218,3 +218,18 @@ def test_a_sleeping_block_left_for_a_later_slice_runs_as_one_that_never_rests():
         assert (one.commands, one.states) == (other.commands, other.states), seconds
     assert "loop" in one.evaluated and resting.block_of("loop").state.last_time == at(5.2)
     assert resting.states() == stepping.states()
+
+
+def test_a_sleeping_block_is_awake_after_a_reassertion_and_runs_on():
+    # reassert() (a node that has just taken over) hands every state out with no time: a block asleep before it must
+    # not go on counting its sleep from a hand-out time it no longer has
+    resting, _ = _runners()
+    values = {"pv": (50.0, "good"), "sp": (20.0, "good"), "x": (10.0, "good"), "flow": (0.0, "good")}
+    values["auto"] = (True, "good")
+    resting.evaluate(at(0), values, None)
+    assert "loop" in resting.evaluate(at(1), values, []).rested  # asleep from here
+    again = resting.reassert()
+    assert {c.rule for c in again.commands} >= {"loop"}
+    later = [resting.evaluate(at(seconds), values, []) for seconds in (2, 3, 7, 12)]
+    assert all(not run.commands for run in later)
+    assert "loop" in later[0].evaluated  # awake: its first cycle after the reassertion runs in full
