@@ -91,6 +91,8 @@ from bench.scale import (  # noqa: E402
     DeviceServer,
     cpu_report,
     fmt,
+    host_breakdown,
+    host_processes_cpu,
     layout,
     log_findings,
     memory,
@@ -420,9 +422,9 @@ def measure_window(
     labels = node.labels()
     start = time.monotonic()
     wall_start = time.time()
-    first, host0 = sample(labels), host_busy()
+    first, host0, everyone0 = sample(labels), host_busy(), host_processes_cpu()
     time.sleep(args.seconds)
-    last, host1 = sample(labels), host_busy()
+    last, host1, everyone1 = sample(labels), host_busy(), host_processes_cpu()
     end = time.monotonic()
     seconds = end - start
     processes, threads = cpu_report(first, last)
@@ -443,6 +445,7 @@ def measure_window(
         "engine_cpu_s": engine_cpu_s,
         "threads_pct": threads,
         "host_busy_pct": (host1[0] - host0[0]) / max(1, host1[1] - host0[1]) * 100 * (os.cpu_count() or 1),
+        "host_by_kind_pct": host_breakdown(everyone0, everyone1, seconds),
         "changes": offered,
         "changes_per_s": offered / seconds,
         "cpu_us_per_change": engine_cpu_s / offered * 1e6 if offered else math.nan,
@@ -450,6 +453,7 @@ def measure_window(
         "rules": l1.get("rules", 0),
         "evaluations_per_s": (l1.get("evaluations", 0) - l0.get("evaluations", 0)) / seconds,
         "commands_per_s": (l1.get("commands", 0) - l0.get("commands", 0)) / seconds,
+        "passes_per_s": (l1.get("slices", 0) - l0.get("slices", 0)) / seconds,
         "logic_cpu_s": l1.get("cpu_seconds", 0.0) - l0.get("cpu_seconds", 0.0),
         "lag": lag_summary(hook.lags_ms(start, end)),
         "gc": hook.gc_pauses(start, end),
@@ -458,12 +462,15 @@ def measure_window(
     print(
         f"    {phase}: engine {engine_pct:5.1f} % = {window['cpu_us_per_change']:.2f} µs CPU per changed value "
         f"({window['changes_per_s']:,.0f} changes/s, {window['evaluations_per_s']:,.0f} rule runs/s, "
-        f"{window['commands_per_s']:.1f} commands/s, logic passes {window['logic_cpu_s']:.2f} s CPU, "
+        f"{window['commands_per_s']:.1f} commands/s, {window['passes_per_s']:.0f} logic passes/s, "
+        f"{window['logic_cpu_s']:.2f} s CPU, "
         f"polls {window['poll_share'] * 100:.0f} % of plan), "
         f"loop lag p99 {fmt(window['lag']['p99_ms'], '.1f')} max {fmt(window['lag']['max_ms'], '.0f')} ms, "
         f"host {window['host_busy_pct']:.0f} %",
         flush=True,
     )
+    kinds = ", ".join(f"{kind} {pct:.1f}" for kind, pct in window["host_by_kind_pct"].items() if pct >= 0.5)
+    print(f"       host by process, % of one core: {kinds}", flush=True)
     return window
 
 

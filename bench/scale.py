@@ -541,6 +541,52 @@ def process_cpu(pid: int) -> float:
         return math.nan
 
 
+def host_processes_cpu() -> dict[int, tuple[str, float]]:
+    """pid -> (what it is, CPU seconds) of every process on the host: where a window's host load went."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found[int(entry)] = (process_kind(stat[stat.index("(") + 1 : stat.rindex(")")], cmdline), _cpu(stat))
+    return found
+
+
+#: (what a process is, a part of its command line that says so), first match wins
+_KINDS = (
+    ("node: engine", "runengine"),
+    ("node: web", "runweb"),
+    ("node: web", "daphne"),
+    ("node: runbms", "runbms"),
+    ("modbus servers", "modbus_server"),
+)
+
+
+def process_kind(comm: str, cmdline: str) -> str:
+    for kind, marker in _KINDS:
+        if marker in cmdline:
+            return kind
+    if comm.startswith("postgres"):
+        return "postgresql"
+    if comm.startswith("redis"):
+        return "redis"
+    if comm.startswith(("python", "pytest")):
+        return "other python"
+    return "other"
+
+
+def host_breakdown(first: dict[int, tuple[str, float]], last: dict[int, tuple[str, float]], seconds: float) -> dict:
+    """% of one core per kind of process between two :func:`host_processes_cpu` (processes alive at both, and
+    those started meanwhile from zero)."""
+    totals: Counter = Counter()
+    for pid, (kind, cpu) in last.items():
+        before = first.get(pid)
+        totals[kind] += cpu - (before[1] if before is not None and before[0] == kind else 0.0)
+    return {kind: round(value / seconds * 100, 2) for kind, value in totals.most_common()}
+
+
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     """tid -> (kernel thread name, CPU seconds) of every thread of ``pid``."""
     threads = {}
