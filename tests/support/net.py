@@ -1,6 +1,7 @@
 """Loopback helpers for tests: free ports, waiting for a listener, a port that falls silent."""
 
 import contextlib
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -31,13 +32,23 @@ def silent(port: int) -> Iterator[None]:
 _handed_out: set[int] = set()
 
 
+#: under pytest-xdist, (this worker's number, how many there are): each worker hands out only ports of its own
+#: blocks of 256 (block number modulo the workers), so two workers never hand out the same free port (the
+#: de-duplication below is per process). Not by the port's parity: Linux gives bind() to port 0 odd ports only.
+_WORKER = (
+    int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0),
+    int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),
+)
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on now, never one this process handed out before."""
+    """A loopback port nobody listens on now, never one this process (nor another xdist worker) handed out."""
+    index, workers = _WORKER
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port not in _handed_out:
+        if (port >> 8) % workers == index % workers and port not in _handed_out:
             _handed_out.add(port)
             return port
 
