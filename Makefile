@@ -16,10 +16,6 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) manage.py rundemo
 
-# Two workers (pytest-xdist): the system tests spend most of their time waiting for timeouts and takeovers, so
-# the suite takes about half as long on two cores. Each worker has its own test database, simulators and nodes.
-PYTEST_ARGS ?= -n 2 --dist worksteal
-
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
