@@ -459,13 +459,13 @@ class RuleRunner:
         """Put ``rule``'s next due time (cycle or block timer, whichever is first; for a resting block, when its
         state is next handed out) in the heap."""
         if rule.lazy:
-            due = _lazy_due(rule)
+            due = _lazy_due(rule)  # a sleeping block has no timer (it would not sleep)
         else:
             due = rule.next_cycle
-        if rule.block is not None and not rule.lazy:
-            deadline = rule.block.next_deadline()
-            if deadline is not None and (due is None or deadline < due):
-                due = deadline
+            if rule.block is not None:
+                deadline = rule.block.next_deadline()
+                if deadline is not None and (due is None or deadline < due):
+                    due = deadline
         if due is None or due == rule.scheduled:
             return
         rule.scheduled = due
