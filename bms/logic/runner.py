@@ -228,6 +228,7 @@ class _Rule:
         "lazy",
         "moved",
         "next_cycle",
+        "queued",
         "retry_at",
         "scheduled",
         "spec",
@@ -254,6 +255,8 @@ class _Rule:
         #: it rested at its last run and its cycles since are not run: they are replayed when it next runs
         #: (RuleRunner._catch_up)
         self.lazy = False
+        #: it is in the runner's queue of due rules (RuleRunner._enqueue)
+        self.queued = False
         state = RuleState.from_dict(data)
         kind = spec.kind if spec.is_block else ""
         if state.kind != kind:
@@ -296,8 +299,10 @@ class RuleRunner:
         # at every rule: with thousands of rules the engine calls this after every poll answer.
         self._timers: list[tuple[datetime, int, _Rule]] = []
         self._order = itertools.count()
-        #: rules due (a changed input, a timer) that a call with a ``limit`` left for the next call
-        self._pending: set[_Rule] = set()
+        #: the indices of the rules due (a changed input, a timer, a call with a ``limit`` left them for the next
+        #: call): a heap, so a slice takes its rules in evaluation order at the cost of what it runs, not of what
+        #: waits (a backlog of thousands re-selected at every slice was most of the passes' time on a busy host)
+        self._queue: list[int] = []
         self._started = False
         #: the times of the calls of the last PASS_MEMORY (ascending): when a resting block's skipped cycles fell
         #: due (_catch_up)
@@ -340,7 +345,7 @@ class RuleRunner:
     @property
     def pending(self) -> bool:
         """True when a call with a ``limit`` left due rules for the next call (call again soon)."""
-        return bool(self._pending)
+        return bool(self._queue)
 
     def evaluate(
         self,
@@ -364,41 +369,40 @@ class RuleRunner:
             passes.append(now)
             if passes[0] < now - PASS_MEMORY:
                 del passes[: bisect.bisect_left(passes, now - PASS_MEMORY)]
-        pending = self._pending
+        queue, rules = self._queue, self._rules
         if changed is None or not self._started:
-            for rule in self._rules:
-                rule.moved = True
-            pending.update(self._rules)
+            for rule in rules:
+                rule.moved = rule.queued = True
+            queue[:] = range(len(rules))  # ascending: a heap already
             self._started = True
         else:
-            readers = self._readers
+            readers, enqueue = self._readers, self._enqueue
             # the engine passes every name that changed in the image (thousands a second, most read by no rule):
             # the intersection runs in C, where a lookup per name in Python was an eighth of the passes' time
             for point in readers.keys() & changed:
-                found = readers[point]
-                for rule in found:
+                for rule in readers[point]:
                     rule.moved = True
-                pending.update(found)
+                    if not rule.queued:
+                        enqueue(rule)
         timers = self._timers
         while timers and timers[0][0] <= now:
             due, _, rule = heapq.heappop(timers)
             if rule.scheduled == due:
                 rule.scheduled = None
-                pending.add(rule)
-        if limit is None or len(pending) <= limit:
-            batch = sorted(pending, key=_index)
-            pending.clear()
-        else:
-            batch = heapq.nsmallest(limit, pending, key=_index)
-            pending.difference_update(batch)
+                if not rule.queued:
+                    self._enqueue(rule)
         result = RunResult()
-        for done, rule in enumerate(batch, 1):
+        done, most = 0, len(queue) if limit is None else limit
+        pop = heapq.heappop
+        while queue and done < most:
+            rule = rules[pop(queue)]
+            rule.queued = False
+            done += 1
             if not rule.lazy or self._wakes(rule, now, result):
                 self._run(rule, now, values, result)
             self._schedule(rule)
             if deadline is not None and not done % CLOCK_EVERY and time.perf_counter() >= deadline:
-                pending.update(batch[done:])
-                break
+                break  # the rest stays queued, in order, for the next call
         return result
 
     def adopt_outcomes(self, old: RuleRunner) -> None:
@@ -435,7 +439,8 @@ class RuleRunner:
         rule.state.out[index] = None  # not commanded: the next run commands the value it wants then
         rule.latest[index] = 0
         rule.moved = True
-        self._pending.add(rule)
+        if not rule.queued:
+            self._enqueue(rule)
         return True
 
     def reassert(self) -> RunResult:
@@ -454,6 +459,11 @@ class RuleRunner:
         return result
 
     # ---- inside ------------------------------------------------------------------------------------------------------
+
+    def _enqueue(self, rule: _Rule) -> None:
+        """Make ``rule`` due at the next call (it is not queued yet)."""
+        rule.queued = True
+        heapq.heappush(self._queue, rule.index)
 
     def _schedule(self, rule: _Rule) -> None:
         """Put ``rule``'s next due time (cycle or block timer, whichever is first; for a resting block, when its
@@ -669,10 +679,6 @@ def _only_bookkeeping_moved(data: dict[str, Any], emitted: dict[str, Any]) -> bo
         elif value != emitted[key]:
             return False
     return True
-
-
-def _index(rule: _Rule) -> int:
-    return rule.index
 
 
 def _lazy_due(rule: _Rule) -> datetime:

@@ -72,6 +72,21 @@ def test_a_limit_runs_the_due_rules_in_slices_in_evaluation_order_and_none_is_lo
     assert (fourth.evaluated, fifth.evaluated, runner.pending) == (["r1"], ["r3"], False)
 
 
+def test_a_rule_due_while_others_wait_takes_its_place_in_evaluation_order_once():
+    """The waiting rules are a queue in evaluation order: one made due again while waiting is not queued twice,
+    one that ran and is due again goes ahead of the rules still waiting behind it."""
+    runner = RuleRunner(rules(6))
+    values = image(**{f"t{i}": float(i) for i in range(6)})
+    first = runner.evaluate(at(0), values, None, limit=2)
+    assert first.evaluated == ["r0", "r1"]
+    values["t0"] = (10.0, "good")
+    values["t4"] = (40.0, "good")
+    second = runner.evaluate(at(1), values, ["t4", "t0", "t4"], limit=3)
+    third = runner.evaluate(at(1), values, [], limit=3)
+    assert (second.evaluated, third.evaluated, runner.pending) == (["r0", "r2", "r3"], ["r4", "r5"], False)
+    assert [c.value for c in second.commands + third.commands] == [20.0, 4.0, 6.0, 80.0, 10.0]
+
+
 def test_only_due_rules_run_and_the_next_deadline_is_the_earliest_cycle_or_timer():
     specs = [
         *rules(2, cycle=10.0),
