@@ -101,6 +101,8 @@ _GOOD, _BAD = Quality.GOOD, Quality.BAD
 #: (integrals, outputs, commands, counts, quality) reaches the image at once, so a loop in control continues
 #: from its last step.
 _BOOKKEEPING = frozenset({"last_time", "last_pv", "last_value", "runtime"})
+#: a value no rule produces (:attr:`_Rule.made` before the first)
+_NOTHING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,24 +152,32 @@ class RuleState:
     quality: str = Quality.GOOD.label
     reason: str = ""
 
-    def matches(self, data: Mapping[str, Any] | None) -> bool:
+    def matches(self, data: Mapping[str, Any] | None, bookkeeping: bool = True) -> bool:
         """``self.to_dict() == data``, without building the dict: a rule's state is compared with the one last
-        handed out after every run, and most runs change nothing.
+        handed out after every run, and most runs change nothing. ``bookkeeping`` False: the block's
+        :data:`_BOOKKEEPING` fields may differ (its state may wait for :data:`STATE_INTERVAL`).
 
         Each field is compared with its default when :meth:`to_dict` leaves it out; the key count catches a
         default present as a key, or a key :meth:`to_dict` never writes."""
         if data is None:
             return False
-        has_out = any(value is not None for value in self.out)
+        out = self.out
+        has_out = out.count(None) != len(out)
         keys = 1 + bool(self.kind) + bool(self.block) + has_out + bool(self.number) + bool(self.reason)
-        return (
+        if not (
             len(data) == keys
             and data.get("q") == self.quality
             and data.get("k", "") == self.kind
             and data.get("n", 0) == self.number
             and data.get("why", "") == self.reason
-            and data.get("block", {}) == self.block
-            and (data.get("out") == self.out if has_out else "out" not in data)
+            and (data.get("out") == out if has_out else "out" not in data)
+        ):
+            return False
+        block, old = self.block, data.get("block", {})
+        if bookkeeping:
+            return old == block
+        return old.keys() == block.keys() and all(
+            value == old[name] for name, value in block.items() if name not in _BOOKKEEPING
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,7 +186,7 @@ class RuleState:
             data["k"] = self.kind
         if self.block:
             data["block"] = dict(self.block)
-        if any(value is not None for value in self.out):
+        if self.out.count(None) != len(self.out):
             data["out"] = list(self.out)
         if self.number:
             data["n"] = self.number
@@ -221,11 +231,14 @@ class _Rule:
         "defaults",
         "emitted",
         "emitted_at",
+        "emitted_key",
         "failures",
         "index",
         "inputs",
         "latest",
         "lazy",
+        "made",
+        "made_as",
         "moved",
         "next_cycle",
         "queued",
@@ -244,6 +257,9 @@ class _Rule:
         self.emitted = dict(data) if data else None
         #: when the state was last handed out (None: not since this runner was built)
         self.emitted_at: datetime | None = None
+        #: a rule without a block: (quality, reason, number) when its state was last handed out or found unchanged
+        #: (``out`` moves with ``number``; :meth:`RuleRunner.command_ended` clears it), None: compare in full
+        self.emitted_key: tuple[str, str, int] | None = None
         self.next_cycle: datetime | None = None
         self.cycle = timedelta(seconds=spec.cycle_time)
         #: the due time of this rule's entry in the runner's timer heap (None: none)
@@ -269,6 +285,9 @@ class _Rule:
         self.latest = [0] * count
         self.failures = [0] * count
         self.retry_at: list[datetime | None] = [None] * count
+        #: per output: the value last produced and what it converted to (a steady output is not converted again)
+        self.made: list[Any] = [_NOTHING] * count
+        self.made_as: list[Any] = [None] * count
         self.block: Block | None = None
         if spec.is_block:
             try:
@@ -437,6 +456,7 @@ class RuleRunner:
         rule.failures[index] += 1
         rule.retry_at[index] = now + retry_delay(rule.failures[index])
         rule.state.out[index] = None  # not commanded: the next run commands the value it wants then
+        rule.emitted_key = None
         rule.latest[index] = 0
         rule.moved = True
         if not rule.queued:
@@ -484,7 +504,8 @@ class RuleRunner:
     def _run(self, rule: _Rule, now: datetime, values: Mapping[str, Any], result: RunResult) -> None:
         spec, state = rule.spec, rule.state
         result.evaluated.append(spec.name)
-        if rule.next_cycle is None or now >= rule.next_cycle:
+        next_cycle = rule.next_cycle
+        if next_cycle is None or now >= next_cycle:
             rule.next_cycle = now + rule.cycle
         if not rule.moved and self._rests(rule, now):
             result.rested.append(spec.name)
@@ -520,8 +541,14 @@ class RuleRunner:
             else:
                 state.quality = _LABELS[worst]
                 state.reason = ""
+                made, made_as = rule.made, rule.made_as
                 for index, (output, value) in enumerate(zip(spec.outputs, produced, strict=False)):
-                    converted = output.convert(value)
+                    last = made[index]
+                    if value == last and type(value) is type(last):
+                        converted = made_as[index]
+                    else:
+                        converted = made_as[index] = output.convert(value)
+                        made[index] = value
                     if self._differs(spec, output, state.out[index], converted) and self._may_retry(rule, index, now):
                         self._command(rule, index, converted, VALUE, result)
         self._emit(rule, result, now)
@@ -648,37 +675,28 @@ class RuleRunner:
     def _emit(rule: _Rule, result: RunResult, now: datetime | None = None) -> None:
         """Hand out the rule's state if it changed: at once, unless only its block's bookkeeping moved (when it
         last stepped, what it last read): that at most every :data:`STATE_INTERVAL` (``now`` None: at once)."""
-        emitted = rule.emitted
-        if rule.state.matches(emitted):
+        state, emitted = rule.state, rule.emitted
+        key = None
+        if rule.block is None:
+            key = (state.quality, state.reason, state.number)
+            if key == rule.emitted_key:
+                return
+        if state.matches(emitted):
+            rule.emitted_key = key
             return
-        data = rule.state.to_dict()
         if (
             now is not None
             and emitted is not None
             and rule.emitted_at is not None
             and now - rule.emitted_at < STATE_INTERVAL
-            and _only_bookkeeping_moved(data, emitted)
+            and state.matches(emitted, bookkeeping=False)
         ):
             return  # handed out at a later run (every rule with a block state runs at least every cycle)
+        data = state.to_dict()
         result.states[entry_name(rule.spec.name)] = data
         rule.emitted = data
         rule.emitted_at = now
-
-
-def _only_bookkeeping_moved(data: dict[str, Any], emitted: dict[str, Any]) -> bool:
-    """Whether two states differ only in :data:`_BOOKKEEPING` fields of their block."""
-    if data.keys() != emitted.keys():
-        return False
-    for key, value in data.items():
-        if key == "block":
-            old = emitted["block"]
-            if value.keys() != old.keys():
-                return False
-            if any(value[name] != old[name] for name in value if name not in _BOOKKEEPING):
-                return False
-        elif value != emitted[key]:
-            return False
-    return True
+        rule.emitted_key = key
 
 
 def _lazy_due(rule: _Rule) -> datetime:

@@ -259,7 +259,10 @@ def test_a_command_that_never_reached_the_device_is_commanded_again_with_a_back_
     assert again.states["logic:r"]["out"] == [20.0]
     # the second failure in a row waits 2 s, the third 4 s: a dead device is not asked every cycle
     runner.command_ended("logic:r:2", succeeded=False, now=at(2))
-    assert runner.evaluate(at(2), steady, []).commands == []
+    waiting = runner.evaluate(at(2), steady, [])
+    assert waiting.commands == []
+    # handed out while it waits: a node that takes over knows 20 is not known to be at the device
+    assert waiting.states["logic:r"] == {"q": "good", "n": 2}
     assert runner.evaluate(at(3.9), steady, ["oat"]).commands == []
     assert sent(runner.evaluate(at(4), steady, ["oat"])) == [("valve", 20.0, "value")]
     runner.command_ended("logic:r:3", succeeded=False, now=at(5))
