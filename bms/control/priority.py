@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from bms.control.models import Command
@@ -108,8 +107,9 @@ def latest_in_slots(point_name: str) -> dict[int, Command]:
     before, every plan read the point's whole history (80 ms at 100,000 rows, on the engine's database thread).
     """
     table, pk = Command._meta.db_table, Command._meta.pk.column
-    ids = RawSQL(_LATEST_IN_SLOT.format(table=table, pk=pk), [point_name])
-    return {row.priority: row for row in Command.objects.filter(pk__in=ids)}
+    # raw(): the same query without the ORM compiling it, a fifth of the CPU of planning a command
+    rows = Command.objects.raw(_LATEST_ROWS.format(table=table, pk=pk), [point_name])
+    return {row.priority: row for row in rows}
 
 
 #: the latest slot-setting row per priority 1..16 (NULL where none): a correlated ``LIMIT 1`` per priority over a
@@ -123,6 +123,9 @@ _LATEST_IN_SLOT = (
     "ORDER BY c.accepted_epoch DESC, c.started_at DESC, c.{pk} DESC LIMIT 1) "
     "FROM (VALUES " + ", ".join(f"({priority})" for priority in PRIORITIES) + ") AS p"
 )
+
+#: the rows themselves (NULL, a slot without one, matches no row)
+_LATEST_ROWS = "SELECT * FROM {table} WHERE {pk} IN (" + _LATEST_IN_SLOT + ")"
 
 
 def relinquish_default(point: Point) -> tuple[object, str]:

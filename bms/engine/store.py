@@ -119,8 +119,13 @@ def _sendable(node: str, epoch: int, now: datetime) -> Q:
     )
 
 
-def _each(stamps: dict[int, object], field: models.Field) -> Case:
-    """A per-row value for one UPDATE of many rows (one statement instead of one per row)."""
+def _each(stamps: dict[int, object], field: models.Field) -> Case | Value:
+    """A per-row value for one UPDATE of many rows (one statement instead of one per row); the caller's filter
+    holds the rows to ``stamps``' keys. One row: its value (the engine's functions' commands mostly come one at a
+    time, and compiling a CASE was a third of the ORM work of recording an outcome)."""
+    if len(stamps) == 1:
+        [value] = stamps.values()
+        return Value(value, output_field=field)
     return Case(*(When(pk=pk, then=Value(value, output_field=field)) for pk, value in stamps.items()))
 
 
