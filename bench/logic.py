@@ -41,14 +41,7 @@ database ``bench_logic_<hex>``, ``bench/logic_hooks`` on its ``PYTHONPATH``
 (``bench/alarms_hooks`` plus the logic engine's counters per second and,
 per probe command, the change time of its input).
 
-CPU: rules and schedules are loaded disabled. ``--prime`` (the default) enables
-them once and disables them again before the first window, so every ``A``
-window runs on a node in the state the ``B`` windows leave (outputs
-written, the command log and the heap grown): without it the first ``A``
-window was the lowest A of each clean run with more than one (3 December
-2026: 26.8 µs against 33.3-36.2 for the later ones at 16:29, 29.7 against
-36.5 at 16:18), so its pair did not compare like with like.
-Phase ``A`` = all disabled
+CPU: rules and schedules are loaded disabled; phase ``A`` = all disabled
 (the baseline), ``B`` = all enabled (one ``UPDATE`` + revision bump; then
 the bench waits until the command log has no pending command: enabling
 makes every rule and schedule command its output once, a burst the
@@ -581,14 +574,6 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
         hook.wait_for(lambda s: s.get("points", 0) >= points, args.apply_timeout, f"{points:,} points in the image")
         step(f"node up; warm-up {args.warmup:g} s")
         time.sleep(args.warmup)
-        if args.prime:
-            for want in (True, False):
-                took, burst = set_phase(node, logic, want, rules, args)
-                out.setdefault("prime", []).append(burst)
-                step(
-                    f"priming: rules and schedules {'enabled' if want else 'disabled'} in {took:.1f} s; "
-                    f"commands {burst['statuses']}, drained after {burst['drained_s']:.0f} s"
-                )
         windows = []
         enabled = False
         for phase in "".join("AB" if r % 2 == 0 else "BA" for r in range(args.rounds)):
@@ -667,12 +652,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # 60 s: a node's first seconds sample every point for the trends (100,000 samples, spooled and drained over
     # 20-40 s); a first A window inside that read 53 µs against 30 µs for the last one of the same run
     parser.add_argument("--warmup", type=float, default=60.0, help="s after the node is up (default 60)")
-    parser.add_argument(
-        "--prime",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="enable, then disable, every rule and schedule once before the first window (default: yes)",
-    )
     parser.add_argument("--poll-interval", type=float, default=1.0, help="device poll interval, s (default 1)")
     parser.add_argument("--per-server", type=int, default=25, help="devices per C server (default 25)")
     parser.add_argument("--device-timeout", type=float, default=2.0)
