@@ -388,28 +388,26 @@ class RuleRunner:
             passes.append(now)
             if passes[0] < now - PASS_MEMORY:
                 del passes[: bisect.bisect_left(passes, now - PASS_MEMORY)]
-        queue, rules = self._queue, self._rules
+        queue, rules, enqueue = self._queue, self._rules, self._enqueue
         if changed is None or not self._started:
             for rule in rules:
                 rule.moved = rule.queued = True
             queue[:] = range(len(rules))  # ascending: a heap already
             self._started = True
         else:
-            readers, enqueue = self._readers, self._enqueue
+            readers = self._readers
             # the engine passes every name that changed in the image (thousands a second, most read by no rule):
             # the intersection runs in C, where a lookup per name in Python was an eighth of the passes' time
             for point in readers.keys() & changed:
                 for rule in readers[point]:
                     rule.moved = True
-                    if not rule.queued:
-                        enqueue(rule)
+                    enqueue(rule)
         timers = self._timers
         while timers and timers[0][0] <= now:
             due, _, rule = heapq.heappop(timers)
             if rule.scheduled == due:
                 rule.scheduled = None
-                if not rule.queued:
-                    self._enqueue(rule)
+                enqueue(rule)
         result = RunResult()
         done, most = 0, len(queue) if limit is None else limit
         pop = heapq.heappop
@@ -459,8 +457,7 @@ class RuleRunner:
         rule.emitted_key = None
         rule.latest[index] = 0
         rule.moved = True
-        if not rule.queued:
-            self._enqueue(rule)
+        self._enqueue(rule)
         return True
 
     def reassert(self) -> RunResult:
@@ -481,9 +478,10 @@ class RuleRunner:
     # ---- inside ------------------------------------------------------------------------------------------------------
 
     def _enqueue(self, rule: _Rule) -> None:
-        """Make ``rule`` due at the next call (it is not queued yet)."""
-        rule.queued = True
-        heapq.heappush(self._queue, rule.index)
+        """Make ``rule`` due at the next call (once: a rule already waiting keeps its place)."""
+        if not rule.queued:
+            rule.queued = True
+            heapq.heappush(self._queue, rule.index)
 
     def _schedule(self, rule: _Rule) -> None:
         """Put ``rule``'s next due time (cycle or block timer, whichever is first; for a resting block, when its
