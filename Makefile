@@ -16,8 +16,12 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) manage.py rundemo
 
+# Two worker processes (pytest-xdist, ADR 0024): the suite's time is mostly tests waiting on purpose (takeovers,
+# flapping links, outages); `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -129,10 +129,21 @@ def test_with_a_witness_a_silent_link_does_not_stop_the_active_nodes_writes(make
         started = time.monotonic()
         answers[f"blackhole-{n}"] = pair.main.submit("zone1_setpoint", 23.1 + n / 4, f"blackhole-{n}")
         took.append(time.monotonic() - started)
-    print(f"writes during the silent link: {[round(t * 1000) for t in took]} ms")
     assert all(status == 200 and body["status"] == "succeeded" for status, body in answers.values()), answers
-    # The standby is silent, so it is not waited for: no write waits more than one timeout for it.
-    assert max(took) < pair.timeout + 0.5, took
+    # The standby is silent, so it is not waited for: no write waits more than one timeout for it. Judged by the
+    # node's own record (recorded -> outcome stored), not by the HTTP round trip, which a second test worker
+    # busy on the other core stretched past the margin by itself (ADR 0024).
+    spans = [
+        (row["finished_at"] - row["created_at"]).total_seconds()
+        for row in pair.main.query(
+            "SELECT created_at, finished_at FROM control_command WHERE command_id LIKE 'blackhole-%%' ORDER BY id"
+        )
+    ]
+    print(
+        f"writes during the silent link: round trips {[round(t * 1000) for t in took]} ms, in the node "
+        f"{[round(t * 1000) for t in spans]} ms"
+    )
+    assert len(spans) == 5 and max(spans) < pair.timeout + 0.5, spans
     pair.restore()
     pair.wait_for_roles(30, main="active", backup="standby")
     counts = setpoint_writes(pair.write_log, since - 1)
