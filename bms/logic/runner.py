@@ -507,9 +507,15 @@ class RuleRunner:
             rule.next_cycle = now + rule.cycle
         if not rule.moved and self._rests(rule, now):
             result.rested.append(spec.name)
-            # a block (an expression has no bookkeeping to hand out: it rests on its cycles, cheaply) without a
-            # timer sleeps until an input moves or its state is to be handed out, its cycles replayed then
-            rule.lazy = rule.block is not None and rule.block.next_deadline() is None
+            block = rule.block
+            if block is not None:
+                # a block (an expression has no bookkeeping to hand out: it rests on its cycles, cheaply) without
+                # a timer sleeps until an input moves or its state is to be handed out, its cycles replayed then
+                rule.lazy = block.next_deadline() is None
+                if now - rule.emitted_at >= STATE_INTERVAL:
+                    # its moved bookkeeping is due: the rest left the state a step would have, hand that out
+                    state.block = block.to_dict()
+                    self._emit(rule, result, now)
             return
         rule.moved = False
         # plain loops: this runs thousands of times a second on the engine loop (bench/logic.py)
@@ -565,7 +571,8 @@ class RuleRunner:
         have at each (a cycle falls due at the first call at or after ``next_cycle``; the next one a cycle
         after that call), and move ``next_cycle`` on. Nothing but the block's bookkeeping (when it last stepped)
         moves: it was at rest with the same inputs at each (see :meth:`_rests`). Stops at the call at which the
-        state was to be handed out: the rule runs in full there, and it is woken by then (:func:`_lazy_due`).
+        state was to be handed out: the rule runs there (a rest that hands the state out, or a step if something
+        moved), and it is woken by then (:func:`_lazy_due`).
 
         Exact as long as each call runs every rule due (no ``limit``); a rule left for a later slice rests
         at the call its cycle fell due in, a slice or two earlier than the step would have."""
@@ -593,18 +600,18 @@ class RuleRunner:
         Its inputs have not changed since its last full run (``moved`` is false: every change of a point it
         reads, a quality change included, sets it), and an expression is a pure function of them, a block at
         rest (:meth:`~bms.logic.blocks.Block.at_rest`) steps to the same state. What the full run would still
-        do: command an output whose last command did not reach its device (``out`` None), and hand out a
-        block's moved bookkeeping every :data:`STATE_INTERVAL`: those runs are not skipped. On the bench's
-        5,000 rules, half the runs a second were such cycles (saturated PIDs, settled rate limiters, zero
-        flows, steady expressions; issue 12)."""
+        do: command an output whose last command did not reach its device (``out`` None): that run is not
+        skipped. A block's moved bookkeeping due to be handed out (every :data:`STATE_INTERVAL`) is the state
+        the rest left, handed out by :meth:`_run` without a step. On the bench's 5,000 rules, half the runs a
+        second were such cycles (saturated PIDs, settled rate limiters, zero flows, steady expressions), and a
+        sixth of the rest were steps made only to hand out a resting block's bookkeeping (issue 12)."""
         state = rule.state
         if state.quality == _BAD_LABEL or None in state.out:
             return False
         block = rule.block
         if block is None:
             return True
-        emitted_at = rule.emitted_at
-        if rule.inputs is None or emitted_at is None or now - emitted_at >= STATE_INTERVAL:
+        if rule.inputs is None or rule.emitted_at is None:
             return False
         if not block.at_rest(rule.inputs):
             return False

@@ -233,3 +233,26 @@ def test_a_sleeping_block_is_awake_after_a_reassertion_and_runs_on():
     later = [resting.evaluate(at(seconds), values, []) for seconds in (2, 3, 7, 12)]
     assert all(not run.commands for run in later)
     assert "loop" in later[0].evaluated  # awake: its first cycle after the reassertion runs in full
+
+
+def test_a_resting_block_hands_its_state_out_without_stepping():
+    # a saturated PID's bookkeeping (when it last sampled) is handed out every STATE_INTERVAL from the rest that
+    # moved it: a step there would leave the same state (the comparisons above), so none is made; an input that
+    # moves is stepped at once
+    resting, _ = _runners()
+    values = {"pv": (50.0, "good"), "sp": (20.0, "good"), "x": (10.0, "good"), "flow": (0.0, "good")}
+    values["auto"] = (True, "good")
+    resting.evaluate(at(0), values, None)
+    block = resting.block_of("loop")
+    steps = []
+    step = block.step
+    block.step = lambda now, **inputs: (steps.append(now), step(now, **inputs))[1]
+    handed = []
+    for seconds in range(1, 22):
+        result = resting.evaluate(at(seconds), values, [])
+        if "logic:loop" in result.states:
+            assert result.states["logic:loop"]["block"] == block.to_dict() and "loop" in result.rested
+            handed.append((seconds, block.state.last_time))
+    assert handed == [(seconds, at(seconds)) for seconds in (5, 10, 15, 20)] and steps == []
+    values["pv"] = (60.0, "good")
+    assert "loop" in resting.evaluate(at(22), values, ["pv"]).evaluated and steps == [at(22)]
