@@ -136,7 +136,7 @@ def test_with_a_witness_a_silent_link_does_not_stop_the_active_nodes_writes(make
     spans = [
         (row["finished_at"] - row["created_at"]).total_seconds()
         for row in pair.main.query(
-            "SELECT created_at, finished_at FROM control_command WHERE command_id LIKE 'blackhole-%%' ORDER BY id"
+            "SELECT created_at, finished_at FROM control_command WHERE command_id LIKE %s ORDER BY id", ["blackhole-%"]
         )
     ]
     print(
