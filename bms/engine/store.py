@@ -6,14 +6,15 @@ reload, on command execution and on state transitions: never per sample.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import connection, models, transaction
-from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from bms.alarms.store import read_alarm_specs
@@ -23,10 +24,12 @@ from bms.control.services import payload_hash
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
+from bms.engine.sqlrows import Table, placeholders
 from bms.events.models import Event
 from bms.history.models import next_stamps, stamped_update
 from bms.logic.store import read_rule_specs
 from bms.points.models import ConfigRevision, Device, Point
+from bms.points.rows import point_with_device
 from bms.schedules.store import read_schedule_specs
 from bms.trends.spec import read_trend_specs
 from drivers.base import DeviceSpec, PointSpec
@@ -112,50 +115,79 @@ def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> int:
     return len(new)
 
 
-def _sendable(node: str, epoch: int, now: datetime) -> Q:
-    """Pending, bound to ``(node, epoch)`` and within its lifetime: what this node may claim (ADR 0008)."""
-    return Q(status=Command.PENDING, accepted_by=node, accepted_epoch=epoch) & (
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+@functools.cache
+def _commands() -> Table:
+    """The command log's table, for the statements every command goes through (see :mod:`bms.engine.sqlrows`)."""
+    return Table(Command)
+
+
+def _sendable(node: str, epoch: int, now: datetime) -> tuple[str, list[object]]:
+    """Pending, bound to ``(node, epoch)`` and within its lifetime: what this node may claim (ADR 0008); a WHERE
+    condition and its parameters."""
+    table = _commands()
+    expires = table.column("expires_at")
+    condition = (
+        f"{table.column('status')} = %s AND {table.column('accepted_by')} = %s "
+        f"AND {table.column('accepted_epoch')} = %s AND ({expires} IS NULL OR {expires} > %s)"
     )
+    return condition, [Command.PENDING, node, epoch, table.prep("expires_at", now)]
 
 
-def _each(stamps: dict[int, object], field: models.Field) -> Case | Value:
-    """A per-row value for one UPDATE of many rows (one statement instead of one per row); the caller's filter
-    holds the rows to ``stamps``' keys. One row: its value (the engine's functions' commands mostly come one at a
-    time, and compiling a CASE was a third of the ORM work of recording an outcome)."""
-    if len(stamps) == 1:
-        [value] = stamps.values()
-        return Value(value, output_field=field)
-    return Case(*(When(pk=pk, then=Value(value, output_field=field)) for pk, value in stamps.items()))
+def _sendable_ids(node: str, epoch: int, limit: int, among: list[int] | None = None) -> list[int]:
+    """The oldest ``limit`` commands this node may claim now (of ``among`` if given), oldest first."""
+    table = _commands()
+    pk = table.column(table.pk)
+    condition, params = _sendable(node, epoch, timezone.now())
+    if among is not None:
+        condition += f" AND {pk} IN ({placeholders(len(among))})"
+        params += among
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pk} FROM {table.name} WHERE {condition} ORDER BY {pk} LIMIT %s", [*params, limit])
+        return [row[0] for row in cursor.fetchall()]
 
 
-def _update_stamping_each(rows: QuerySet, pks: list[int], **fields: object) -> tuple[str, range]:
-    """``rows.update(**fields)`` in one statement, each of ``pks`` with a stamp of its own (inside the caller's
-    transaction); returns the origin and the stamps taken."""
+def _update_stamping_each(
+    pks: list[int],
+    condition: str,
+    condition_params: list[object],
+    fields: dict[str, object],
+    each: dict[str, dict[int, object]] | None = None,
+    returning: bool = False,
+) -> list[Command] | int:
+    """Set ``fields`` (and per row, ``each``) on those of ``pks`` that meet ``condition``, each with a history
+    stamp of its own, in one statement (inside the caller's transaction). ``returning``: the rows changed, as
+    they are now; else how many."""
+    table = _commands()
     origin, epoch, seqs = next_stamps(len(pks))
-    rows.update(
-        origin=origin,
-        epoch=epoch,
-        origin_seq=_each(dict(zip(pks, seqs, strict=True)), models.BigIntegerField()),
-        **fields,
+    assignments, params = table.assignments({"origin": origin, "epoch": epoch, **fields})
+    for name, values in {"origin_seq": dict(zip(pks, seqs, strict=True)), **(each or {})}.items():
+        value, more = table.each(name, values)
+        assignments += f", {table.column(name)} = {value}"
+        params += more
+    sql = (
+        f"UPDATE {table.name} SET {assignments} "
+        f"WHERE {table.column(table.pk)} IN ({placeholders(len(pks))}) AND {condition}"
     )
-    return origin, seqs
+    params += [*pks, *condition_params]
+    if returning:
+        sql += f" RETURNING {table.columns(table.all)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return table.build(cursor.fetchall()) if returning else cursor.rowcount
 
 
 def _claim(node: str, epoch: int, pks: list[int]) -> list[Command]:
     """Move ``pks`` (if still sendable) to executing, one stamp each, in one statement; the rows claimed."""
     now = timezone.now()
+    condition, params = _sendable(node, epoch, now)
     with transaction.atomic():
         # The conditional UPDATE is what makes execution at-most-once, even with two engines or a duplicated
-        # wake-up: PostgreSQL re-checks the condition on a row another transaction changed meanwhile.
-        origin, seqs = _update_stamping_each(
-            Command.objects.filter(_sendable(node, epoch, now), pk__in=pks),
-            pks,
-            status=Command.EXECUTING,
-            started_at=now,
+        # wake-up: PostgreSQL re-checks the condition on a row another transaction changed meanwhile, and
+        # RETURNING gives exactly the rows this statement changed.
+        claimed = _update_stamping_each(
+            pks, condition, params, {"status": Command.EXECUTING, "started_at": now}, returning=True
         )
-        # The stamps are this transaction's alone: a row carrying one of them is a row this call claimed.
-        return list(Command.objects.filter(pk__in=pks, origin=origin, origin_seq__in=seqs).order_by("pk"))
+    return sorted(claimed, key=lambda command: command.pk)
 
 
 @with_fresh_connection
@@ -192,10 +224,10 @@ def _release_lost_claims(node: str, epoch: int, since: datetime, held: frozenset
     if lost:
         with transaction.atomic():
             _update_stamping_each(
-                Command.objects.filter(pk__in=lost, status=Command.EXECUTING),
                 lost,
-                status=Command.PENDING,
-                started_at=None,
+                f"{_commands().column('status')} = %s",
+                [Command.EXECUTING],
+                {"status": Command.PENDING, "started_at": None},
             )
     return lost
 
@@ -257,11 +289,9 @@ def claim_commands(
     released = _release_lost_claims(node, epoch, lost.since, lost.held) if lost is not None else []
     if settle:
         settle_foreign_executing(node, epoch)
-    sendable = Command.objects.filter(_sendable(node, epoch, timezone.now()))
     if pks is not None:
         pks = [*pks, *released]
-        sendable = sendable.filter(pk__in=pks)
-    chosen = list(sendable.order_by("pk").values_list("pk", flat=True)[:limit]) if pks != [] else []
+    chosen = _sendable_ids(node, epoch, limit, pks) if pks != [] else []
     claimed = _claim(node, epoch, chosen) if chosen else []
     expired: list[tuple[str, str]] = []
     if settle:
@@ -278,24 +308,22 @@ def claim_commands(
 @with_fresh_connection
 def sendable_command_ids(node: str, epoch: int, limit: int) -> list[int]:
     """The oldest ``limit`` pending commands this node may claim now, oldest first (without claiming them)."""
-    return list(
-        Command.objects.filter(_sendable(node, epoch, timezone.now()))
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
-    )
+    return _sendable_ids(node, epoch, limit)
 
 
 def _finish(outcomes: dict[int, tuple[str, str]]) -> None:
     """Record outcomes of many commands in one statement (one stamp each); see :func:`finish_command`."""
-    now = timezone.now()
+    table = _commands()
     with transaction.atomic():
         _update_stamping_each(
-            Command.objects.filter(pk__in=list(outcomes), observed=False),
             list(outcomes),
-            status=_each({pk: status for pk, (status, _) in outcomes.items()}, models.CharField()),
-            error=_each({pk: error[:2000] for pk, (_, error) in outcomes.items()}, models.TextField()),
-            observed=True,
-            finished_at=now,
+            f"{table.column('observed')} = %s",
+            [table.prep("observed", False)],
+            {"observed": True, "finished_at": timezone.now()},
+            each={
+                "status": {pk: status for pk, (status, _) in outcomes.items()},
+                "error": {pk: error[:2000] for pk, (_, error) in outcomes.items()},
+            },
         )
 
 
@@ -517,23 +545,9 @@ def _plan(claimed: int | Command) -> WritePlan:
     return WritePlan(True, winner.value, detail=f"slot {slot} cleared; {winner.describe()} written")
 
 
-#: what a plan reads of a point and its device (:func:`arrays.relinquish_default` included): every command is
-#: planned, and building the whole row of both models was a fifth of a claim's CPU
-_PLAN_FIELDS = (
-    "name",
-    "data_type",
-    "scale",
-    "offset",
-    "min_value",
-    "max_value",
-    "relinquish_default",
-    "device__driver",
-)
-
-
 def _plan_point(name: str) -> Point | None:
-    """The point named ``name`` with what a plan reads of it (names are unique: no ORDER BY, unlike first())."""
-    return next(iter(Point.objects.select_related("device").only(*_PLAN_FIELDS).filter(name=name)), None)
+    """The point named ``name`` with what a plan reads of it and of its device (one statement written once)."""
+    return point_with_device(name)
 
 
 def _record_assert(point: Point, winner: arrays.Effective, node: str, epoch: int, reason: str, cause: str) -> int:
