@@ -33,12 +33,12 @@ from bms.audit.values import bounded_text, recordable
 from bms.control import outcomes
 from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
+from bms.control.target import point_with_device
 from bms.engine import bus
 from bms.engine.dbconn import sqlstate
 from bms.engine.scaling import Scaling, ValueRejected, preview, validate_value
 from bms.engine.sink import ENGINE_SOURCES
 from bms.history.models import next_stamp
-from bms.points.rows import point_with_device
 from drivers.registry import driver_class
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ from bms.alarms.store import read_alarm_specs
 from bms.control import priority as arrays
 from bms.control.models import AuditEntry, Command
 from bms.control.services import payload_hash
+from bms.control.target import point_with_device
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
@@ -29,7 +30,6 @@ from bms.events.models import Event
 from bms.history.models import next_stamps, stamped_update
 from bms.logic.store import read_rule_specs
 from bms.points.models import ConfigRevision, Device, Point
-from bms.points.rows import point_with_device
 from bms.schedules.store import read_schedule_specs
 from bms.trends.spec import read_trend_specs
 from drivers.base import DeviceSpec, PointSpec

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from bms.control.models import Command
+from bms.control.target import point_with_device
 from bms.engine import store
 from bms.points.models import Device, Point
-from bms.points.rows import point_with_device
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""A point with its device, read in one statement written once: the command path's lookup, made for every command.
+"""The point a write targets, with its device, read in one statement written once: made for every command.
 
 Recording a command (:func:`bms.control.services.submit_write`) and planning
 it (:func:`bms.engine.store.plan_command`) each read the point it writes; the
