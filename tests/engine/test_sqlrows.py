@@ -95,19 +95,9 @@ def test_outcomes_recorded_together_each_keep_their_own_status_error_and_stamp()
 
 def test_the_point_lookup_reads_the_point_and_its_device_as_the_orm_does_and_defers_the_rest():
     device = Device.objects.create(name="plc", host="127.0.0.1", port=1502, enabled=False)
-    Point.objects.create(
-        device=device,
-        name="sp",
-        address="hr:3",
-        data_type="float32",
-        writable=True,
-        scale=0.5,
-        offset=-3,
-        min_value=5,
-        max_value=30,
-        relinquish_default={"a": [1, 2]},
-        description="zone setpoint",
-    )
+    setpoint = {"name": "sp", "address": "hr:3", "data_type": "float32", "writable": True, "scale": 0.5}
+    limits = {"offset": -3, "min_value": 5, "max_value": 30, "relinquish_default": {"a": [1, 2]}}
+    Point.objects.create(device=device, description="zone setpoint", **setpoint, **limits)
     found = point_with_device("sp")
     stored = Point.objects.select_related("device").get(name="sp")
     for name in ("pk", "name", "writable", "enabled", "data_type", "scale", "offset", "min_value", "max_value"):
