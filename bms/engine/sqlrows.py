@@ -57,8 +57,8 @@ class Table:
 
     def each(self, name: str, values: dict[int, object]) -> tuple[str, list[object]]:
         """A value per row for one UPDATE of many rows (the caller's WHERE holds the rows to ``values``' keys):
-        ``%s`` for one row, else ``CASE pk WHEN %s THEN %s ... END``. Each value is cast to its column's type:
-        with server-side parameters PostgreSQL would take a bare ``THEN %s`` for text."""
+        ``CAST(%s AS type)`` for one row, else ``CASE pk WHEN %s THEN CAST(%s AS type) ... END``: each value cast
+        to its column's type, as with server-side parameters PostgreSQL would take a bare ``%s`` there for text."""
         cast = self.fields[name].cast_db_type(connection)
         if len(values) == 1:
             [value] = values.values()

@@ -492,7 +492,7 @@ def _plan(claimed: int | Command) -> WritePlan:
     for, if that is still the effective value.
     """
     command = claimed if isinstance(claimed, Command) else Command.objects.get(pk=claimed)
-    point = _plan_point(command.point_name)
+    point = point_with_device(command.point_name)
     if point is None or not arrays.server_keeps_array(point.device.driver):
         return WritePlan(True, command.value, command.priority)
     now = timezone.now()
@@ -543,11 +543,6 @@ def _plan(claimed: int | Command) -> WritePlan:
             "so the device was left as it is",
         )
     return WritePlan(True, winner.value, detail=f"slot {slot} cleared; {winner.describe()} written")
-
-
-def _plan_point(name: str) -> Point | None:
-    """The point named ``name`` with what a plan reads of it and of its device (one statement written once)."""
-    return point_with_device(name)
 
 
 def _record_assert(point: Point, winner: arrays.Effective, node: str, epoch: int, reason: str, cause: str) -> int:
