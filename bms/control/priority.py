@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from bms.control.models import Command
 from bms.engine.scaling import Scaling, ValueRejected, validate_value
-from bms.engine.sqlrows import Table
+from bms.engine.sqlrows import Table, table_of
 from bms.points.models import Point
 from drivers.registry import driver_class
 
@@ -124,7 +124,7 @@ SLOT_FIELDS = ("id", "command_id", "value", "priority", "source", "username", "s
 def _latest_rows() -> tuple[Table, str]:
     """The command log's table and the query of :func:`latest_in_slots`: written once, neither compiled by the
     ORM nor mapped by ``raw()`` at each plan (each was a fifth of the CPU of planning a command)."""
-    commands = Table(Command)
+    commands = table_of(Command)
     pk = commands.column(commands.pk)
     sql = _LATEST_ROWS.format(columns=commands.columns(SLOT_FIELDS), table=commands.name, pk=pk)
     return commands, sql

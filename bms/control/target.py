@@ -12,7 +12,7 @@ import functools
 
 from django.db import connection
 
-from bms.engine.sqlrows import Table
+from bms.engine.sqlrows import Table, table_of
 from bms.points.models import Device, Point
 
 #: what the command path reads of a point (the other fields are deferred: loaded if ever touched)
@@ -35,7 +35,7 @@ DEVICE_FIELDS = ("id", "name", "enabled", "driver")
 
 @functools.cache
 def _tables() -> tuple[Table, Table, str]:
-    points, devices = Table(Point), Table(Device)
+    points, devices = table_of(Point), table_of(Device)
     sql = (
         f"SELECT {points.columns(POINT_FIELDS, 'p.')}, {devices.columns(DEVICE_FIELDS, 'd.')} "
         f"FROM {points.name} p JOIN {devices.name} d ON d.{devices.column('id')} = p.{points.column('device')} "

@@ -12,6 +12,7 @@ converters, exactly as the ORM sends and reads them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,14 +32,20 @@ class Table:
         #: every concrete field, in the model's order (what ``Model.from_db`` expects of a whole row)
         self.all = tuple(self.fields)
         self._converters: dict[tuple[str, tuple[str, ...]], list[tuple[int, list, Any]]] = {}
+        self._orders: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def column(self, name: str) -> str:
         """The quoted column of field ``name`` (a foreign key: its ``_id`` column)."""
         return self._quote(self.fields[name].column)
 
     def ordered(self, names: Sequence[str]) -> tuple[str, ...]:
-        """``names`` in the model's field order: the order ``Model.from_db`` takes a partial row in."""
-        return tuple(name for name in self.fields if name in names)
+        """``names`` in the model's field order: the order ``Model.from_db`` takes a partial row in (worked out
+        once per list of names: it is asked at every statement)."""
+        key = tuple(names)
+        found = self._orders.get(key)
+        if found is None:
+            found = self._orders[key] = tuple(name for name in self.fields if name in key)
+        return found
 
     def columns(self, names: Sequence[str], prefix: str = "") -> str:
         """``a, b, c`` (``prefix``: a table alias and its dot) for a SELECT or RETURNING list, in the model's
@@ -99,6 +106,12 @@ class Table:
                     found.append((index, functions, column))
             self._converters[key] = found
         return found
+
+
+@functools.cache
+def table_of(model: type[models.Model]) -> Table:
+    """The one :class:`Table` of ``model`` in this process (its orders and converters worked out once)."""
+    return Table(model)
 
 
 def placeholders(count: int) -> str:

@@ -6,7 +6,6 @@ reload, on command execution and on state transitions: never per sample.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from bms.control.target import point_with_device
 from bms.engine.config import DeviceConfig, EngineConfig, PointConfig
 from bms.engine.dbconn import with_fresh_connection
 from bms.engine.scaling import Scaling
-from bms.engine.sqlrows import Table, placeholders
+from bms.engine.sqlrows import placeholders, table_of
 from bms.events.models import Event
 from bms.history.models import next_stamps, stamped_update
 from bms.logic.store import read_rule_specs
@@ -115,16 +114,10 @@ def log_events(rows: list[tuple[str, str, str, str, datetime]]) -> int:
     return len(new)
 
 
-@functools.cache
-def _commands() -> Table:
-    """The command log's table, for the statements every command goes through (see :mod:`bms.engine.sqlrows`)."""
-    return Table(Command)
-
-
 def _sendable(node: str, epoch: int, now: datetime) -> tuple[str, list[object]]:
     """Pending, bound to ``(node, epoch)`` and within its lifetime: what this node may claim (ADR 0008); a WHERE
     condition and its parameters."""
-    table = _commands()
+    table = table_of(Command)
     expires = table.column("expires_at")
     condition = (
         f"{table.column('status')} = %s AND {table.column('accepted_by')} = %s "
@@ -135,7 +128,7 @@ def _sendable(node: str, epoch: int, now: datetime) -> tuple[str, list[object]]:
 
 def _sendable_ids(node: str, epoch: int, limit: int, among: list[int] | None = None) -> list[int]:
     """The oldest ``limit`` commands this node may claim now (of ``among`` if given), oldest first."""
-    table = _commands()
+    table = table_of(Command)
     pk = table.column(table.pk)
     condition, params = _sendable(node, epoch, timezone.now())
     if among is not None:
@@ -153,11 +146,11 @@ def _update_stamping_each(
     fields: dict[str, object],
     each: dict[str, dict[int, object]] | None = None,
     returning: bool = False,
-) -> list[Command] | int:
+) -> list[Command]:
     """Set ``fields`` (and per row, ``each``) on those of ``pks`` that meet ``condition``, each with a history
     stamp of its own, in one statement (inside the caller's transaction). ``returning``: the rows changed, as
-    they are now; else how many."""
-    table = _commands()
+    they are now (else nothing is read back)."""
+    table = table_of(Command)
     origin, epoch, seqs = next_stamps(len(pks))
     assignments, params = table.assignments({"origin": origin, "epoch": epoch, **fields})
     for name, values in {"origin_seq": dict(zip(pks, seqs, strict=True)), **(each or {})}.items():
@@ -173,7 +166,7 @@ def _update_stamping_each(
         sql += f" RETURNING {table.columns(table.all)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return table.build(cursor.fetchall()) if returning else cursor.rowcount
+        return table.build(cursor.fetchall()) if returning else []
 
 
 def _claim(node: str, epoch: int, pks: list[int]) -> list[Command]:
@@ -225,7 +218,7 @@ def _release_lost_claims(node: str, epoch: int, since: datetime, held: frozenset
         with transaction.atomic():
             _update_stamping_each(
                 lost,
-                f"{_commands().column('status')} = %s",
+                f"{table_of(Command).column('status')} = %s",
                 [Command.EXECUTING],
                 {"status": Command.PENDING, "started_at": None},
             )
@@ -313,7 +306,7 @@ def sendable_command_ids(node: str, epoch: int, limit: int) -> list[int]:
 
 def _finish(outcomes: dict[int, tuple[str, str]]) -> None:
     """Record outcomes of many commands in one statement (one stamp each); see :func:`finish_command`."""
-    table = _commands()
+    table = table_of(Command)
     with transaction.atomic():
         _update_stamping_each(
             list(outcomes),
