@@ -144,5 +144,13 @@ def test_a_frozen_engine_makes_the_web_side_unknown_within_the_timeout_and_it_re
 
     wait_until(refused_as_standby, 15, 0.2, "a write refused by the standby")
     assert all(status == 503 and body.get("role") in ("standby", "unknown") for status, body in refusals), refusals
-    status, body = get(f"{pair.backup.base_url}/healthz/active")
-    assert (status, body["role"]) == (200, "active"), body
+    # The backup's web side vouches for its role. It too says unknown for a moment when a loaded host lets its
+    # status row age past the 300 ms timeout (seen under two busy loops, 4 December 2026), so it is asked again.
+    answers: list[tuple[int, dict]] = []
+
+    def backup_vouches() -> bool:
+        answers.append(get(f"{pair.backup.base_url}/healthz/active"))
+        return answers[-1][0] == 200 and answers[-1][1].get("role") == "active"
+
+    wait_until(backup_vouches, 15, 0.1, "the backup's /healthz/active says active")
+    assert all(body.get("role") in ("active", "unknown") for _, body in answers), answers
