@@ -41,6 +41,12 @@ def settled_on_both(pair, command_id: str) -> dict | None:
 
 def test_sigstop_of_the_active_node_it_steps_down_and_sends_no_write_after_the_new_epoch(make_pair, pair_device):
     pair = make_pair(period_ms=100)
+    # The held read must outlast the test's steps up to the SIGSTOP. With the template's 2 s device timeout it
+    # timed out under load (a read and its retry, 4 s, while the standby took 3.5 s to hold the write executing:
+    # 4 December 2026, two workers and a busy loop); the lock then passed to the write, which was sent to the
+    # frozen device before the SIGSTOP, rightly, in epoch 1, and reached the device once the test let it go on.
+    for node in pair.nodes.values():
+        node.execute("UPDATE points_device SET timeout = 15")
     pair.up()
     epoch = pair.main.state()["epoch"]
     command_id, value = "fence-1", 24.25
@@ -79,6 +85,7 @@ def test_sigstop_of_the_active_node_it_steps_down_and_sends_no_write_after_the_n
     # Its parked write met the fence: nothing from main's process reached the device after SIGSTOP.
     row = wait_until(lambda: settled_on_both(pair, command_id), 15, 0.2, "the command settled on both nodes")
     late = [w for w in read_writes(pair.write_log, stopped_at) if w.pid in pair.main.pids]
+    assert "communication lost" not in pair.main.log_text(), "the held read timed out before the SIGSTOP"
     assert late == [], late
     assert setpoint_writes(pair.write_log, stopped_at - 5)[(ZONE_REGISTER["zone3_setpoint"], value)] == 0
     # main's own word (it held the request at its fence) beats the backup's "unknown": it knows it never sent it.
