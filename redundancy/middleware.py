@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from bms.control.models import AuditEntry
+from bms.history.lockwait import create_without_waiting, is_lock_timeout
 from redundancy.config import heartbeat_timeout
 from redundancy.nodeview import UNKNOWN, NodeView, load_view, node_view, remember_view
 
@@ -115,7 +117,9 @@ def refuse(request: HttpRequest, view: NodeView) -> HttpResponse:
 
 def _record(request: HttpRequest, view: NodeView, user: Any) -> None:
     try:
-        AuditEntry.objects.create(
+        # Bounded: a node whose engine froze holding the history stamp refuses in time (bms.history.lockwait).
+        create_without_waiting(
+            AuditEntry,
             user=user,
             username=user.get_username() if user else "",
             action=REFUSED_ACTION,
@@ -129,5 +133,13 @@ def _record(request: HttpRequest, view: NodeView, user: Any) -> None:
                 "active_url": view.active_url,
             },
         )
-    except Exception:  # the refusal itself must not fail because the audit write did
-        log.exception("could not record the refused %s %s in the audit trail", request.method, request.path)
+    except Exception as error:  # the refusal itself must not fail because the audit write did
+        if is_lock_timeout(error):
+            log.warning(
+                "the refused %s %s is not in the audit trail: the history stamp stayed locked for %g ms",
+                request.method,
+                request.path,
+                settings.BMS_WRITE_LOCK_WAIT_MS,
+            )
+        else:
+            log.exception("could not record the refused %s %s in the audit trail", request.method, request.path)

@@ -35,9 +35,9 @@ from bms.control.models import AuditEntry, Command
 from bms.control.priority import DEFAULT_PRIORITY, MANUAL, MAX_HOLD, server_keeps_array
 from bms.control.target import point_with_device
 from bms.engine import bus
-from bms.engine.dbconn import sqlstate
 from bms.engine.scaling import Scaling, ValueRejected, preview, validate_value
 from bms.engine.sink import ENGINE_SOURCES
+from bms.history.lockwait import bound_lock_wait, create_without_waiting, is_lock_timeout
 from bms.history.models import next_stamp
 from drivers.registry import driver_class
 
@@ -113,20 +113,45 @@ def submit_write(
         if exc.code == "busy":  # the lock that an audit row needs is the one that was not free: log only
             log.warning("write refused for %s by %s: %s", point_name, username or "-", exc.message)
             raise
-        AuditEntry.objects.create(
-            user=user if getattr(user, "pk", None) else None,
-            username=username,
-            action="write.rejected",
-            target=bounded_text(point_name if isinstance(point_name, str) else preview(point_name), 128),
-            detail={
+        entry = {
+            "user": user if getattr(user, "pk", None) else None,
+            "username": username,
+            "action": "write.rejected",
+            "target": bounded_text(point_name if isinstance(point_name, str) else preview(point_name), 128),
+            "detail": {
                 "code": exc.code,
                 "message": bounded_text(exc.message, 300),
                 "value": recordable(value),
                 "command_id": recordable(command_id),
             },
-        )
-        log.info("write refused for %s by %s: %s", point_name, username or "-", exc.message)
+        }
+        if _record_rejection(source, entry):
+            log.info("write refused for %s by %s: %s", point_name, username or "-", exc.message)
+        else:
+            log.warning(
+                "write refused for %s by %s: %s (not in the audit trail: the history stamp stayed locked for %g ms)",
+                point_name,
+                username or "-",
+                exc.message,
+                settings.BMS_WRITE_LOCK_WAIT_MS,
+            )
         raise
+
+
+def _record_rejection(source: str, entry: dict) -> bool:
+    """The audit row of a refused write; False if the web side's bounded wait for the history stamp ran out.
+
+    The engine's own functions wait for the stamp, as all their writes do (:mod:`bms.history.lockwait`)."""
+    if source in ENGINE_SOURCES:
+        AuditEntry.objects.create(**entry)
+        return True
+    try:
+        create_without_waiting(AuditEntry, **entry)
+    except OperationalError as error:
+        if not is_lock_timeout(error):
+            raise
+        return False
+    return True
 
 
 def _lifetime(lifetime: object) -> timedelta:
@@ -223,7 +248,7 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
     try:
         with transaction.atomic():
             if source not in ENGINE_SOURCES:
-                _bound_lock_wait()
+                bound_lock_wait()
             # The stamp taken here, in this transaction, rather than by HistoryRow.save (which would wrap it and
             # the insert in a savepoint of their own: two more round trips per command).
             origin, stamp_epoch, origin_seq = next_stamp()
@@ -268,7 +293,7 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
         # Another request recorded the same command_id between our check and insert.
         return _repeat(Command.objects.get(command_id=command_id), digest)
     except OperationalError as exc:
-        if sqlstate(exc) != LOCK_NOT_AVAILABLE:
+        if not is_lock_timeout(exc):
             raise
         raise CommandRejected(
             "busy",
@@ -277,22 +302,6 @@ def _submit(user, point_name, value, command_id, priority, source, epoch, lifeti
             "in the middle of a write); nothing was recorded: try again",
         ) from exc
     return Submission(command, True)
-
-
-#: PostgreSQL's "lock_not_available": a statement gave up waiting for a lock after ``lock_timeout``
-LOCK_NOT_AVAILABLE = "55P03"
-
-
-def _bound_lock_wait() -> None:
-    """An operator's or a client's write waits at most ``BMS_WRITE_LOCK_WAIT_MS`` for a lock (PostgreSQL).
-
-    Every history row takes its stamp from one counter row per node, locked until its transaction ends. An
-    engine frozen in the middle of such a transaction (SIGSTOP, a stalled VM) held it, and every write of the
-    web side waited behind it, for as long as the freeze lasted (30 s in a CI run of test_split_liveness),
-    instead of being refused as the frozen node's other requests were. The engine's own writes keep waiting."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.BMS_WRITE_LOCK_WAIT_MS:g}ms"])
 
 
 def _repeat(existing: Command, digest: str) -> Submission:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
+from bms.history.lockwait import create_without_waiting
 from bms.tokens.models import TokenUse
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ class TokenUseMiddleware:
         token = getattr(request, "bms_token", None)
         if token is not None:
             try:
-                TokenUse.objects.create(
+                # Bounded: a frozen engine holding the history stamp must not hold the answer (bms.history.lockwait).
+                create_without_waiting(
+                    TokenUse,
                     prefix=token.prefix,
                     username=token.user.get_username(),
                     method=(request.method or "")[:8],
