@@ -64,25 +64,20 @@ def timed(request) -> tuple[object, float]:
     return answer, time.monotonic() - began
 
 
+def write(client, value: float):
+    return client.post("/api/points/zone1_setpoint/write", {"value": value}, content_type="application/json")
+
+
 def test_a_write_behind_a_held_stamp_lock_is_refused_as_busy_within_the_bound_and_goes_through_after(operator):
-    OriginCounter.objects.get_or_create(origin=settings.BMS_NODE_NAME)
-    test_database = services.database_url(connection.settings_dict["NAME"])
-    with psycopg.connect(test_database) as holder:  # a transaction left open, as a frozen engine's
-        held = holder.execute(
-            "UPDATE history_origincounter SET value = value + 1 WHERE origin = %s", [settings.BMS_NODE_NAME]
-        )
-        assert held.rowcount == 1
-        began = time.monotonic()
-        answer = operator.post("/api/points/zone1_setpoint/write", {"value": 21.5}, content_type="application/json")
-        waited = time.monotonic() - began
-        body = answer.json()
-        assert (answer.status_code, body.get("error")) == (503, "busy"), body
-        assert "try again" in body["message"] and "nothing was recorded" in body["message"]
-        assert waited < settings.BMS_WRITE_LOCK_WAIT_MS / 1000 + 2.0, waited  # bounded (generous on a loaded host)
-        holder.rollback()
+    with stamp_lock_held():
+        answer, waited = timed(lambda: write(operator, 21.5))
+    body = answer.json()
+    assert (answer.status_code, body.get("error")) == (503, "busy"), body
+    assert "try again" in body["message"] and "nothing was recorded" in body["message"]
+    assert waited < BOUND_S, waited
     assert not Command.objects.exists()
     assert not AuditEntry.objects.filter(action="write.rejected").exists()  # its audit row would wait the same
-    answer = operator.post("/api/points/zone1_setpoint/write", {"value": 21.5}, content_type="application/json")
+    answer = write(operator, 21.5)
     assert answer.status_code in (202, 200, 503), answer.json()
     assert Command.objects.filter(point_name="zone1_setpoint").count() == 1  # recorded once the lock is free
 
@@ -92,15 +87,13 @@ def test_a_refused_write_behind_a_held_stamp_lock_is_answered_within_the_bound_a
 ):
     caplog.set_level(logging.WARNING, logger="bms.control.services")
     with stamp_lock_held():
-        answer, waited = timed(
-            lambda: operator.post("/api/points/zone1_setpoint/write", {"value": 99.0}, content_type="application/json")
-        )
+        answer, waited = timed(lambda: write(operator, 99.0))
     assert (answer.status_code, answer.json()["error"]) == (400, "out_of_range"), answer.json()
     assert waited < BOUND_S, waited
     assert not AuditEntry.objects.filter(action="write.rejected").exists()
     assert "not in the audit trail: the history stamp stayed locked" in caplog.text
     # With the lock free the same refusal is recorded, as always.
-    answer = operator.post("/api/points/zone1_setpoint/write", {"value": 99.0}, content_type="application/json")
+    answer = write(operator, 99.0)
     assert answer.status_code == 400
     assert AuditEntry.objects.filter(action="write.rejected", target="zone1_setpoint").count() == 1
 
@@ -123,13 +116,11 @@ def test_a_standby_refusal_behind_a_held_stamp_lock_is_answered_within_the_bound
     as_backup.set_role("standby", epoch=7)
     caplog.set_level(logging.WARNING, logger="redundancy.middleware")
     with stamp_lock_held():
-        answer, waited = timed(
-            lambda: operator.post("/api/points/zone1_setpoint/write", {"value": 21.5}, content_type="application/json")
-        )
+        answer, waited = timed(lambda: write(operator, 21.5))
     assert (answer.status_code, answer.json()["error"]) == (503, "standby"), answer.json()
     assert waited < BOUND_S, waited
     assert not AuditEntry.objects.filter(action="refused.standby").exists()
     assert "is not in the audit trail: the history stamp stayed locked" in caplog.text
-    answer = operator.post("/api/points/zone1_setpoint/write", {"value": 21.5}, content_type="application/json")
+    answer = write(operator, 21.5)
     assert answer.status_code == 503
     assert AuditEntry.objects.filter(action="refused.standby").count() == 1
