@@ -115,6 +115,8 @@ def point_write(request, name: str):
             source="web" if request.headers.get("X-BMS-Client") == "web-manager" else "api",
             epoch=node_view(request).epoch,
             lifetime=body.get("lifetime"),
+            # Passed on, not dropped: an override sent here to end by itself must end, or be refused.
+            expires_in=body.get("expires_in"),
         )
     except CommandRejected as exc:
         return error(exc.code, exc.message, exc.status)

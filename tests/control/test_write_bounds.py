@@ -112,3 +112,16 @@ def test_jsonable_keeps_plain_values_and_bounds_everything_else():
     assert len(recordable({"k": list(range(10_000))})) <= RECORDED_CHARS
     for value in (2**64, "\ud800\x00", {"a": [[[[1]]]]}, object()):
         framing.pack({"v": recordable(value)})
+
+
+def test_the_older_endpoint_takes_expires_in_as_the_v1_one_does_and_refuses_a_bad_one(operator):
+    # It was dropped here before (4 December 2026): an override meant to end in an hour stayed for good.
+    answer = post_raw(operator, json.dumps({"value": 21.5, "priority": 8, "expires_in": 0}))
+    assert (answer.status_code, answer.json()["error"]) == (400, "invalid"), answer.json()
+    assert "expires_in must be a number of seconds" in answer.json()["message"]
+    assert rejected_audit().detail["code"] == "invalid"
+    assert not Command.objects.exists()
+    answer = post_raw(operator, json.dumps({"value": 21.5, "priority": 8, "expires_in": 3600, "command_id": "hour"}))
+    assert answer.status_code in (200, 202), answer.json()
+    command = Command.objects.get(command_id="hour")
+    assert 3599 < (command.hold_until - command.created_at).total_seconds() <= 3600.1
